@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: installs swfflow and its test tools into a venv, starts the services the
+# tests use, runs pytest. Usage: bash scripts/test.sh [pytest args…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SWFFLOW_VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q -U pip >/dev/null
+"$VENV/bin/pip" install -q -e '.[test]'
+export PATH="$PWD/$VENV/bin:$PATH"
+exec "$VENV/bin/python" -m pytest -n 2 "$@"

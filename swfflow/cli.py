@@ -1,0 +1,109 @@
+"""The ``swfflow`` command line.
+
+Subcommands live in their own modules (``swfflow/commands/*.py``) and are imported only when
+called, so ``swfflow --help`` stays fast and a broken optional dependency affects one command.
+To add a command: write ``swfflow/commands/<name>.py`` with a click command or group, and add
+one row to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from swfflow import __version__
+from swfflow.errors import SwfflowError
+
+# name → ("module:attribute", one-line help). Ordered as shown in --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "compile": ("swfflow.commands.compile:compile_cmd",
+                "Compile a CWL workflow or Snakefile into a PanDA task plan (JSON)."),
+    "dag": ("swfflow.commands.compile:dag_cmd",
+            "Draw the step graph of a workflow (mermaid, dot or svg)."),
+    "run": ("swfflow.commands.run:run_cmd",
+            "Compile and run a workflow on this machine (no servers needed)."),
+    "status": ("swfflow.commands.run:status_cmd",
+               "Show the state of each step, task and job of a workflow instance."),
+    "submit": ("swfflow.commands.submit:submit_cmd",
+               "Submit a workflow or plan to PanDA + Rucio."),
+    "kill": ("swfflow.commands.submit:kill_cmd", "Kill every task of a submitted workflow."),
+    "retry": ("swfflow.commands.submit:retry_cmd",
+              "Retry the failed tasks of a submitted workflow."),
+    "services": ("swfflow.commands.services:services_group",
+                 "Start, stop and check the local ActiveMQ + Rucio services."),
+    "daqsim": ("swfflow.commands.daqsim:daqsim_cmd",
+               "Simulate the ePIC DAQ from a YAML schedule: messages and real STF files."),
+    "bridge": ("swfflow.commands.bridge:bridge_cmd",
+               "Drive the compiled workflow from DAQ run messages (long-running)."),
+    "template": ("swfflow.commands.template:template_group",
+                 "List, show, render and create parameterized workflow templates."),
+    "profile": ("swfflow.commands.profile:profile_group",
+                "Install the Snakemake 'panda' profile."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (target, _) in COMMANDS.items() if _importable(target)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name][0].split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # not built yet
+            raise
+        return getattr(module, attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _importable(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="swfflow")
+def cli() -> None:
+    """swfflow: CWL and Snakemake workflows → PanDA tasks over Rucio datasets,
+    driven by ePIC DAQ run messages.
+
+    \b
+    Typical use:
+      swfflow compile examples/calib.cwl            # plan table + plan.json
+      swfflow run examples/calib.cwl examples/calib-inputs.yml
+      swfflow daqsim schedules/example.yaml --fast
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one clear message and exit non-zero, no traceback."""
+    try:
+        cli.main(args=argv, prog_name="swfflow", standalone_mode=False)
+    except SwfflowError as exc:
+        click.echo(f"swfflow: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("swfflow: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Planner: IR → Plan (JEDI task parameters + Rucio dataset specs). Pure."""
