@@ -1,0 +1,106 @@
+"""The two small protocols the driver talks to: an :class:`Executor` and a :class:`Catalog`.
+
+Backends: ``local`` (embedded default: SQLite catalog, process-pool executor), ``rucio``
+(Catalog over rucio-clients) and ``panda`` (Executor over panda-client). The driver, the
+``swfflow submit`` command and the stream bridge all use these and nothing else.
+
+Every call is idempotent: creating an existing dataset, attaching an attached file, submitting a
+task whose name exists — none is an error, none duplicates anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from swfflow.plan.model import ReplicationRule, TaskSpec
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file in the catalog. ``did`` is "scope:name"; ``adler32`` 8 lowercase hex digits."""
+
+    did: str
+    size: int
+    adler32: str
+    pfn: str | None = None  # where the bytes are (a path or URL), when known
+    meta: Mapping[str, Any] = field(default_factory=dict)  # run, sequence, …
+
+    @property
+    def name(self) -> str:
+        return self.did.split(":", 1)[-1]
+
+
+class TaskState(str, Enum):
+    """swfflow's view of a task (reference/panda.md §6)."""
+
+    SUBMITTED = "submitted"
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # terminal: some inputs failed
+    FAILING = "failing"  # on its way to failed: downstream treats it as failed
+    FAILED = "failed"
+    EXHAUSTED = "exhausted"  # terminal, retryable
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    @property
+    def ok(self) -> bool:
+        return self is TaskState.SUCCEEDED
+
+
+_TERMINAL = {TaskState.SUCCEEDED, TaskState.PARTIAL, TaskState.FAILED, TaskState.EXHAUSTED}
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    task_id: str
+    state: TaskState
+    raw: str = ""  # the backend's own status word (JEDI status)
+    message: str = ""  # error dialog / log tail when failed
+    n_jobs: int = 0
+    n_jobs_done: int = 0
+    n_jobs_failed: int = 0
+
+
+@runtime_checkable
+class Catalog(Protocol):
+    def create_dataset(self, did: str, *, meta: Mapping[str, Any] | None = None,
+                       rules: Sequence[ReplicationRule] = ()) -> bool:
+        """Create an open dataset (True) or find it existing (False)."""
+
+    def add_files(self, dataset: str, files: Sequence[FileRecord], *,
+                  rse: str | None = None) -> int:
+        """Register the files (with size, adler32, meta) and attach them to the open dataset,
+        in batches. Returns how many were newly attached; already attached ones are skipped."""
+
+    def close_dataset(self, did: str) -> None:
+        """Close the dataset (no more files); closing a closed dataset is a no-op."""
+
+    def is_open(self, did: str) -> bool: ...
+
+    def dataset_exists(self, did: str) -> bool: ...
+
+    def list_files(self, did: str) -> list[FileRecord]: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    def submit(self, task: TaskSpec) -> str:
+        """Submit the task; return its id. A task of the same name that exists is found and its
+        id returned (idempotency by task name), never submitted twice."""
+
+    def status(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        """Bulk status: one call, whatever the number of tasks."""
+
+    def kill(self, task_id: str) -> None: ...
+
+    def finish(self, task_id: str) -> None: ...
+
+    def retry(self, task_id: str) -> None: ...
