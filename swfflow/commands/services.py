@@ -1,0 +1,80 @@
+"""``swfflow services up|down|status``: the local ActiveMQ + Rucio services."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from swfflow import services
+from swfflow.services.state import ServiceStatus, state_dir
+
+_NAMES = click.argument("names", nargs=-1, metavar="[SERVICE]...")
+_STATE = click.option("--dir", "directory", type=click.Path(file_okay=False),
+                      help="State directory (default: $SWFFLOW_SERVICES_DIR or "
+                           "~/.swfflow/services).")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _print(statuses: list[ServiceStatus], as_json: bool, root: str) -> None:
+    if as_json:
+        click.echo(json.dumps({"state_dir": root, "services": [s.to_dict() for s in statuses]},
+                              indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("service", "healthy", "pid", "port", "url", "detail", title=f"services in {root}")
+    for item in statuses:
+        table.add_row(item.name, "[green]yes[/]" if item.healthy else "[red]no[/]",
+                      str(item.pid or "-"), str(item.port or "-"), item.url or "-", item.detail)
+    Console().print(table)
+
+
+@click.group("services")
+def services_group() -> None:
+    """Start, stop and check the local real services: ActiveMQ (STOMP) and a Rucio server on
+    the local PostgreSQL, with three file RSEs (DAQ_DISK, E1_BNL_DISK, E1_JLAB_DISK).
+
+    \b
+    Clients find them through the state directory:
+      <dir>/activemq/endpoint.json   STOMP port and URL
+      <dir>/rucio/client/rucio.cfg   export RUCIO_CONFIG=<that file>
+    """
+
+
+@services_group.command("up")
+@_NAMES
+@_STATE
+@_JSON
+def up_cmd(names: tuple[str, ...], directory: str | None, as_json: bool) -> None:
+    """Start the services (all, or the ones named) and wait until they answer. Idempotent."""
+    root = state_dir(directory)
+    started = time.monotonic()
+    statuses = services.up(names or None, state=root)
+    if not as_json:
+        click.echo(f"ready in {time.monotonic() - started:.1f} s", err=True)
+    _print(statuses, as_json, str(root))
+
+
+@services_group.command("down")
+@_NAMES
+@_STATE
+def down_cmd(names: tuple[str, ...], directory: str | None) -> None:
+    """Stop the services (all, or the ones named). Data and logs stay in the directory."""
+    for name, was_running in services.down(names or None, state=directory).items():
+        click.echo(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+
+@services_group.command("status")
+@_NAMES
+@_STATE
+@_JSON
+def status_cmd(names: tuple[str, ...], directory: str | None, as_json: bool) -> None:
+    """Show each service's pid, port, URL and health. Exit code 1 if any is unhealthy."""
+    root = state_dir(directory)
+    statuses = services.status(names or None, state=root)
+    _print(statuses, as_json, str(root))
+    if not all(item.healthy for item in statuses):
+        raise SystemExit(1)  # not ctx.exit: the CLI's non-standalone main() drops its code

@@ -1,0 +1,88 @@
+"""Local real services for tests and users: ActiveMQ (STOMP) and a Rucio server on PostgreSQL.
+
+``up()`` starts what is not running (idempotent, waits until each answers), ``down()`` stops by
+recorded PID, ``status()`` probes each one. All state — configuration, data, logs, PID and
+endpoint files — lives in one directory: ``$SWFFLOW_SERVICES_DIR`` or ``~/.swfflow/services``.
+Calls on one state directory are serialised with a file lock, so concurrent callers (pytest-xdist
+workers, two shells) never start a service twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+from swfflow.errors import ConfigError
+from swfflow.services import activemq
+from swfflow.services.state import ServiceHome, ServiceStatus, file_lock, state_dir
+
+# name → module with start(home, **options) / stop(home) / status(home); started in this order
+SERVICES: dict[str, ModuleType] = {"activemq": activemq}
+
+__all__ = ["SERVICES", "ServiceStatus", "down", "purge", "status", "stomp_url", "up"]
+
+
+def _selected(names: Iterable[str] | None) -> list[str]:
+    chosen = list(names) if names else list(SERVICES)
+    unknown = [name for name in chosen if name not in SERVICES]
+    if unknown:
+        raise ConfigError(f"unknown service(s): {', '.join(unknown)}",
+                          hint=f"choose from: {', '.join(SERVICES)}")
+    return chosen
+
+
+def _lock(root: Path):
+    return file_lock(root / ".lock")
+
+
+def up(names: Iterable[str] | None = None, *, state: str | os.PathLike[str] | None = None,
+       fresh_session: str | None = None) -> list[ServiceStatus]:
+    """Start the services that are not running and wait until they answer.
+
+    ``fresh_session``: an id (e.g. one pytest run). The first call with a new id gives Rucio an
+    empty database; later calls with the same id reuse it (so xdist workers share one)."""
+    root = state_dir(state)
+    with _lock(root):
+        results = []
+        for name in _selected(names):
+            module, home = SERVICES[name], ServiceHome(root, name)
+            options = {"fresh_session": fresh_session} if name == "rucio" else {}
+            results.append(module.start(home, **options))
+        return results
+
+
+def down(names: Iterable[str] | None = None, *,
+         state: str | os.PathLike[str] | None = None) -> dict[str, bool]:
+    """Stop the services (reverse order); returns name → whether one was running."""
+    root = state_dir(state)
+    with _lock(root):
+        return {name: SERVICES[name].stop(ServiceHome(root, name))
+                for name in reversed(_selected(names))}
+
+
+def purge(state: str | os.PathLike[str]) -> None:
+    """Stop every service, delete what lives outside the directory (Rucio's database), then
+    the directory itself. For throwaway directories (one per test run)."""
+    import shutil
+
+    root = state_dir(state)
+    down(state=root)
+    with _lock(root):
+        for name, module in SERVICES.items():
+            if hasattr(module, "purge"):
+                module.purge(ServiceHome(root, name))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def status(names: Iterable[str] | None = None, *,
+           state: str | os.PathLike[str] | None = None) -> list[ServiceStatus]:
+    root = state_dir(state)
+    return [SERVICES[name].status(ServiceHome(root, name)) for name in _selected(names)]
+
+
+def stomp_url(state: str | os.PathLike[str] | None = None) -> str | None:
+    """The STOMP URL of the running broker, or None."""
+    found = activemq.status(ServiceHome(state_dir(state), "activemq"))
+    return found.url if found.healthy else None

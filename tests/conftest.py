@@ -1,0 +1,94 @@
+"""Session fixtures shared by every test: real ActiveMQ and a real Rucio server.
+
+Each pytest run (all its xdist workers together) gets its own services directory, hence its own
+broker (own port, own KahaDB) and its own Rucio database, so concurrent test runs on one machine
+never see each other's messages or files. Services start once per run, on first use, under the
+file lock of ``swfflow.services``; the controller process stops them at the end. A service that
+cannot start makes the fixture fail loudly (an error, never a skip).
+
+Set ``SWFFLOW_TEST_SERVICES_DIR`` to keep the services running in a fixed directory across runs
+(faster local iteration; Rucio still gets an empty database per run).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# --- environment, set before anything imports panda-client (reference/panda.md §8) -------------
+os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
+for _var in ("PANDA_URL", "PANDA_URL_SSL", "PANDACACHE_URL"):
+    os.environ.setdefault(_var, "http://127.0.0.1:25080/server/panda")
+
+# One id and one owner per pytest run: set in the controller at import time, inherited by the
+# xdist workers it spawns afterwards.
+os.environ.setdefault("SWFFLOW_TEST_SESSION", uuid.uuid4().hex[:10])
+os.environ.setdefault("SWFFLOW_TEST_OWNER_PID", str(os.getpid()))
+SESSION = os.environ["SWFFLOW_TEST_SESSION"]
+SESSIONS_ROOT = Path(tempfile.gettempdir()) / "swfflow-test-services"
+KEEP_DIR = os.environ.get("SWFFLOW_TEST_SERVICES_DIR")
+
+
+def _session_dir() -> Path:
+    return Path(KEEP_DIR) if KEEP_DIR else SESSIONS_ROOT / SESSION
+
+
+def _owner_alive(directory: Path) -> bool:
+    from swfflow.services.state import pid_alive
+
+    try:
+        return pid_alive(int((directory / "owner.pid").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def _teardown(directory: Path) -> None:
+    from swfflow import services
+
+    services.purge(directory)
+
+
+def _reap_stale_sessions() -> None:
+    """Stop the services of earlier runs that died without cleaning up (killed pytest)."""
+    from swfflow.services.state import file_lock
+
+    with file_lock(SESSIONS_ROOT / ".lock"):
+        for directory in SESSIONS_ROOT.iterdir():
+            if directory.is_dir() and directory.name != SESSION and not _owner_alive(directory):
+                _teardown(directory)
+
+
+@pytest.fixture(scope="session")
+def services_dir() -> Path:
+    """This run's services directory (its pid/endpoint files, logs and configuration)."""
+    directory = _session_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    if not KEEP_DIR:
+        owner = directory / "owner.pid"
+        if not owner.exists():
+            owner.write_text(os.environ["SWFFLOW_TEST_OWNER_PID"])
+        _reap_stale_sessions()
+    return directory
+
+
+@pytest.fixture(scope="session")
+def stomp_url(services_dir: Path) -> str:
+    """``stomp://127.0.0.1:<port>`` of a real ActiveMQ broker (any login is accepted)."""
+    from swfflow import services
+
+    (broker,) = services.up(["activemq"], state=services_dir)
+    assert broker.healthy and broker.url, broker
+    return broker.url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In the controller (or a run without xdist): stop this run's services."""
+    if hasattr(session.config, "workerinput") or KEEP_DIR:
+        return
+    directory = _session_dir()
+    if directory.exists() and os.environ["SWFFLOW_TEST_OWNER_PID"] == str(os.getpid()):
+        _teardown(directory)

@@ -1,0 +1,108 @@
+"""The local real services: ActiveMQ (STOMP) and the Rucio server, and their CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import stomp
+
+from swfflow import services
+from swfflow.cli import main
+from swfflow.services.state import choose_port
+
+pytestmark = pytest.mark.services
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("stomp://").rsplit(":", 1)
+    return host, int(port)
+
+
+class _Collector(stomp.ConnectionListener):
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+        self.arrived = threading.Event()
+
+    def on_message(self, frame) -> None:
+        self.bodies.append(frame.body)
+        self.arrived.set()
+
+
+def _connect(url: str, listener: stomp.ConnectionListener | None = None) -> stomp.Connection11:
+    host, port = _host_port(url)
+    conn = stomp.Connection11([(host, port)], vhost=host, auto_content_length=False)
+    if listener:
+        conn.set_listener("collect", listener)
+    conn.connect("swfflow", "swfflow", wait=True)
+    return conn
+
+
+def test_stomp_url_is_a_working_activemq(stomp_url: str) -> None:
+    assert stomp_url.startswith("stomp://127.0.0.1:")
+    queue = f"/queue/swfflow.test.{uuid.uuid4().hex[:8]}"
+    collector = _Collector()
+    consumer = _connect(stomp_url, collector)
+    consumer.subscribe(queue, id="1", ack="auto")
+    producer = _connect(stomp_url)
+    producer.send(queue, '{"msg_type": "stf_gen"}', headers={"persistent": "true"})
+    assert collector.arrived.wait(10), "message not delivered by the broker"
+    assert collector.bodies == ['{"msg_type": "stf_gen"}']
+    producer.disconnect()
+    consumer.disconnect()
+
+
+def test_up_is_idempotent_and_status_json_reports_it(stomp_url: str, services_dir: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    before = services.status(["activemq"], state=services_dir)[0]
+    again = services.up(["activemq"], state=services_dir)[0]
+    assert again.pid == before.pid and again.port == before.port and again.healthy
+    main(["services", "status", "activemq", "--json", "--dir", str(services_dir)])
+    report = json.loads(capsys.readouterr().out)
+    (broker,) = report["services"]
+    assert broker["name"] == "activemq" and broker["healthy"] is True
+    assert broker["pid"] == before.pid and f":{broker['port']}" in stomp_url
+
+
+def test_choose_port_avoids_a_taken_port() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        chosen = choose_port(taken)
+        assert chosen != taken
+    assert choose_port(chosen) == chosen  # free again: kept
+
+
+def test_broker_keeps_persistent_messages_across_restart_and_stops(tmp_path: Path,
+                                                                   capsys) -> None:
+    """A private broker: persistent (KahaDB) messages survive down/up; down makes it unhealthy."""
+    state = tmp_path / "svc"
+    try:
+        (first,) = services.up(["activemq"], state=state)
+        queue = "/queue/swfflow.test.persist"
+        producer = _connect(first.url)
+        producer.send(queue, "kept", headers={"persistent": "true"})
+        producer.disconnect(receipt="bye")
+        assert services.down(["activemq"], state=state) == {"activemq": True}
+        (stopped,) = services.status(["activemq"], state=state)
+        assert not stopped.healthy and stopped.pid is None
+        with pytest.raises(SystemExit) as exited:
+            main(["services", "status", "activemq", "--dir", str(state)])
+        assert exited.value.code == 1
+        (second,) = services.up(["activemq"], state=state)
+        assert second.healthy and second.port == first.port and second.pid != first.pid
+        collector = _Collector()
+        consumer = _connect(second.url, collector)
+        consumer.subscribe(queue, id="1", ack="auto")
+        assert collector.arrived.wait(15), "persistent message lost across restart"
+        assert collector.bodies == ["kept"]
+        consumer.disconnect()
+    finally:
+        services.purge(state)
+    assert not state.exists()
