@@ -1,0 +1,149 @@
+"""``swfflow compile`` and ``swfflow dag``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from swfflow.errors import ConfigError, SwfflowError
+from swfflow.frontends import load_any, load_inputs_file
+from swfflow.plan.draw import to_dot, to_mermaid
+from swfflow.plan.model import Plan
+from swfflow.plan.planner import compile_workflow
+from swfflow.plan.profile import load_profile
+
+_CHECK_FAILED = 2
+
+
+def build_plan(workflow_path: str, inputs_path: str | None, profile_path: str | None,
+               run: str | None, strict: bool = False) -> Plan:
+    """Front end + planner: the one path every command takes from a file to a plan."""
+    inputs = load_inputs_file(inputs_path)
+    workflow = load_any(workflow_path, inputs, strict=strict)
+    return compile_workflow(workflow, inputs, load_profile(profile_path), run)
+
+
+def _split_text(params: dict) -> str:
+    if params.get("noInput"):
+        return f"no input, {params.get('nEventsPerJob', 1)} ev/job"
+    parts = [f"{params[k]} {label}" for k, label in
+             (("nFilesPerJob", "files/job"), ("nGBPerJob", "GB/job")) if k in params]
+    if params.get("runUntilClosed"):
+        parts.append("until closed")
+    return ", ".join(parts) or "-"
+
+
+def _resources_text(params: dict) -> str:
+    if "coreCount" not in params:
+        return "-"
+    mem = params["ramCount"] * params["coreCount"]
+    return f"{params['coreCount']}c {mem} MB {params['walltime']}s"
+
+
+def plan_table(plan: Plan) -> Table:
+    table = Table(title=f"{plan.workflow}: {len(plan.tasks)} tasks, "
+                        f"{len(plan.datasets)} datasets (run {plan.run})", title_justify="left")
+    for column in ("step", "task name", "input", "mode", "split", "resources", "when"):
+        table.add_column(column, overflow="fold")
+    for task in plan.tasks:
+        master = task.params.get("dsForIN") or ("-" if task.params else "(driver)")
+        mode = ", ".join(sorted({p.mode for p in task.parents})) or (
+            "stream" if task.streaming else "start")
+        table.add_row(task.key, task.name, master, mode, _split_text(task.params),
+                      _resources_text(task.params), task.when or "")
+    return table
+
+
+@click.command("compile")
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.argument("inputs", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Where to write the plan JSON (default: <workflow>.plan.json; '-' = stdout).")
+@click.option("--run", "run", metavar="N", help="Instantiate for this run number "
+              "(default: keep the ${RUN} placeholder).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              envvar="SWFFLOW_PROFILE", help="Profile YAML: site, VO, scopes, names, defaults.")
+@click.option("--check", "--dry-run", "check", is_flag=True,
+              help="Validate only: exit 0 if the workflow compiles, 2 if not. Writes nothing.")
+@click.option("--strict", is_flag=True, help="Also run cwltool's full validation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout, no table.")
+@click.option("-q", "--quiet", is_flag=True, help="No table.")
+def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_json, quiet):
+    """Compile WORKFLOW (CWL, Snakefile) with optional INPUTS (YAML/JSON) into a PanDA plan.
+
+    The plan holds one JEDI task-parameter dict per step (per run), the Rucio datasets
+    (open while data arrives, closed at end of run or when the producer is done) and the
+    dependencies. The same input always gives byte-identical JSON.
+
+    \b
+    Examples:
+      swfflow compile examples/calib.cwl
+      swfflow compile examples/calib.cwl examples/calib-inputs.yml --run 100123 -o plan.json
+      swfflow compile examples/calib.cwl --check        # for CI and pre-commit
+    """
+    try:
+        plan = build_plan(workflow, inputs, profile_path, run, strict)
+    except SwfflowError as exc:
+        if check:
+            click.echo(f"swfflow: {workflow}: invalid: {exc}", err=True)
+            sys.exit(_CHECK_FAILED)
+        raise
+    if check:
+        click.echo(f"{workflow}: ok ({len(plan.tasks)} tasks, {len(plan.datasets)} datasets)")
+        return
+    text = plan.to_json()
+    if as_json:
+        click.echo(text, nl=False)
+        return
+    target = output or f"{Path(workflow).stem}.plan.json"
+    if target == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(target).write_text(text)
+    if not quiet:
+        console = Console(stderr=target == "-")
+        console.print(plan_table(plan))
+        if target != "-":
+            console.print(f"plan written to {target}")
+
+
+_FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}
+
+
+@click.command("dag")
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.argument("inputs", required=False, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(sorted(_FORMATS)), default="mermaid",
+              show_default=True, help="mermaid text, Graphviz dot, or svg (needs graphviz).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Output file (default stdout).")
+def dag_cmd(workflow, inputs, fmt, output):
+    """Draw the step graph of WORKFLOW: stream edges solid, complete edges dashed,
+    sub-workflows boxed.
+
+    \b
+    Examples:
+      swfflow dag examples/calib.cwl                       # mermaid, paste into markdown
+      swfflow dag examples/calib.cwl --format svg -o calib.svg
+    """
+    wf = load_any(workflow, load_inputs_file(inputs))
+    text = _FORMATS[fmt](wf)
+    data = text.encode()
+    if fmt == "svg":
+        dot = shutil.which("dot")
+        if dot is None:
+            raise ConfigError("svg needs Graphviz's 'dot' program, which is not installed",
+                              hint="install graphviz (apt-get install graphviz), "
+                                   "or use --format mermaid / dot")
+        data = subprocess.run([dot, "-Tsvg"], input=data, capture_output=True,
+                              check=True).stdout
+    if output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        Path(output).write_bytes(data)
