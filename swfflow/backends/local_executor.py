@@ -1,0 +1,382 @@
+"""The local Executor: JEDI's behaviour for what a plan asks, in a process pool.
+
+- A task's master input dataset (``dsForIN``) is split into jobs (:mod:`.splitting`); over an
+  open dataset (``runUntilClosed``, or a parent's output read with ``noWaitParent``) new files
+  become new jobs as they are attached, and the task finishes once the dataset is closed and
+  every job is done.
+- Jobs run in a process pool bounded by ``jobs`` (cores); a failed job is retried up to
+  ``attempts`` times, then the task fails with the job's exit code and log tail.
+- Outputs and logs are registered into the task's output/log datasets with adler32 and size.
+- All state lives in the state store (SQLite), so a new executor on the same store resumes:
+  finished jobs whose outputs still match their checksums are kept, the rest run again.
+
+The executor does its work when asked for :meth:`status` (or :meth:`pump`): one thread, no
+locks, and a driver loop, a bridge or the PanDA test double can each drive it at their pace.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
+
+from swfflow.backends.base import Catalog, FileRecord, TaskState, TaskStatus
+from swfflow.backends.splitting import SplitRule, split_files
+from swfflow.checksum import adler32_file
+from swfflow.plan.model import TaskSpec
+from swfflow.runtime.jobrun import execute_job
+
+_META = MetaData()
+TASKS = Table(
+    "exec_tasks", _META,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String, unique=True, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("state", String, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("assigned", JSON, nullable=False, default=list),  # master file DIDs given to jobs
+)
+JOBS = Table(
+    "exec_jobs", _META,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", Integer, nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("files", JSON, nullable=False),  # master input file DIDs
+    Column("state", String, nullable=False),  # pending | running | done | failed
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("job", JSON),  # the CWL job object it ran with (provenance: inputs)
+    Column("command", JSON),
+    Column("container", String),
+    Column("exit_code", Integer),
+    Column("outputs", JSON),  # the CWL output object
+    Column("produced", JSON),  # [{did, adler32, size, pfn}] registered outputs
+    Column("log", Text),
+)
+
+_ACTIVE = ("submitted", "running")
+
+
+class LocalExecutor:
+    """An :class:`~swfflow.backends.base.Executor` on this machine."""
+
+    def __init__(self, catalog: Catalog, engine: Any, workdir: str | Path, *, jobs: int = 2,
+                 attempts: int = 3, no_container: bool = False):
+        self.catalog = catalog
+        self.engine = engine
+        self.workdir = Path(workdir)
+        self.max_workers = max(1, jobs)
+        self.attempts = max(1, attempts)
+        self.no_container = no_container
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[int, Future] = {}
+        _META.create_all(engine)
+        self._recover()
+
+    # --- Executor protocol ----------------------------------------------------------------
+    def submit(self, task: TaskSpec) -> str:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(TASKS.c.id).where(TASKS.c.name == task.name)).first()
+            if row is not None:
+                return str(row.id)
+            result = conn.execute(TASKS.insert().values(
+                name=task.name, spec=asdict(task), state="submitted", message="", assigned=[]))
+            return str(result.inserted_primary_key[0])
+
+    def status(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
+        self.pump()
+        ids = [int(t) for t in task_ids]
+        with self.engine.connect() as conn:
+            tasks = conn.execute(select(TASKS).where(TASKS.c.id.in_(ids))).all()
+            jobs = conn.execute(select(JOBS.c.task_id, JOBS.c.state)
+                                .where(JOBS.c.task_id.in_(ids))).all()
+        counts: dict[int, list[str]] = {}
+        for job in jobs:
+            counts.setdefault(job.task_id, []).append(job.state)
+        out = {}
+        for row in tasks:
+            states = counts.get(row.id, [])
+            out[str(row.id)] = TaskStatus(
+                task_id=str(row.id), state=_STATE_MAP[row.state], raw=row.state,
+                message=row.message, n_jobs=len(states), n_jobs_done=states.count("done"),
+                n_jobs_failed=states.count("failed"))
+        return out
+
+    def kill(self, task_id: str) -> None:
+        self._set_task(int(task_id), "aborted", "killed by user")
+
+    def finish(self, task_id: str) -> None:
+        """Stop creating jobs; the task ends when its running jobs end (JEDI ``finish``)."""
+        self._set_task(int(task_id), "finishing", "")
+
+    def retry(self, task_id: str) -> None:
+        """Run the failed jobs of a failed task again, with fresh attempts."""
+        with self.engine.begin() as conn:
+            conn.execute(JOBS.update().where(JOBS.c.task_id == int(task_id),
+                                             JOBS.c.state == "failed")
+                         .values(state="pending", attempt=0))
+            conn.execute(TASKS.update().where(TASKS.c.id == int(task_id),
+                                              TASKS.c.state.in_(("failed", "aborted")))
+                         .values(state="running", message=""))
+
+    # --- beyond the protocol --------------------------------------------------------------
+    def job_rows(self, task_id: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
+                                .order_by(JOBS.c.number)).all()
+
+    def shutdown(self) -> None:
+        """Stop the pool; running jobs go back to pending so a later run redoes them."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        with self.engine.begin() as conn:
+            conn.execute(JOBS.update().where(JOBS.c.id.in_(list(self._running)))
+                         .values(state="pending"))
+        self._running.clear()
+
+    def pump(self) -> None:
+        """Harvest finished jobs, cut new jobs from new input files, start pending jobs,
+        and update task states."""
+        self._harvest()
+        with self.engine.connect() as conn:
+            active = conn.execute(select(TASKS).where(
+                TASKS.c.state.in_(_ACTIVE + ("finishing",)))).all()
+        for row in active:
+            if row.state != "finishing":
+                self._cut_jobs(row)
+            self._settle(row.id)
+        self._start_pending()
+
+    # --- internals ------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """After a crash or Ctrl-C: running jobs run again; finished jobs whose outputs are
+        gone or changed (checksum) run again too."""
+        with self.engine.begin() as conn:
+            conn.execute(JOBS.update().where(JOBS.c.state == "running").values(state="pending"))
+            for job in conn.execute(select(JOBS).where(JOBS.c.state == "done")).all():
+                if not all(_intact(p) for p in job.produced or []):
+                    conn.execute(JOBS.update().where(JOBS.c.id == job.id)
+                                 .values(state="pending", attempt=0))
+                    conn.execute(TASKS.update().where(TASKS.c.id == job.task_id)
+                                 .values(state="running"))
+
+    def _set_task(self, task_id: int, state: str, message: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(TASKS.update().where(TASKS.c.id == task_id)
+                         .values(state=state, message=message))
+
+    def _cut_jobs(self, row: Any) -> None:
+        spec = row.spec
+        master = _master_dataset(spec)
+        with self.engine.begin() as conn:
+            n_jobs = len(conn.execute(select(JOBS.c.id).where(JOBS.c.task_id == row.id)).all())
+            if master is None:
+                if n_jobs == 0:
+                    conn.execute(JOBS.insert().values(task_id=row.id, number=0, files=[],
+                                                      state="pending", attempt=0))
+                return
+            if not self.catalog.dataset_exists(master):
+                return  # the producer has not created it yet
+            closed = not self.catalog.is_open(master)
+            assigned = set(row.assigned)
+            fresh = [f for f in self.catalog.list_files(master) if f.did not in assigned]
+            chunks, _ = split_files(fresh, SplitRule.from_params(spec["params"]), closed=closed)
+            for i, chunk in enumerate(chunks):
+                conn.execute(JOBS.insert().values(task_id=row.id, number=n_jobs + i,
+                                                  files=[f.did for f in chunk],
+                                                  state="pending", attempt=0))
+                assigned.update(f.did for f in chunk)
+            if chunks:
+                conn.execute(TASKS.update().where(TASKS.c.id == row.id)
+                             .values(assigned=sorted(assigned), state="running"))
+
+    def _settle(self, task_id: int) -> None:
+        """Decide whether an active task is done or failed."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(TASKS).where(TASKS.c.id == task_id)).first()
+            jobs = conn.execute(select(JOBS).where(JOBS.c.task_id == task_id)
+                                .order_by(JOBS.c.number)).all()
+        states = [j.state for j in jobs]
+        if "pending" in states or "running" in states:
+            return
+        failed = [j for j in jobs if j.state == "failed"]
+        if failed:
+            job = failed[0]
+            tail = "\n".join((job.log or "").splitlines()[-15:])
+            self._set_task(task_id, "failed",
+                           f"job {job.number} failed after {job.attempt} attempt(s), "
+                           f"exit code {job.exit_code}\n{tail}")
+            return
+        master = _master_dataset(row.spec)
+        drained = master is None or (self.catalog.dataset_exists(master)
+                                     and not self.catalog.is_open(master)
+                                     and len(row.assigned) >= len(self.catalog.list_files(master)))
+        if row.state == "finishing" or (drained and jobs):
+            self._set_task(task_id, "done", "")
+
+    def _pool_or_new(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: the driver may hold threads (rich progress); forking those is unsafe
+            self._pool = ProcessPoolExecutor(self.max_workers,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _start_pending(self) -> None:
+        free = self.max_workers - len(self._running)
+        if free <= 0:
+            return
+        with self.engine.connect() as conn:
+            pending = conn.execute(
+                select(JOBS, TASKS.c.spec).join(TASKS, TASKS.c.id == JOBS.c.task_id)
+                .where(JOBS.c.state == "pending", TASKS.c.state.in_(_ACTIVE + ("finishing",)))
+                .order_by(JOBS.c.id).limit(free)).all()
+        for job in pending:
+            request = self._request(job.spec, job)
+            with self.engine.begin() as conn:
+                conn.execute(JOBS.update().where(JOBS.c.id == job.id).values(
+                    state="running", attempt=job.attempt + 1, job=request["job"]))
+            self._running[job.id] = self._pool_or_new().submit(execute_job, request)
+
+    def _request(self, spec: dict[str, Any], job: Any) -> dict[str, Any]:
+        payload = spec["payload"]
+        tool = payload.get("tool_uri") or payload["tool"]
+        values = dict(payload.get("job") or {})
+        split_port = payload.get("split_port")
+        master = _master_dataset(spec)
+        if master is not None:
+            records = {f.did: f for f in self.catalog.list_files(master)}
+            files = [_file_object(records[did]) for did in job.files]
+            port = split_port or _first_dataset_port(spec, master)
+            if port:
+                values[port] = files if _is_array_port(payload.get("tool"), port) else files[0]
+        for port, dids in (payload.get("gather_ports") or {}).items():
+            dids = [dids] if isinstance(dids, str) else dids
+            files = [_file_object(f) for did in dids for f in self.catalog.list_files(did)]
+            values[port] = files if _is_array_port(payload.get("tool"), port) else \
+                (files[0] if files else None)
+        outdir = self.workdir / "jobs" / _safe(spec["name"]) / f"{job.number:06d}"
+        return {"tool": tool, "job": values, "outdir": str(outdir),
+                "workdir": str(self.workdir), "no_container": self.no_container,
+                "where": spec["step"]}
+
+    def _harvest(self) -> None:
+        for job_id, future in list(self._running.items()):
+            if not future.done():
+                continue
+            del self._running[job_id]
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker died (killed, out of memory)
+                result = {"status": "permanentFail", "outputs": None, "command": [],
+                          "container": None, "exit_code": None, "final": False,
+                          "log": f"worker process failed: {exc!r}"}
+            self._record(job_id, result)
+
+    def _record(self, job_id: int, result: dict[str, Any]) -> None:
+        with self.engine.connect() as conn:
+            job = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
+            task = conn.execute(select(TASKS).where(TASKS.c.id == job.task_id)).first()
+        produced: list[dict[str, Any]] = []
+        ok = result["status"] == "success"
+        if ok:
+            produced = self._register(task.spec, job.number, result["outputs"] or {},
+                                      result["log"])
+        state = "done" if ok else (
+            "failed" if result.get("final") or job.attempt >= self.attempts
+            else "pending")
+        with self.engine.begin() as conn:
+            conn.execute(JOBS.update().where(JOBS.c.id == job_id).values(
+                state=state, command=result["command"], container=result["container"],
+                exit_code=result["exit_code"], outputs=result["outputs"], produced=produced,
+                log=result["log"]))
+
+    def _register(self, spec: dict[str, Any], number: int, outputs: dict[str, Any],
+                  log: str) -> list[dict[str, Any]]:
+        produced = []
+        for port, did in (spec.get("outputs") or {}).items():
+            scope, dsname = did.split(":", 1)
+            records = [_record_for(f, f"{scope}:{dsname}._{number:06d}.{f['basename']}")
+                       for f in _files_in(outputs.get(port))]
+            self.catalog.add_files(did, records)
+            produced += [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
+                         for r in records]
+        if spec.get("log_dataset"):
+            scope, dsname = spec["log_dataset"].split(":", 1)
+            path = self.workdir / "logs" / _safe(spec["name"]) / f"{number:06d}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(log)
+            record = _record_for({"location": str(path), "basename": path.name},
+                                 f"{scope}:{dsname}._{number:06d}.log")
+            self.catalog.add_files(spec["log_dataset"], [record])
+        return produced
+
+
+_STATE_MAP = {"submitted": TaskState.SUBMITTED, "running": TaskState.RUNNING,
+              "finishing": TaskState.RUNNING, "done": TaskState.SUCCEEDED,
+              "failed": TaskState.FAILED, "aborted": TaskState.FAILED}
+
+
+def _master_dataset(spec: dict[str, Any]) -> str | None:
+    return spec["params"].get("dsForIN") or next(
+        (i["dataset"] for i in spec.get("inputs", ()) if i.get("master")), None)
+
+
+def _first_dataset_port(spec: dict[str, Any], did: str) -> str | None:
+    return next((i["port"] for i in spec.get("inputs", ()) if i.get("dataset") == did), None)
+
+
+def _is_array_port(tool: Any, port: str) -> bool:
+    """Does the tool's input ``port`` take a list (``File[]``, ``type: array``)?"""
+    if not isinstance(tool, dict):
+        return True
+    inputs = tool.get("inputs") or {}
+    if isinstance(inputs, list):
+        inputs = {str(i.get("id", "")).split("#")[-1].split("/")[-1]: i for i in inputs}
+    declared = inputs.get(port)
+    kind = declared.get("type") if isinstance(declared, dict) else declared
+    if isinstance(kind, list):  # optional: [null, X]
+        kind = next((k for k in kind if k != "null"), None)
+    if isinstance(kind, str):
+        return kind.rstrip("?").endswith("[]")
+    return isinstance(kind, dict) and kind.get("type") == "array"
+
+
+def _file_object(record: FileRecord) -> dict[str, Any]:
+    # the pfn keeps the name the producer gave the file; the DID may carry a job prefix
+    return {"class": "File", "location": Path(record.pfn or "").resolve().as_uri(),
+            "basename": Path(record.pfn or record.name).name}
+
+
+def _files_in(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict) and value.get("class") == "File":
+        return [value]
+    if isinstance(value, list):
+        return [f for v in value for f in _files_in(v)]
+    return []
+
+
+def _path_of(location: str) -> Path:
+    from urllib.parse import unquote, urlparse
+    parsed = urlparse(location)
+    return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+
+
+def _record_for(cwl_file: dict[str, Any], did: str) -> FileRecord:
+    path = _path_of(cwl_file["location"])
+    return FileRecord(did=did, size=path.stat().st_size, adler32=adler32_file(path),
+                      pfn=str(path))
+
+
+def _intact(produced: dict[str, Any]) -> bool:
+    path = Path(produced.get("pfn") or "")
+    return path.is_file() and path.stat().st_size == produced["size"] and \
+        adler32_file(path) == produced["adler32"]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)

@@ -1,0 +1,173 @@
+"""Run one CWL leaf process (CommandLineTool, ExpressionTool, Operation) with cwltool.
+
+cwltool does everything that is CWL for one invocation — input validation and defaults,
+command-line building, staging, containers, output collection, checksums. swfflow only chooses
+the directories and the container engine and records what happened (provenance): the command
+line, the container, the exit code and the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swfflow.runtime.containers import ContainerPolicy
+
+_EXIT_STATUS = re.compile(r"exited with status: (-?\d+)")
+_LOAD_LOCK = threading.Lock()
+_PROCESS_CACHE: dict[str, Any] = {}  # tool URI → loaded cwltool Process
+
+
+@dataclass
+class ToolResult:
+    status: str  # "success" | "permanentFail" | "temporaryFail"
+    outputs: dict[str, Any] | None
+    command: list[str] = field(default_factory=list)
+    container: str | None = None
+    exit_code: int | None = None
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.splitlines()[-lines:])
+
+
+def load_process(tool: str | Mapping[str, Any]) -> Any:
+    """The cwltool Process for a tool URI (cached) or a self-contained process dict."""
+    from cwltool.context import LoadingContext
+    from cwltool.load_tool import load_tool
+
+    if isinstance(tool, str):
+        with _LOAD_LOCK:
+            if tool not in _PROCESS_CACHE:
+                _PROCESS_CACHE[tool] = load_tool(tool, _loading_context(LoadingContext))
+            return _PROCESS_CACHE[tool]
+    return load_tool(_plain(tool), _loading_context(LoadingContext))
+
+
+def _loading_context(factory: Any) -> Any:
+    ctx = factory()
+    ctx.relax_path_checks = True
+    ctx.do_validate = True
+    return ctx
+
+
+def _plain(value: Any) -> Any:
+    """ruamel maps → plain dicts (cwltool mutates what it is given)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _CaptureLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self.exit_code: int | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        self.lines.append(text)
+        found = _EXIT_STATUS.search(text)
+        if found:
+            self.exit_code = int(found.group(1))
+
+
+def _container_of(process: Any) -> tuple[str | None, bool]:
+    req, is_required = process.get_requirement("DockerRequirement")
+    if not req:
+        return None, False
+    return (req.get("dockerPull") or req.get("dockerImageId") or req.get("dockerLoad")
+            or "image"), bool(is_required)
+
+
+def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str | Path, *,
+             policy: ContainerPolicy = ContainerPolicy(), workdir: str | Path | None = None,
+             where: str = "") -> ToolResult:
+    """Run ``tool`` on the job object ``job``; outputs end up under ``outdir``."""
+    from cwltool.context import RuntimeContext
+    from cwltool.executors import SingleJobExecutor
+    from cwltool.stdfsaccess import StdFsAccess
+
+    process = load_process(tool)
+    image, required = _container_of(process)
+    engine = policy.decide(image, required, where or str(tool)[:80])
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(workdir or outdir.parent) / ".cwltmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    runtime = RuntimeContext()
+    runtime.outdir = str(outdir)
+    runtime.tmpdir_prefix = str(scratch / "tmp")
+    runtime.tmp_outdir_prefix = str(scratch / "out")
+    runtime.stagedir = str(scratch / "stage")
+    runtime.basedir = os.getcwd()
+    runtime.move_outputs = "move"
+    runtime.compute_checksum = True
+    runtime.use_container = engine is not None
+    runtime.singularity = engine in ("apptainer", "singularity")
+    runtime.podman = engine == "podman"
+    runtime.make_fs_access = StdFsAccess
+
+    recorder = _RecordingExecutor()
+    capture = _CaptureLog()
+    cwl_logger = logging.getLogger("cwltool")
+    cwl_logger.addHandler(capture)
+    try:
+        outputs, status = recorder.execute(process, _plain(dict(job)), runtime,
+                                           logger=cwl_logger)
+    except Exception as exc:  # cwltool's WorkflowException/ValidationException: the job failed
+        capture.lines.append(f"{type(exc).__name__}: {exc}")
+        outputs, status = None, "permanentFail"
+    finally:
+        cwl_logger.removeHandler(capture)
+    exit_code = capture.exit_code
+    if exit_code is None and status == "success" and recorder.commands:
+        exit_code = 0
+    return ToolResult(status=status, outputs=outputs, command=recorder.commands,
+                      container=image if engine else None, exit_code=exit_code,
+                      log="\n".join(capture.lines))
+
+
+def _recording_executor_class() -> type:
+    from cwltool.executors import SingleJobExecutor
+
+    class RecordingExecutor(SingleJobExecutor):
+        """cwltool's single-job executor that also keeps each job's command line."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.commands: list[str] = []
+
+        def run_jobs(self, process: Any, job_order: Any, logger: Any, runtime: Any) -> None:
+            for job in process.job(job_order, self.output_callback, runtime):
+                if job is None:
+                    logger.error("job cannot make progress")
+                    break
+                if job.outdir is not None:
+                    self.output_dirs.add(job.outdir)
+                self.commands.extend(getattr(job, "command_line", None) or [])
+                job.run(runtime)
+
+    return RecordingExecutor
+
+
+def _RecordingExecutor() -> Any:  # noqa: N802 - a class built lazily (cwltool import is slow)
+    global _RECORDING
+    if _RECORDING is None:
+        _RECORDING = _recording_executor_class()
+    return _RECORDING()
+
+
+_RECORDING: type | None = None
