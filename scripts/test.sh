@@ -4,6 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${SWFFLOW_VENV:-.venv}
+
+# system packages the tests use (graphviz: `swfflow dag --format svg`)
+need=()
+command -v dot >/dev/null || need+=(graphviz)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip >/dev/null
 "$VENV/bin/pip" install -q -e '.[test]'
