@@ -24,9 +24,10 @@ _CHECK_FAILED = 2
 def build_plan(workflow_path: str, inputs_path: str | None, profile_path: str | None,
                run: str | None, strict: bool = False) -> Plan:
     """Front end + planner: the one path every command takes from a file to a plan."""
+    profile = load_profile(profile_path)  # cheapest check first
     inputs = load_inputs_file(inputs_path)
     workflow = load_any(workflow_path, inputs, strict=strict)
-    return compile_workflow(workflow, inputs, load_profile(profile_path), run)
+    return compile_workflow(workflow, inputs, profile, run)
 
 
 def _split_text(params: dict) -> str:

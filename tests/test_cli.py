@@ -1,0 +1,50 @@
+"""The CLI's contract: help, exit codes, one clear message and no traceback for user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def swfflow(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swfflow.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_help_lists_the_commands():
+    result = swfflow("--help")
+    assert result.returncode == 0
+    for command in ("compile", "dag"):
+        assert command in result.stdout
+
+
+def test_missing_workflow_is_exit_2_with_where_and_hint(tmp_path):
+    result = swfflow("compile", str(tmp_path / "nope.cwl"))
+    assert result.returncode == 2
+    assert "nope.cwl" in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_file_kind_is_exit_2(tmp_path):
+    path = tmp_path / "workflow.txt"
+    path.write_text("hello")
+    result = swfflow("compile", str(path))
+    assert result.returncode == 2
+    assert "cannot tell what kind of workflow" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_mode_reports_invalid_with_exit_2(tmp_path):
+    result = swfflow("compile", "--check", str(tmp_path / "missing.cwl"))
+    assert result.returncode == 2
+    assert "invalid" in result.stderr
+
+
+def test_bad_profile_is_exit_2(tmp_path):
+    profile = tmp_path / "p.yaml"
+    profile.write_text("defaults: {cores: -1}\n")
+    wf = tmp_path / "missing.cwl"
+    result = swfflow("compile", str(wf), "--profile", str(profile))
+    assert result.returncode == 2
+    assert "defaults.cores" in result.stderr and str(profile) in result.stderr
+    assert "Traceback" not in result.stderr
