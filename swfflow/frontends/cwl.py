@@ -1,0 +1,159 @@
+"""The CWL front end: CWL v1.2 documents (and PanDA's pchain dialect) -> :mod:`swfflow.ir`.
+
+Public API (the planner and the CLI call exactly this)::
+
+    load_workflow(path, inputs=None, *, strict=False) -> ir.Workflow
+    load_inputs(path) -> dict
+    is_pchain(workflow_or_path) -> bool
+
+Pure: reads files, evaluates expressions on known values (cwl-utils/node), no network.
+The swfflow CWL extensions are described in docs/cwl-extensions.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import ir
+from ..errors import ConfigError, WorkflowError
+from .cwl_compile import Compiler, Scope, plain
+from .cwl_loader import DocumentCache, Loaded, _parse_yaml, path_to_uri
+from .cwl_pchain import is_pchain_run
+from .cwl_types import type_str
+
+__all__ = ["load_workflow", "load_inputs", "is_pchain", "DocumentCache"]
+
+_PCHAIN_KINDS = {ir.StepKind.PRUN, ir.StepKind.PHPO, ir.StepKind.JUNCTION}
+
+
+def load_workflow(path: str | os.PathLike, inputs: dict | None = None, *,
+                  strict: bool = False, cache: DocumentCache | None = None) -> ir.Workflow:
+    """Compile a CWL file (Workflow, or a single CommandLineTool/ExpressionTool) into the IR.
+
+    ``inputs`` is the job object: workflow inputs whose values are given here (or have
+    defaults) let ``when``/``valueFrom`` be decided now. ``strict`` also runs cwltool's
+    validation (slower: types of every link, JavaScript syntax)."""
+    text, _, fragment = str(path).partition("#")  # "packed.cwl#main" picks a $graph member
+    path = Path(text)
+    cache = cache or DocumentCache()
+    uri = path_to_uri(path) + (f"#{fragment}" if fragment else "")
+    loaded = cache.get(uri, referenced_from=str(path))
+    name = path.stem
+    if strict and not _is_pchain_document(loaded, cache):
+        _cwltool_validate(path)
+    values = dict(inputs or {})
+    if loaded.process.class_ != "Workflow":
+        loaded = _wrap_tool(loaded, name)
+    return Compiler(cache).workflow(loaded, name, Scope(values, set(), job_given=inputs is not None))
+
+
+def load_inputs(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a CWL job file (YAML or JSON). File/Directory ``location``/``path`` values are made
+    absolute ``file://`` URIs relative to the job file, as cwltool resolves them."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("no such inputs file", where=str(path),
+                          hint="give a YAML or JSON file with the workflow's inputs")
+    try:
+        data = _parse_yaml(path)
+    except WorkflowError as exc:
+        raise ConfigError(exc.what, where=exc.where, hint=exc.hint) from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("an inputs file is a mapping of input name to value", where=f"{path}:1",
+                          hint="write `name: value` lines")
+    return _absolute_locations(plain(data), path.resolve().parent)
+
+
+def is_pchain(workflow_or_path: ir.Workflow | str | os.PathLike) -> bool:
+    """True if the workflow uses PanDA's pchain dialect (steps run: prun/phpo/junction)."""
+    if isinstance(workflow_or_path, ir.Workflow):
+        return any(leaf.step.kind in _PCHAIN_KINDS for leaf in ir.iter_leaves(workflow_or_path))
+    cache = DocumentCache()
+    return _is_pchain_document(cache.get(path_to_uri(workflow_or_path)), cache)
+
+
+def _is_pchain_document(loaded: Loaded, cache: DocumentCache, depth: int = 0) -> bool:
+    for step in getattr(loaded.process, "steps", None) or ():
+        if isinstance(step.run, str):
+            if is_pchain_run(step.run):
+                return True
+            if depth < 20 and step.run.endswith(".cwl"):
+                try:
+                    if _is_pchain_document(cache.get(step.run), cache, depth + 1):
+                        return True
+                except WorkflowError:
+                    continue
+    return False
+
+
+def _absolute_locations(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [_absolute_locations(v, base) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class") in ("File", "Directory"):
+        value = dict(value)
+        location = value.pop("path", None) or value.get("location")
+        if location and "://" not in str(location):
+            value["location"] = (base / str(location)).resolve().as_uri()
+        elif location:
+            value["location"] = str(location)
+        if "location" in value:
+            value.setdefault("basename", str(value["location"]).rstrip("/").rsplit("/", 1)[-1])
+        for key in ("secondaryFiles", "listing"):
+            if key in value:
+                value[key] = _absolute_locations(value[key], base)
+        return value
+    return {k: _absolute_locations(v, base) for k, v in value.items()}
+
+
+def _wrap_tool(tool: Loaded, name: str) -> Loaded:
+    """A bare CommandLineTool/ExpressionTool becomes a one-step workflow named after the file."""
+    from cwl_utils.parser import load_document_by_yaml
+
+    from .cwl_compile import local_name
+
+    def simple(t: Any) -> Any:
+        text = type_str(t)
+        return text if all(c.isalnum() or c in "[]?" for c in text) else ["null", "Any"]
+
+    proc = tool.process
+    inputs = {local_name(i.id): {"type": simple(i.type_)} for i in proc.inputs}
+    outputs = {local_name(o.id): {"type": simple(o.type_), "outputSource": f"{name}/{local_name(o.id)}"}
+               for o in proc.outputs}
+    wrapper = {
+        "cwlVersion": proc.cwlVersion or "v1.2", "class": "Workflow",
+        "inputs": inputs, "outputs": outputs,
+        "steps": {name: {"run": tool.uri, "in": {k: k for k in inputs}, "out": list(outputs)}},
+    }
+    uri = f"{tool.uri.split('#')[0]}#swfflow-wrapper"
+    return Loaded(load_document_by_yaml(wrapper, uri), wrapper, tool.uri, tool.root)
+
+
+def _cwltool_validate(path: Path) -> None:
+    """cwltool's own load + validation (what `cwltool --validate` does), as a library call."""
+    from cwltool.context import LoadingContext
+    from cwltool.load_tool import load_tool
+    from schema_salad.exceptions import ValidationException
+
+    from cwl_utils.errors import WorkflowException
+
+    from .cwl_loader import salad_where
+
+    import logging
+    logger = logging.getLogger("cwltool")
+    previous, logger.disabled = logger.disabled, True
+    try:
+        load_tool(str(path.resolve()), LoadingContext({"do_validate": True}))
+    except (ValidationException, WorkflowException) as exc:
+        text = str(exc)
+        raise WorkflowError(f"cwltool validation failed:\n{text}",
+                            where=salad_where(text) or f"{path}:1",
+                            hint="fix the problems cwltool lists (run `cwltool --validate` for details)") from None
+    finally:
+        logger.disabled = previous
