@@ -1,0 +1,269 @@
+"""STOMP transport (ActiveMQ, stomp.py): the :class:`~swfflow.stream.bus.Bus` over a broker.
+
+Reliability choices (``reference/activemq.md`` §4, testbed-protocol.md §9 item 10):
+
+* every SEND is ``persistent: true``; every ``CONFIRM_EVERY``-th carries a receipt request, and
+  sends not yet covered by a receipt are kept and re-sent after a reconnect (at-least-once:
+  consumers deduplicate by ``msg_id``);
+* ``close()`` ends with DISCONNECT + receipt and waits for it, so everything published before
+  is in the broker when ``close()`` returns;
+* each subscription has its own connection; a durable one uses its name as ``client-id``
+  (ActiveMQ keys durable topic subscriptions by client-id + ``activemq.subscriptionName``);
+* lost connections are re-established with exponential backoff and subscriptions restored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import stomp
+import stomp.exception
+
+from swfflow.errors import ServiceError
+from swfflow.stream.bus import (
+    Bus,
+    Delivery,
+    Handler,
+    Subscription,
+    check_ack_mode,
+    check_destination,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIRM_EVERY = 100
+RECEIPT_TIMEOUT_S = 30.0
+CONNECT_DEADLINE_S = 30.0
+BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.2, 10.0
+
+
+class _Link(stomp.ConnectionListener):
+    """One STOMP connection that reconnects itself and restores its subscription."""
+
+    def __init__(self, bus: StompBus, client_id: str):
+        self.bus, self.client_id = bus, client_id
+        self.lock = threading.RLock()
+        self.receipts: dict[str, threading.Event] = {}
+        self.closing = False
+        self.subscription: StompSubscription | None = None
+        self.conn = self._new_connection()
+        self._connect_with_backoff()
+
+    # connection management
+    def _new_connection(self) -> stomp.Connection11:
+        conn = stomp.Connection11([(self.bus.host, self.bus.port)], heartbeats=self.bus.heartbeats,
+                                  vhost=self.bus.host, auto_content_length=False,
+                                  reconnect_attempts_max=1)
+        conn.set_listener("swfflow", self)
+        return conn
+
+    def _connect_with_backoff(self) -> None:
+        deadline = time.monotonic() + CONNECT_DEADLINE_S
+        delay = BACKOFF_INITIAL_S
+        while True:
+            try:
+                self.conn.connect(self.bus.user, self.bus.passcode, wait=True,
+                                  headers={"client-id": self.client_id})
+                break
+            except (stomp.exception.ConnectFailedException, OSError) as exc:
+                if self.closing or time.monotonic() + delay > deadline:
+                    raise ServiceError(
+                        f"cannot connect to the STOMP broker {self.bus.host}:{self.bus.port} "
+                        f"as {self.client_id!r}: {exc or type(exc).__name__}",
+                        hint="is ActiveMQ running (swfflow services start)? Are the user, "
+                             "password and port right? Is another consumer using this "
+                             "durable subscription name?",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+        if self.subscription:
+            self.subscription.send_subscribe()
+
+    def reconnect(self) -> None:
+        with self.lock:
+            if self.closing or self.conn.is_connected():
+                return
+            log.warning("STOMP connection %s lost; reconnecting", self.client_id)
+            try:
+                self.conn.disconnect()
+            except Exception:  # the old socket is already gone
+                pass
+            self.conn = self._new_connection()
+            self._connect_with_backoff()
+
+    def on_disconnected(self) -> None:
+        if not self.closing:
+            threading.Thread(target=self._reconnect_quietly, daemon=True).start()
+
+    def _reconnect_quietly(self) -> None:
+        try:
+            self.reconnect()
+            self.bus.resend_unconfirmed(self)
+        except ServiceError as exc:
+            log.error("%s", exc)
+
+    def on_receipt(self, frame) -> None:
+        event = self.receipts.pop(frame.headers.get("receipt-id", ""), None)
+        if event:
+            event.set()
+
+    def on_error(self, frame) -> None:
+        log.error("STOMP error from broker (%s): %s", self.client_id,
+                  frame.headers.get("message", frame.body))
+
+    def on_message(self, frame) -> None:
+        if self.subscription:
+            self.subscription.dispatch(frame)
+
+    def expect_receipt(self) -> tuple[str, threading.Event]:
+        receipt, event = uuid.uuid4().hex, threading.Event()
+        self.receipts[receipt] = event
+        return receipt, event
+
+    def close(self) -> bool:
+        """Disconnect with a receipt; True if the broker confirmed everything sent before."""
+        with self.lock:
+            self.closing = True
+            if not self.conn.is_connected():
+                return False
+            receipt, event = self.expect_receipt()
+            self.conn.disconnect(receipt=receipt)
+            confirmed = event.wait(RECEIPT_TIMEOUT_S)
+        return confirmed
+
+
+class StompSubscription(Subscription):
+    def __init__(self, link: _Link, destination: str, handler: Handler, durable_name: str | None,
+                 ack: str):
+        self.link, self.destination, self.handler = link, destination, handler
+        self.durable_name, self.ack_mode = durable_name, ack
+        self.id = "1"
+        link.subscription = self
+        self.send_subscribe()
+
+    def send_subscribe(self) -> None:
+        headers = {"activemq.prefetchSize": "100"}
+        if self.durable_name:
+            headers["activemq.subscriptionName"] = self.durable_name
+        self.link.conn.subscribe(self.destination, id=self.id, ack=self.ack_mode, headers=headers)
+
+    def dispatch(self, frame) -> None:
+        headers = dict(frame.headers)
+        message_id, subscription = headers.get("message-id", ""), headers.get("subscription", "")
+        body = frame.body if isinstance(frame.body, str) else frame.body.decode("utf-8")
+        manual = self.ack_mode == "client-individual"
+        conn = self.link.conn
+        delivery = Delivery(
+            self.destination, body, headers, headers.get("redelivered") == "true",
+            ack=(lambda: conn.ack(message_id, subscription)) if manual else (lambda: None),
+            nack=(lambda: conn.nack(message_id, subscription)) if manual else (lambda: None),
+        )
+        try:
+            self.handler(delivery)
+        except Exception:
+            log.exception("handler failed for message %s on %s; nacking it", message_id,
+                          self.destination)
+            delivery.nack()
+
+    def close(self) -> None:
+        link = self.link
+        if link.conn.is_connected():
+            try:
+                link.conn.unsubscribe(id=self.id)  # keeps a durable subscription alive
+            except stomp.exception.NotConnectedException:
+                pass
+        link.subscription = None
+        link.close()
+
+
+class StompBus(Bus):
+    def __init__(self, host: str, port: int, *, user: str | None = None,
+                 passcode: str | None = None, client_id: str | None = None,
+                 heartbeats: tuple[int, int] = (30000, 30000)):
+        self.host, self.port, self.user, self.passcode = host, port, user, passcode
+        self.heartbeats = heartbeats
+        self.client_id = client_id or f"swfflow-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._publisher: _Link | None = None
+        self._subscriptions: list[StompSubscription] = []
+        self._counter = itertools.count(1)
+        self._unconfirmed: list[tuple[str, str, dict[str, str]]] = []
+        self._confirm_lock = threading.Lock()
+        self.published = 0
+
+    def _publisher_link(self) -> _Link:
+        if self._publisher is None:
+            self._publisher = _Link(self, self.client_id)
+        return self._publisher
+
+    def publish(self, destination, message, *, headers=None) -> None:
+        body, out_headers = encode(message, headers)
+        check_destination(destination)
+        link = self._publisher_link()
+        with self._confirm_lock:
+            self._unconfirmed.append((destination, body, out_headers))
+            if len(self._unconfirmed) >= CONFIRM_EVERY:
+                self._send_confirmed(link)
+            else:
+                self._send(link, destination, body, out_headers)
+                self.published += 1
+
+    def _send(self, link: _Link, destination: str, body: str, headers: dict[str, str]) -> None:
+        for attempt in range(2):
+            try:
+                link.conn.send(destination, body, headers=headers)
+                return
+            except (stomp.exception.NotConnectedException, OSError):
+                if attempt:
+                    raise
+                link.reconnect()
+
+    def _send_confirmed(self, link: _Link) -> None:
+        """Send the last message with a receipt; once confirmed, forget the covered ones."""
+        destination, body, headers = self._unconfirmed[-1]
+        receipt, event = link.expect_receipt()
+        self._send(link, destination, body, {**headers, "receipt": receipt})
+        self.published += 1
+        if not event.wait(RECEIPT_TIMEOUT_S):
+            raise ServiceError(f"the broker did not confirm {len(self._unconfirmed)} messages "
+                               f"within {RECEIPT_TIMEOUT_S:.0f} s")
+        self._unconfirmed.clear()
+
+    def resend_unconfirmed(self, link: _Link) -> None:
+        """After a reconnect: send again what the broker may not have stored (duplicates OK)."""
+        if link is not self._publisher:
+            return
+        with self._confirm_lock:
+            for destination, body, headers in self._unconfirmed:
+                self._send(link, destination, body, headers)
+
+    def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual"):
+        check_destination(destination)
+        check_ack_mode(ack)
+        client_id = durable_name or f"{self.client_id}-sub{next(self._counter)}"
+        subscription = StompSubscription(_Link(self, client_id), destination, handler,
+                                         durable_name, ack)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.close()
+        self._subscriptions.clear()
+        if self._publisher is not None:
+            pending = len(self._unconfirmed)
+            confirmed = self._publisher.close()
+            self._publisher = None
+            if not confirmed and pending:
+                raise ServiceError(
+                    f"the broker {self.host}:{self.port} did not confirm the last {pending} "
+                    "messages before disconnect; they may be lost",
+                    hint="check the broker log; re-run with --record to keep a copy",
+                )
+            self._unconfirmed.clear()
