@@ -21,8 +21,11 @@ from schema_salad.exceptions import ValidationException
 from schema_salad.utils import yaml_no_ts
 
 from cwl_utils.parser import load_document_by_yaml
+from schema_salad.fetcher import DefaultFetcher
+from schema_salad.runtime import LoadingOptions
 
 from ..errors import WorkflowError
+from .cwl_pchain import is_pchain_run
 
 # "file.cwl:12:5:" at the start of a schema-salad message line
 _SALAD_LOCATION = re.compile(r"^(?P<file>[^\s:][^:\n]*):(?P<line>\d+):(?P<col>\d+):", re.M)
@@ -115,7 +118,8 @@ class DocumentCache:
             raise WorkflowError(f"{path} is not a CWL document", where=f"{path}:1",
                                 hint="a CWL file is a YAML mapping with cwlVersion and class")
         try:
-            loaded = load_document_by_yaml(root, file_uri, load_all=True)
+            options = LoadingOptions(fileuri=file_uri, fetcher=_PchainAwareFetcher({}, None))
+            loaded = load_document_by_yaml(root, file_uri, options, load_all=True)
         except ValidationException as exc:
             text = str(exc)
             raise WorkflowError(f"invalid CWL document:\n{text}",
@@ -130,6 +134,14 @@ class DocumentCache:
             members[f"{file_uri}#{fragment}"] = Loaded(
                 process, raw_by_id.get(fragment, root), f"{file_uri}#{fragment}", root)
         return members
+
+
+class _PchainAwareFetcher(DefaultFetcher):
+    """pchain's ``run: prun`` names no file (PanDA touches empty ones so cwl-utils validates);
+    we accept those names instead of writing files next to the user's workflow."""
+
+    def check_exists(self, url: str) -> bool:
+        return is_pchain_run(url) or super().check_exists(url)
 
 
 def _parse_yaml(path: Path) -> Any:
