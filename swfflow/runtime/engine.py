@@ -1,0 +1,139 @@
+"""swfflow's CWL workflow engine over the IR: the workflow semantics, evaluated at run time.
+
+For each step, in topological order: gather its sources (``linkMerge``), ``pickValue``,
+``default``, then scatter (dotproduct / flat / nested crossproduct, empty arrays included), then
+per job ``valueFrom`` (``self`` = the element), ``when`` (false → null outputs), and finally the
+process itself: a leaf goes to the ``run_leaf`` callback (cwltool, see :mod:`.tool`), a
+sub-workflow recurses. Workflow outputs are gathered the same way as step inputs.
+
+Scatter widths and conditions are decided here, on real values — what the planner could not
+know at compile time (reference/snakemake-cwl.md §10: "scatter width and when are resolved
+lazily").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from swfflow import ir
+from swfflow.errors import RunFailed, SwfflowError
+from swfflow.frontends.cwl_expr import evaluate
+from swfflow.frontends.cwl_values import _merge as merge_sources
+from swfflow.frontends.cwl_values import _pick as pick_value
+from swfflow.runtime import scatter as scatter_rt
+
+# (step, job) → the leaf's CWL output object; raises RunFailed when the job fails
+LeafRunner = Callable[[ir.Step, dict[str, Any], str], dict[str, Any]]
+_CONTENTS_LIMIT = 64 * 1024
+
+
+@dataclass
+class Engine:
+    run_leaf: LeafRunner
+    cwl_version: str = "v1.2"
+
+    def run(self, workflow: ir.Workflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self._workflow(workflow, inputs, "")
+
+    # --- one workflow level ---------------------------------------------------------------
+    def _workflow(self, wf: ir.Workflow, given: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        values: dict[tuple[str | None, str], Any] = {}
+        for name, wi in wf.inputs.items():
+            value = given.get(name)
+            if value is None and wi.port.has_default:
+                value = wi.port.default
+            values[(None, name)] = value
+        for step in wf.steps:
+            outputs = self._step(wf, step, values, prefix)
+            for port in step.outputs:
+                values[(step.name, port)] = outputs.get(port)
+        result = {}
+        for name, out in wf.outputs.items():
+            where = f"{wf.source_path or wf.name}: output {name}"
+            gathered = [values.get((s.step, s.port)) for s in out.sources]
+            if len(out.sources) > 1 or out.link_merge:
+                value = merge_sources(gathered, out.link_merge)
+            else:
+                value = gathered[0] if gathered else None
+            result[name] = pick_value(value, out.pick_value, where, name)
+        return result
+
+    def _step(self, wf: ir.Workflow, step: ir.Step, values: Mapping, prefix: str) -> dict:
+        path = f"{prefix}{step.name}"
+        where = step.where or path
+        inputs: dict[str, Any] = {}
+        for port, binding in step.bindings.items():
+            inputs[port] = _gather(binding, values, where)
+        if step.scatter is None:
+            return self._job(step, inputs, path, where)
+        jobs = scatter_rt.expand(step.scatter, inputs, where)
+        results = [self._job(step, {**inputs, **elements}, f"{path}[{i}]", where)
+                   for i, (_, elements) in enumerate(jobs)]
+        return {port: scatter_rt.shape(step.scatter, inputs, jobs,
+                                       [r.get(port) for r in results])
+                for port in step.outputs}
+
+    def _job(self, step: ir.Step, before: dict[str, Any], label: str, where: str) -> dict:
+        before = {p: _load_contents(v) if step.bindings[p].load_contents else v
+                  for p, v in before.items()}
+        reqs = list(step.requirements)
+        after = dict(before)
+        for port, binding in step.bindings.items():
+            if binding.value_from is not None:
+                after[port] = evaluate(binding.value_from, before, self_value=before.get(port),
+                                       requirements=reqs, cwl_version=self.cwl_version,
+                                       where=where)
+        if not self._condition(step, after, reqs, where):
+            return {port: None for port in step.outputs}
+        job = {p: v for p, v in after.items() if p in step.inputs}
+        if step.subworkflow is not None:
+            return self._workflow(step.subworkflow, job, f"{label}/")
+        return self.run_leaf(step, job, label)
+
+    def _condition(self, step: ir.Step, inputs: dict, reqs: list, where: str) -> bool:
+        if step.when is None:
+            return True
+        if step.when.static is not None:
+            return step.when.static
+        result = evaluate(step.when.expression, inputs, requirements=reqs,
+                          cwl_version=self.cwl_version, where=where)
+        if not isinstance(result, bool):
+            raise RunFailed(f"when: {step.when.expression!r} returned {result!r}, "
+                            "not a boolean", where=where,
+                            hint="a CWL `when` must evaluate to true or false")
+        return result
+
+
+def _gather(binding: ir.Binding, values: Mapping, where: str) -> Any:
+    gathered = [values.get((s.step, s.port)) for s in binding.sources]
+    if len(binding.sources) > 1 or binding.link_merge:
+        value = merge_sources(gathered, binding.link_merge)
+    else:
+        value = gathered[0] if gathered else None
+    try:
+        value = pick_value(value, binding.pick_value, where, binding.port)
+    except SwfflowError as exc:
+        raise RunFailed(exc.what, where=exc.where, hint=exc.hint) from None
+    if value is None and binding.has_default:
+        value = binding.default
+    return value
+
+
+def _load_contents(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("class") == "File" and "contents" not in value:
+        location = str(value.get("location") or value.get("path"))
+        parsed = urlparse(location)
+        path = Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+        with open(path, "rb") as handle:
+            data = handle.read(_CONTENTS_LIMIT + 1)
+        if len(data) > _CONTENTS_LIMIT:
+            raise RunFailed(f"loadContents: {path} is larger than 64 KiB",
+                            hint="CWL loads at most 64 KiB of a file's contents")
+        return {**value, "contents": data.decode("utf-8", errors="replace")}
+    if isinstance(value, list):
+        return [_load_contents(v) for v in value]
+    return value
