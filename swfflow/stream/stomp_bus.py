@@ -30,6 +30,7 @@ from swfflow.stream.bus import (
     Bus,
     Delivery,
     Handler,
+    MAX_REDELIVERIES,
     Subscription,
     check_ack_mode,
     check_destination,
@@ -42,6 +43,10 @@ CONFIRM_EVERY = 100
 RECEIPT_TIMEOUT_S = 30.0
 CONNECT_DEADLINE_S = 30.0
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.2, 10.0
+
+
+def _noop() -> None:
+    pass
 
 
 class _Link(stomp.ConnectionListener):
@@ -155,21 +160,37 @@ class StompSubscription(Subscription):
         self.link.conn.subscribe(self.destination, id=self.id, ack=self.ack_mode, headers=headers)
 
     def dispatch(self, frame) -> None:
+        """Run the handler; a nack re-runs it (ActiveMQ turns a STOMP NACK into a dead letter
+        at once), and only after MAX_REDELIVERIES is the message NACKed to the DLQ."""
         headers = dict(frame.headers)
         message_id, subscription = headers.get("message-id", ""), headers.get("subscription", "")
         body = frame.body if isinstance(frame.body, str) else frame.body.decode("utf-8")
-        manual = self.ack_mode == "client-individual"
         conn = self.link.conn
-        delivery = Delivery(
-            self.destination, body, headers, headers.get("redelivered") == "true",
-            ack=(lambda: conn.ack(message_id, subscription)) if manual else (lambda: None),
-            nack=(lambda: conn.nack(message_id, subscription)) if manual else (lambda: None),
-        )
+        if self.ack_mode != "client-individual":
+            self._call(Delivery(self.destination, body, headers, False, _noop, _noop))
+            return
+        outcome: list[str] = []
+        for attempt in range(MAX_REDELIVERIES + 1):
+            delivery = Delivery(self.destination, body, headers,
+                                attempt > 0 or headers.get("redelivered") == "true",
+                                ack=lambda: outcome.append("ack"),
+                                nack=lambda: outcome.append("nack"))
+            self._call(delivery)
+            if outcome[-1:] != ["nack"]:
+                break
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        if outcome[-1:] == ["ack"]:
+            conn.ack(message_id, subscription)
+        elif outcome:  # nacked every time: to the dead-letter queue
+            conn.nack(message_id, subscription)
+        # neither: stays unacked, redelivered by the broker after a reconnect
+
+    def _call(self, delivery: Delivery) -> None:
         try:
             self.handler(delivery)
         except Exception:
-            log.exception("handler failed for message %s on %s; nacking it", message_id,
-                          self.destination)
+            log.exception("handler failed for message %s on %s; nacking it",
+                          delivery.headers.get("message-id"), self.destination)
             delivery.nack()
 
     def close(self) -> None:
