@@ -29,6 +29,10 @@ for _var in ("PANDA_URL", "PANDA_URL_SSL", "PANDACACHE_URL"):
 os.environ.setdefault("SWFFLOW_TEST_SESSION", uuid.uuid4().hex[:10])
 os.environ.setdefault("SWFFLOW_TEST_OWNER_PID", str(os.getpid()))
 SESSION = os.environ["SWFFLOW_TEST_SESSION"]
+# the Rucio server's venv is shared by all runs (per-run directories would reinstall it)
+os.environ.setdefault("SWFFLOW_RUCIO_VENV", str(
+    Path(os.environ.get("SWFFLOW_SERVICES_DIR") or Path.home() / ".swfflow" / "services")
+    / "rucio" / "venv"))
 SESSIONS_ROOT = Path(tempfile.gettempdir()) / "swfflow-test-services"
 KEEP_DIR = os.environ.get("SWFFLOW_TEST_SERVICES_DIR")
 
@@ -83,6 +87,37 @@ def stomp_url(services_dir: Path) -> str:
     (broker,) = services.up(["activemq"], state=services_dir)
     assert broker.healthy and broker.url, broker
     return broker.url
+
+
+@pytest.fixture(scope="session")
+def rucio_env(services_dir: Path) -> dict[str, str]:
+    """A real Rucio server with an empty database for this test run.
+
+    Returns the environment a Rucio client needs (``RUCIO_CONFIG`` = the client rucio.cfg,
+    plus ``RUCIO_HOST``) and exports it in this process, dropping ``RUCIO_ACCOUNT`` and
+    ``RUCIO_AUTH_TYPE`` which would override the file."""
+    from rucio.common.config import clean_cached_config
+
+    from swfflow import services
+    from swfflow.services.rucio_server import client_config
+
+    (server,) = services.up(["rucio"], state=services_dir, fresh_session=SESSION)
+    assert server.healthy and server.url, server
+    env = {"RUCIO_CONFIG": str(client_config(services.ServiceHome(services_dir, "rucio"))),
+           "RUCIO_HOST": server.url}
+    for name in ("RUCIO_ACCOUNT", "RUCIO_AUTH_TYPE"):
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    clean_cached_config()  # rucio caches the first config file it read
+    return env
+
+
+@pytest.fixture(scope="session")
+def rucio_catalog(rucio_env: dict[str, str]):
+    """A :class:`swfflow.backends.rucio.RucioCatalog` on the session's Rucio server."""
+    from swfflow.backends.rucio import RucioCatalog
+
+    return RucioCatalog.from_config(rucio_env["RUCIO_CONFIG"])
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

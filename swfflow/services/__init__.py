@@ -15,13 +15,13 @@ from pathlib import Path
 from types import ModuleType
 
 from swfflow.errors import ConfigError
-from swfflow.services import activemq
+from swfflow.services import activemq, rucio_server
 from swfflow.services.state import ServiceHome, ServiceStatus, file_lock, state_dir
 
 # name → module with start(home, **options) / stop(home) / status(home); started in this order
-SERVICES: dict[str, ModuleType] = {"activemq": activemq}
+SERVICES: dict[str, ModuleType] = {"activemq": activemq, "rucio": rucio_server}
 
-__all__ = ["SERVICES", "ServiceStatus", "down", "purge", "status", "stomp_url", "up"]
+__all__ = ["SERVICES", "ServiceHome", "ServiceStatus", "down", "purge", "status", "stomp_url", "up"]
 
 
 def _selected(names: Iterable[str] | None) -> list[str]:
