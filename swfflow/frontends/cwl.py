@@ -137,23 +137,30 @@ def _wrap_tool(tool: Loaded, name: str) -> Loaded:
 
 def _cwltool_validate(path: Path) -> None:
     """cwltool's own load + validation (what `cwltool --validate` does), as a library call."""
-    from cwltool.context import LoadingContext
-    from cwltool.load_tool import load_tool
-    from schema_salad.exceptions import ValidationException
+    import logging
 
     from cwl_utils.errors import WorkflowException
+    from cwltool.context import LoadingContext
+    from cwltool.load_tool import load_tool
+    from cwltool.workflow import default_make_tool
+    from schema_salad.exceptions import ValidationException
 
     from .cwl_loader import salad_where
 
-    import logging
-    logger = logging.getLogger("cwltool")
-    previous, logger.disabled = logger.disabled, True
+    # cwltool logs warnings about our swf: hints ("unknown hint"): expected, not news
+    loggers = [logging.getLogger(n) for n in ("cwltool", "salad")]
+    previous = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    context = LoadingContext({"do_validate": True})
+    context.construct_tool_object = default_make_tool
     try:
-        load_tool(str(path.resolve()), LoadingContext({"do_validate": True}))
+        load_tool(str(path.resolve()), context)
     except (ValidationException, WorkflowException) as exc:
         text = str(exc)
         raise WorkflowError(f"cwltool validation failed:\n{text}",
                             where=salad_where(text) or f"{path}:1",
-                            hint="fix the problems cwltool lists (run `cwltool --validate` for details)") from None
+                            hint="fix the problems cwltool lists (`cwltool --validate` shows the same)") from None
     finally:
-        logger.disabled = previous
+        for lg, was in zip(loggers, previous, strict=True):
+            lg.disabled = was

@@ -184,7 +184,8 @@ class Compiler:
         proc = target.process
         kind = _KINDS.get(proc.class_)
         if kind is None:
-            raise UnsupportedFeature(f"step {name!r} runs a {proc.class_}, which swfflow cannot run",
+            raise UnsupportedFeature(f"step {name!r} runs an abstract {proc.class_}, which swfflow "
+                                     "cannot execute",
                                      where=where, hint="replace the abstract Operation by a "
                                      "CommandLineTool that implements it")
         tool_reqs, tool_hints = reqs.as_dicts(proc.requirements), reqs.as_dicts(proc.hints)

@@ -141,7 +141,9 @@ class _PchainAwareFetcher(DefaultFetcher):
     we accept those names instead of writing files next to the user's workflow."""
 
     def check_exists(self, url: str) -> bool:
-        return is_pchain_run(url) or super().check_exists(url)
+        # a missing `run:` file is reported by DocumentCache.get with the step's line and a
+        # hint, rather than buried in a schema-salad message
+        return is_pchain_run(url) or url.endswith(".cwl") or super().check_exists(url)
 
 
 def _parse_yaml(path: Path) -> Any:
