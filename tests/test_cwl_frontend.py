@@ -159,7 +159,7 @@ def test_link_merge_and_defaults():
 def test_js_error_on_known_values_is_a_clean_error():
     with pytest.raises(WorkflowError) as err:
         load("bad/when_not_boolean.cwl", {"n": 3})
-    assert "not a boolean" in err.value.what and err.value.where.endswith("when_not_boolean.cwl:7")
+    assert "not a boolean" in err.value.what and err.value.where.endswith("when_not_boolean.cwl:6")
 
 
 # --- requirements -------------------------------------------------------------------------
@@ -281,15 +281,15 @@ BAD_CASES = [
     ("malformed_yaml.cwl", WorkflowError, "malformed YAML", "malformed_yaml.cwl:4"),
     ("schema_invalid.cwl", WorkflowError, "invalid CWL document", "schema_invalid.cwl:10"),
     ("missing_run.cwl", WorkflowError, "does_not_exist.cwl: no such file", "missing_run.cwl:7"),
-    ("unknown_source.cwl", WorkflowError, "'nonexistent_input'", "unknown_source.cwl:7"),
-    ("unknown_output.cwl", WorkflowError, "output 'histogram'", "unknown_output.cwl:7"),
-    ("cycle.cwl", WorkflowError, "cycle: ping -> pong -> ping", "cycle.cwl:7"),
-    ("operation.cwl", UnsupportedFeature, "abstract Operation", "operation.cwl:7"),
+    ("unknown_source.cwl", WorkflowError, "'nonexistent_input'", "unknown_source.cwl:6"),
+    ("unknown_output.cwl", WorkflowError, "output 'histogram'", "unknown_output.cwl:6"),
+    ("cycle.cwl", WorkflowError, "cycle: ping -> pong -> ping", "cycle.cwl:6"),
+    ("operation.cwl", UnsupportedFeature, "abstract Operation", "operation.cwl:6"),
     ("unsupported_requirement.cwl", UnsupportedFeature, "cwltool:MPIRequirement", "unsupported_requirement.cwl:4"),
-    ("bad_mode.cwl", WorkflowError, "swf:mode 'sometimes'", "bad_mode.cwl:12"),
+    ("bad_mode.cwl", WorkflowError, "swf:mode 'sometimes'", "bad_mode.cwl:11"),
     ("stream_not_files.cwl", WorkflowError, "marked swf:stream", "stream_not_files.cwl:5"),
-    ("pchain_unknown_opt.cwl", WorkflowError, "opt_walltime", "pchain_unknown_opt.cwl:7"),
-    ("bad_scatter.cwl", WorkflowError, "needs a scatterMethod", "bad_scatter.cwl:8"),
+    ("pchain_unknown_opt.cwl", WorkflowError, "opt_walltime", "pchain_unknown_opt.cwl:6"),
+    ("bad_scatter.cwl", WorkflowError, "needs a scatterMethod", "bad_scatter.cwl:7"),
 ]
 
 

@@ -156,7 +156,10 @@ class Compiler:
               scope: Scope) -> tuple[ir.Step, dict[str, ir.EdgeMode]]:
         name = local_name(step_def.id)
         raw_step = raw_member(raw, "steps", name)
-        where = f"{loaded.path}:{line_of(raw_step) or 1}"
+        steps_map = raw.get("steps") if isinstance(raw, Mapping) else None
+        line = line_of(steps_map, name) if isinstance(steps_map, Mapping) and name in steps_map \
+            else line_of(raw_step)
+        where = f"{loaded.path}:{line or 1}"
         step_reqs, step_hints = reqs.as_dicts(step_def.requirements), reqs.as_dicts(step_def.hints)
         reqs.check_supported(step_reqs, where)
 
@@ -251,7 +254,9 @@ class Compiler:
 
     def _run_target(self, step_def: Any, loaded: Loaded, raw_step: Any, where: str) -> Loaded:
         if isinstance(step_def.run, str):
-            return self.cache.get(step_def.run, referenced_from=where)
+            run_line = line_of(raw_step, "run") if isinstance(raw_step, Mapping) else None
+            run_where = f"{where.rsplit(':', 1)[0]}:{run_line}" if run_line else where
+            return self.cache.get(step_def.run, referenced_from=run_where)
         raw_run = raw_step.get("run") if isinstance(raw_step, Mapping) else None
         # inline process: keep the enclosing file as the base URI for its relative references
         return Loaded(step_def.run, raw_run if isinstance(raw_run, Mapping) else {},

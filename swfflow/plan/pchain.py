@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from swfflow.errors import WorkflowError
@@ -232,7 +233,15 @@ def _phpo_params(step: Step, task_name: str, out_ds: str, profile: Mapping[str, 
     if values.get("opt_trainingDS"):
         command += ["--trainingDS", values["opt_trainingDS"]]
     command += ["--outDS", task_name]
-    params = _quiet_call(phpo.main, True, command, dry_mode=True)
+    # phpo reads --loadJson/--searchSpaceFile relative to the cwd; pchain runs in the unpacked
+    # sandbox, i.e. the workflow's directory
+    workdir = Path(step.where.rsplit(":", 1)[0]).parent if step.where else Path.cwd()
+    previous = Path.cwd()
+    try:
+        os.chdir(workdir if workdir.is_dir() else previous)
+        params = _quiet_call(phpo.main, True, command, dry_mode=True)
+    finally:
+        os.chdir(previous)
     sandbox = next((i["value"].split()[-1] for i in template["jobParameters"]
                     if i["type"] == "constant" and i["value"].startswith("-a ")), "")
     for item in params["jobParameters"]:
