@@ -129,6 +129,9 @@ class LocalExecutor:
             return conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
                                 .order_by(JOBS.c.number)).all()
 
+    def task_outputs(self, task_id: str) -> dict[str, Any]:
+        return task_outputs_of(self.job_rows(task_id))
+
     def shutdown(self) -> None:
         """Stop the pool; running jobs go back to pending so a later run redoes them."""
         if self._pool is not None:
@@ -256,6 +259,8 @@ class LocalExecutor:
                 values[port] = files if _is_array_port(payload.get("tool"), port) else files[0]
         for port, dids in (payload.get("gather_ports") or {}).items():
             dids = [dids] if isinstance(dids, str) else dids
+            if dids == [master] and port in values:
+                continue  # the master chunk already feeds it (JEDI splits, not gathers)
             files = [_file_object(f) for did in dids for f in self.catalog.list_files(did)]
             values[port] = files if _is_array_port(payload.get("tool"), port) else \
                 (files[0] if files else None)
@@ -380,3 +385,12 @@ def _intact(produced: dict[str, Any]) -> bool:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def task_outputs_of(rows: list[Any]) -> dict[str, Any]:
+    """The CWL output object of a task: its job's, or per port the list over its jobs."""
+    outputs = [r.outputs or {} for r in rows if r.state == "done"]
+    if len(outputs) == 1:
+        return outputs[0]
+    ports = sorted({p for o in outputs for p in o})
+    return {p: [o.get(p) for o in outputs] for p in ports}

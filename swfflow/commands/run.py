@@ -1,4 +1,14 @@
-"""``swfflow run`` and ``swfflow status``: run a workflow on this machine, and show its state."""
+"""``swfflow run`` and ``swfflow status``: run a workflow on this machine, and show its state.
+
+Two engines behind one command:
+
+- a workflow with a stream input (``swf:stream: true``) is compiled into a plan and driven by
+  :class:`~swfflow.drive.Driver` over the local backends, exactly as PanDA + Rucio would run it:
+  the input files are attached one by one to the open run dataset, streaming steps consume them
+  while it is open, merges are released when it closes;
+- any other CWL workflow runs in swfflow's run-time engine (:mod:`swfflow.runtime.engine`),
+  which decides scatter widths and conditions on real values; leaves run through cwltool.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,9 @@ from typing import Any
 
 import click
 
-from swfflow.errors import SwfflowError
+from swfflow.errors import RunFailed, SwfflowError
+
+STATE_DIR = ".swfflow"
 
 
 def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
@@ -32,3 +44,85 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
     except SwfflowError as exc:
         print(f"swfflow: error: {exc}", file=sys.stderr)
         return exc.exit_code, None
+
+
+@click.command("run")
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.argument("inputs", required=False, type=click.Path(dir_okay=False))
+@click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where outputs go; the state store lives in OUTDIR/.swfflow/.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Jobs run at once (default: the number of cores).")
+@click.option("--attempts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Attempts per job before its step fails.")
+@click.option("--no-container", is_flag=True,
+              help="Never use a container: a DockerRequirement hint runs on the host, a "
+                   "requirement fails.")
+@click.option("--run", "run_number", default="local", show_default=True,
+              help="Run number used in dataset and task names (stream workflows).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              help="Profile YAML (names, scopes, defaults).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, only errors.")
+def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None, attempts: int,
+            no_container: bool, run_number: str, profile_path: str | None,
+            quiet: bool) -> None:
+    """Run WORKFLOW (CWL) with INPUTS (YAML/JSON) on this machine; print the CWL output
+    object as JSON on stdout (cwl-runner compatible: exit 33 = unsupported feature).
+
+    \b
+    Examples:
+      swfflow run examples/calib.cwl examples/calib-inputs.yml --outdir out
+      swfflow run wf.cwl job.yml --jobs 2 --no-container
+      swfflow status --outdir out
+    Running again with the same --outdir resumes: finished jobs whose outputs still match
+    their checksums are not run again. Ctrl-C stops cleanly.
+    """
+    import os
+
+    from swfflow.frontends import load_any, load_inputs_file
+
+    _logging(quiet)
+    out = Path(outdir).resolve()
+    values = load_inputs_file(inputs)
+    ir_workflow = load_any(workflow, values)
+    if ir_workflow.stream_inputs():
+        from swfflow.drive.local_run import run_plan_locally
+        result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
+                                  attempts=attempts, no_container=no_container,
+                                  run=run_number, profile_path=profile_path, quiet=quiet)
+    else:
+        from swfflow.runtime.batch import run_workflow_file
+        result = run_workflow_file(workflow, values, out, no_container=no_container)
+    click.echo(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _logging(quiet: bool) -> None:
+    from rich.logging import RichHandler
+    handler = RichHandler(show_path=False, show_time=False,
+                          console=__import__("rich.console").console.Console(stderr=True))
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, handlers=[handler],
+                        format="%(message)s", force=True)
+    logging.getLogger("cwltool").setLevel(logging.ERROR if quiet else logging.WARNING)
+    logging.getLogger("swfflow").setLevel(logging.ERROR if quiet else logging.INFO)
+
+
+@click.command("status")
+@click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The --outdir of the run.")
+@click.option("--run", "run_number", default=None, help="Only this run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(outdir: str, run_number: str | None, as_json: bool) -> None:
+    """Show each step/task/job of the runs under OUTDIR: state, jobs, and why a step failed
+    or was not started."""
+    from swfflow.drive.report import collect_status, render_status
+
+    db = Path(outdir) / STATE_DIR / "state.db"
+    if not db.is_file():
+        raise RunFailed(f"no swfflow state under {outdir}", where=str(db),
+                        hint="run `swfflow run ... --outdir DIR` first, then "
+                             "`swfflow status --outdir DIR`")
+    report = collect_status(db, run_number)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        render_status(report)

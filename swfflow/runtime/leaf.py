@@ -34,7 +34,9 @@ def standalone_tool(step: ir.Step) -> dict[str, Any]:
     digest = hashlib.sha1(json.dumps(tool, sort_keys=True).encode()).hexdigest()[:12]
     tool["id"] = f"{base}#swfflow-{step.name}-{digest}" if base else f"_:swfflow-{digest}"
     tool["requirements"] = _merged(tool.get("requirements"), step.requirements)
-    tool["hints"] = _merged(tool.get("hints"), step.hints)
+    # extension hints (swf:Sizing, …) were for the planner; cwltool would only warn about them
+    tool["hints"] = [h for h in _merged(tool.get("hints"), step.hints)
+                     if ":" not in str(h.get("class")) or "$namespaces" in tool]
     return tool
 
 

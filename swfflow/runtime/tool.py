@@ -8,6 +8,7 @@ line, the container, the exit code and the log.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -105,7 +106,10 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     engine = policy.decide(image, required, where or str(tool)[:80])
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(workdir or outdir.parent) / ".cwltmp"
+    # one scratch folder per job: cwltool cleans its staging area when a job ends, and
+    # concurrent jobs must not share (or delete) each other's staged inputs
+    job_key = hashlib.sha1(str(outdir.resolve()).encode()).hexdigest()[:16]
+    scratch = Path(workdir or outdir.parent) / ".cwltmp" / job_key
     scratch.mkdir(parents=True, exist_ok=True)
     runtime = RuntimeContext()
     runtime.outdir = str(outdir)

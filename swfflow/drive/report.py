@@ -1,0 +1,74 @@
+"""``swfflow status``: what the state store knows, per instance → task → job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import inspect, select
+
+from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.drive.store import DriverStore
+
+
+def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
+    engine = sqlite_engine(db)
+    store = DriverStore(engine)
+    has_jobs = inspect(engine).has_table("exec_jobs")
+    instances = []
+    for inst in store.instances():
+        if run is not None and inst.run != str(run):
+            continue
+        tasks = []
+        rows = store.load(inst.instance)
+        for spec in inst.plan["tasks"]:
+            row = rows.get(spec["key"], {})
+            tasks.append({"key": spec["key"], "name": spec["name"],
+                          "phase": row.get("phase", "pending"), "task_id": row.get("task_id"),
+                          "message": row.get("message", ""),
+                          "jobs": _jobs(engine, row.get("task_id")) if has_jobs else []})
+        instances.append({"instance": inst.instance, "workflow": inst.workflow, "run": inst.run,
+                          "state": inst.state, "tasks": tasks})
+    datasets = LocalCatalog(engine).datasets() if inspect(engine).has_table(
+        "catalog_datasets") else []
+    return {"instances": instances, "datasets": datasets}
+
+
+def _jobs(engine: Any, task_id: str | None) -> list[dict[str, Any]]:
+    if not task_id:
+        return []
+    from swfflow.backends.local_executor import JOBS
+    with engine.connect() as conn:
+        rows = conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
+                            .order_by(JOBS.c.number)).all()
+    return [{"number": r.number, "state": r.state, "attempt": r.attempt,
+             "exit_code": r.exit_code, "inputs": len(r.files), "command": r.command,
+             "container": r.container, "produced": r.produced} for r in rows]
+
+
+def render_status(report: dict[str, Any]) -> None:
+    console = Console()
+    for inst in report["instances"]:
+        table = Table(title=f"{inst['instance']}  [{inst['state']}]")
+        for column in ("task", "state", "jobs done/all", "failed", "why"):
+            table.add_column(column)
+        for task in inst["tasks"]:
+            jobs = task["jobs"]
+            done = sum(j["state"] == "done" for j in jobs)
+            failed = sum(j["state"] == "failed" for j in jobs)
+            table.add_row(task["key"], task["phase"], f"{done}/{len(jobs)}", str(failed),
+                          (task["message"] or "").splitlines()[0][:100]
+                          if task["message"] else "")
+        console.print(table)
+        for task in inst["tasks"]:
+            if task["phase"] == "failed" and task["message"]:
+                console.print(f"[bold red]{task['key']}[/]: {task['message']}")
+    if report["datasets"]:
+        table = Table(title="datasets")
+        for column in ("dataset", "open", "files"):
+            table.add_column(column)
+        for ds in report["datasets"]:
+            table.add_row(ds["did"], "open" if ds["open"] else "closed", str(ds["files"]))
+        console.print(table)
