@@ -1,0 +1,401 @@
+"""A PanDA server double that the real panda-client talks to (the "contract server").
+
+It serves the panda-client 2.x REST endpoints swfflow uses, under ``/api/v1/…``, with the real
+server's envelope (``{"success", "message", "data"}``), datetime encoding
+(``{"__datetime__": ISO}``), submission codes and message texts, and the real request checks
+(method, argument types, task ownership, production-only commands). Tasks live in a
+:class:`~swfflow.testing.panda_tasks.TaskStore` that walks them through JEDI's states and hands
+them to a pluggable runner.
+
+What it does not do: TLS and credential checks (every caller is the configured ``user``; an
+``Authorization: Bearer`` token is recorded so tests can see it was sent), job-level endpoints,
+the sandbox cache.
+
+Run it::
+
+    python -m swfflow.testing.panda_server --port 25080 [--state-file tasks.json]
+    export PANDA_URL_SSL=http://127.0.0.1:25080/server/panda PANDA_URL=$PANDA_URL_SSL \
+           PANDA_BEHIND_REAL_LB=1
+
+Test-only control endpoints (not PanDA's): ``POST /_contract/force_status`` with ``{"task_id",
+"status", "error_dialog"}`` pins a task in a status; ``GET /_contract/tasks`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from swfflow.backends.panda_states import JEDI_STATUSES
+from swfflow.testing.panda_tasks import StateMachineRunner, TaskRunner, TaskStore
+
+log = logging.getLogger(__name__)
+
+MESSAGE_TASK_ID = "jediTaskID must be an integer"
+MESSAGE_PROD_ROLE = "production or pilot role required"
+MESSAGE_TASK_OWNER = "not the task owner or no production role"
+REGEX_META = r"^$*+?\|()"
+
+
+class BadArgument(Exception):
+    """An argument failed the server's type checks; the message is the server's."""
+
+
+def envelope(success: bool, message: str = "", data: Any = None) -> dict[str, Any]:
+    return {"success": success, "message": message, "data": data}
+
+
+class _Encoder(json.JSONEncoder):
+    def default(self, o: Any) -> Any:
+        if isinstance(o, datetime):
+            return {"__datetime__": o.isoformat()}
+        if isinstance(o, set | frozenset | tuple):
+            return list(o)
+        return super().default(o)
+
+
+# --- argument handling, the way pandaserver's request_validation casts them ------------------
+def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ..., *,
+         method: str) -> Any:
+    if name not in args:
+        if default is ...:
+            raise BadArgument(f"Argument error: missing a required argument: '{name}'")
+        return default
+    value = args[name]
+    if method == "GET" and isinstance(value, str) and kind is not str:
+        try:
+            if kind is bool:
+                return value.lower() in ("true", "1")
+            if kind is int:
+                return int(float(value))
+            return json.loads(value)
+        except ValueError:
+            raise BadArgument(f"Type error: '{name}' with value '{value}' could not be casted to "
+                              f"type {kind.__name__} from str.") from None
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if value is None and default is None:
+            return None
+        raise BadArgument(f"Type error: '{name}' must be of type {kind.__name__}, got "
+                          f"{type(value).__name__}.")
+    return value
+
+
+class PandaContractServer:
+    """The HTTP server plus the task store and the thread that ticks it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 runner: TaskRunner | None = None, state_file: str | Path | None = None,
+                 user: str = "swfuser", tick_s: float = 0.05, production_role: bool = False):
+        self.store = TaskStore(runner or StateMachineRunner(), state_file=state_file,
+                               production_role=production_role)
+        self.user = user
+        self.production_role = production_role
+        self.tick_s = tick_s
+        self.tokens_seen: set[str] = set()  # bearer tokens received (never logged)
+        self.origins_seen: set[str] = set()
+        self.calls: list[str] = []  # endpoint of every request, in order
+        self.fail_next = 0  # answer this many next requests with HTTP 500 (fault injection)
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self._httpd.server_address[0]
+        return f"http://{host}:{self.port}/server/panda"
+
+    def env(self) -> dict[str, str]:
+        """The environment panda-client needs to talk to this server."""
+        return {"PANDA_URL": self.url, "PANDA_URL_SSL": self.url, "PANDACACHE_URL": self.url,
+                "PANDA_BEHIND_REAL_LB": "1"}
+
+    def start(self) -> PandaContractServer:
+        self._threads = [threading.Thread(target=self._httpd.serve_forever, daemon=True,
+                                          name="panda-contract-http"),
+                         threading.Thread(target=self._tick_loop, daemon=True,
+                                          name="panda-contract-tick")]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> PandaContractServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.store.tick()
+            except Exception:  # a broken runner must not stop the server
+                log.exception("task runner failed")
+
+    # --- endpoints -----------------------------------------------------------------------
+    def is_alive(self, args: dict, method: str) -> dict:
+        return envelope(True)
+
+    def submit(self, args: dict, method: str) -> dict:
+        params = _arg(args, "task_parameters", dict, method=method)
+        parent = _arg(args, "parent_tid", int, None, method=method)
+        code, message = self.store.insert(params, self.user, parent)
+        if code not in (0, 3):
+            return envelope(False, message, code)
+        match = re.search(r"jediTaskID=(\d+)", message)
+        return envelope(True, message, int(match.group(1)) if match else None)
+
+    def get_status(self, args: dict, method: str) -> dict:
+        task = self.store.get(_arg(args, "task_id", int, method=method))
+        return envelope(True, data=task.status) if task else envelope(False, "Task not found")
+
+    def get_details(self, args: dict, method: str) -> dict:
+        task = self.store.get(_arg(args, "task_id", int, method=method))
+        if task is None:
+            return envelope(False, "Task not found or error retrieving the details")
+        data: dict[str, Any] = {
+            "inDS": task.params.get("dsForIN", ""), "statistics": "",
+            "outDS": ",".join(i["dataset"] for i in task.params.get("jobParameters", [])
+                              if isinstance(i, dict) and i.get("param_type") == "output"),
+            "PandaID": list(task.job_ids), "mergeStatus": None, "mergePandaID": []}
+        if _arg(args, "include_status", bool, False, method=method):
+            data["status"] = task.status
+        if _arg(args, "include_parameters", bool, False, method=method):
+            data["cliParams"] = task.params.get("cliParams", "")
+        return envelope(True, data=data)
+
+    def get_task_parameters(self, args: dict, method: str) -> dict:
+        task = self.store.get(_arg(args, "task_id", int, method=method))
+        return envelope(True, data=task.params) if task else envelope(False, "Task not found")
+
+    def get_job_ids(self, args: dict, method: str) -> dict:
+        task = self.store.get(_arg(args, "task_id", int, method=method))
+        return envelope(True, data=list(task.job_ids) if task else [])
+
+    def get_tasks_detailed_info_since(self, args: dict, method: str) -> dict:
+        since = _arg(args, "since", str, None, method=method)
+        n_tasks = _arg(args, "n_tasks", int, 500, method=method)
+        criteria, patterns = {}, {}
+        raw = _arg(args, "filters", str, None, method=method)
+        if raw:
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                return envelope(False, "filters is not valid JSON")
+            if not isinstance(parsed, dict):
+                return envelope(False, "filters must be a JSON object")
+            for key, value in parsed.items():
+                regex = any(c in str(value) for c in REGEX_META)
+                (patterns if regex else criteria)[key] = str(value)
+        tasks = self.store.select(self.user, since, criteria, n_tasks)
+        if tasks is None:
+            return envelope(False, "Failed to retrieve task IDs")
+        result = []
+        for task in tasks:  # regex filters come after the row limit, as on the real server
+            details = self.store.details(task)
+            if all(_search(p, details[k]) for k, p in patterns.items() if k in details):
+                result.append(details)
+        return envelope(True, data=result)
+
+    def _owned(self, args: dict, method: str) -> int:
+        task_id = _arg(args, "task_id", int, method=method)
+        task = self.store.get(task_id)
+        if not self.production_role and (task is None or task.userName != self.user):
+            raise BadArgument(MESSAGE_TASK_OWNER)
+        return task_id
+
+    def _command(self, name: str, args: dict, method: str, *, owner: bool) -> dict:
+        if owner:
+            task_id = self._owned(args, method)
+        else:
+            if not self.production_role:
+                return envelope(False, MESSAGE_PROD_ROLE)
+            task_id = _arg(args, "task_id", int, method=method)
+        code, message = self.store.command(task_id, name)
+        return envelope(code == 0, message, code)
+
+    def retry(self, args: dict, method: str) -> dict:
+        task_id = self._owned(args, method)
+        new = _arg(args, "new_parameters", dict, None, method=method)
+        task = self.store.get(task_id)
+        if new and task is not None:
+            with self.store.lock:
+                task.params.update(new)
+        code, message = self.store.command(task_id, "retry")
+        if code == 4 and task is not None and task.status in ("running", "scouting", "pending") \
+                and task.prodSourceLabel == "user":
+            code, message = 0, f"retry has been triggered for failed jobs while the task is " \
+                               f"still {task.status}"
+        return envelope(True, message, code)  # the real endpoint always says success
+
+    # --- test control --------------------------------------------------------------------
+    def force_status(self, args: dict, method: str) -> dict:
+        task_id = _arg(args, "task_id", int, method=method)
+        status = _arg(args, "status", str, method=method)
+        if self.store.get(task_id) is None:
+            return envelope(False, "Task not found")
+        if status not in JEDI_STATUSES and not args.get("allow_unknown"):
+            return envelope(False, f"unknown JEDI status {status!r}")
+        self.store.force_status(task_id, status, args.get("error_dialog"))
+        return envelope(True)
+
+    def list_tasks(self, args: dict, method: str) -> dict:
+        with self.store.lock:
+            return envelope(True, data=[self.store.details(t) for t in self.store.tasks.values()])
+
+
+def _search(pattern: str, value: Any) -> bool:
+    try:
+        return re.search(pattern, str(value)) is not None
+    except re.error:
+        return False
+
+
+Endpoint = Callable[[PandaContractServer, dict, str], dict]
+ROUTES: dict[str, tuple[str, Endpoint]] = {
+    "system/is_alive": ("GET", PandaContractServer.is_alive),
+    "task/submit": ("POST", PandaContractServer.submit),
+    "task/get_status": ("GET", PandaContractServer.get_status),
+    "task/get_details": ("GET", PandaContractServer.get_details),
+    "task/get_task_parameters": ("GET", PandaContractServer.get_task_parameters),
+    "task/get_job_ids": ("GET", PandaContractServer.get_job_ids),
+    "task/get_tasks_detailed_info_since": ("GET",
+                                           PandaContractServer.get_tasks_detailed_info_since),
+    "task/kill": ("POST", lambda s, a, m: s._command("kill", a, m, owner=True)),
+    "task/finish": ("POST", lambda s, a, m: s._command("finish", a, m, owner=True)),
+    "task/pause": ("POST", lambda s, a, m: s._command("pause", a, m, owner=False)),
+    "task/resume": ("POST", lambda s, a, m: s._command("resume", a, m, owner=False)),
+    "task/retry": ("POST", PandaContractServer.retry),
+}
+CONTROL_ROUTES: dict[str, tuple[str, Endpoint]] = {
+    "force_status": ("POST", PandaContractServer.force_status),
+    "tasks": ("GET", PandaContractServer.list_tasks),
+}
+
+
+def _handler_for(server: PandaContractServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._dispatch("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._dispatch("POST")
+
+        def _dispatch(self, method: str) -> None:
+            path = urlparse(self.path)
+            route = _route(path.path)
+            if route is None:
+                self._reply(404, b"Not Found", "text/plain")
+                return
+            name, (expected, endpoint) = route
+            server.calls.append(name)
+            self._note_auth()
+            if server.fail_next > 0:
+                server.fail_next -= 1
+                self._reply(500, b"Internal Server Error (injected)", "text/plain")
+                return
+            try:
+                args = self._args(method, path.query)
+                if method != expected:
+                    answer = envelope(False, f"expecting {expected}, received {method}")
+                else:
+                    answer = endpoint(server, args, method)
+            except BadArgument as exc:
+                answer = envelope(False, str(exc))
+            except ValueError:
+                answer = envelope(False, "failed to load JSON")
+            self._reply(200, json.dumps(answer, cls=_Encoder).encode(), "application/json")
+
+        def _args(self, method: str, query: str) -> dict[str, Any]:
+            if method == "GET":
+                return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(query).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if not body:
+                return {}
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("body is not a JSON object")
+            return data
+
+        def _note_auth(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Bearer "):
+                server.tokens_seen.add(auth[len("Bearer "):])
+            if self.headers.get("Origin"):
+                server.origins_seen.add(self.headers["Origin"])
+
+        def _reply(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
+
+
+def _route(path: str) -> tuple[str, tuple[str, Endpoint]] | None:
+    for prefix, table in (("/api/v1/", ROUTES), ("/_contract/", CONTROL_ROUTES)):
+        if path.startswith(prefix) and path[len(prefix):] in table:
+            name = path[len(prefix):]
+            return name, table[name]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m swfflow.testing.panda_server",
+        description="PanDA REST contract server for tests: tasks walk through JEDI's states "
+                    "(StateMachineRunner: nothing is executed).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=25080)
+    parser.add_argument("--state-file", help="keep tasks in this JSON file across restarts")
+    parser.add_argument("--user", default="swfuser", help="the user every caller is")
+    parser.add_argument("--run-seconds", type=float, default=2.0,
+                        help="how long each task 'runs' before it is done")
+    parser.add_argument("--production-role", action="store_true",
+                        help="treat callers as having the production role")
+    opts = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    server = PandaContractServer(opts.host, opts.port, state_file=opts.state_file,
+                                 user=opts.user, production_role=opts.production_role,
+                                 runner=StateMachineRunner(run_s=opts.run_seconds))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    server.start()
+    print(f"PanDA contract server on {server.url}", flush=True)
+    done.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
