@@ -340,29 +340,58 @@ def test_compiled_plans_match_golden_files(harness: Path) -> None:
 
 
 # --- the templated example runs for real ------------------------------------------------------
-@pytest.mark.slow  # ~10 s: two engines run six steps over three STF files
-def test_example_runs_with_cwltool_and_snakemake_alike(tmp_path: Path) -> None:
-    cwl_out = tmp_path / "cwl"
+RESULTS = ("calib.constants.json", "calib.feedback.json", "merge_checks.merged.json",
+           "merge_reco.merged.json")
+
+
+@pytest.fixture(scope="module")
+def cwltool_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The templated example run by the reference CWL runner (cwltool)."""
+    outdir = tmp_path_factory.mktemp("cwltool")
     proc = subprocess.run([str(BIN / "cwltool"), "--no-container", "--quiet", "--outdir",
-                           str(cwl_out), "ecal-prompt.cwl", "inputs.yml"], cwd=EXAMPLE,
+                           str(outdir), "ecal-prompt.cwl", "inputs.yml"], cwd=EXAMPLE,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = json.loads(proc.stdout)
     assert len(outputs["reco"]) == 3 and len(outputs["skims"]) == 3
-    integrity = json.loads((cwl_out / "merge_checks.merged.json").read_text())
-    assert integrity["n_checked"] == 3 and integrity["n_mismatch"] == 0
-    feedback = json.loads((cwl_out / "calib.feedback.json").read_text())
-    assert feedback["status"] in ("ok", "recalibrate") and feedback["gain"] > 0
+    return outdir
 
-    smk_dir = tmp_path / "smk"
-    shutil.copytree(EXAMPLE, smk_dir)
-    proc = subprocess.run([str(BIN / "snakemake"), "-c2", "--quiet"], cwd=smk_dir,
+
+def _same_results(results: dict[str, Path], reference: Path) -> None:
+    for name, path in results.items():
+        assert json.loads(path.read_text()) == json.loads((reference / name).read_text()), name
+
+
+@pytest.mark.slow  # ~5 s
+def test_example_runs_with_cwltool(cwltool_run: Path) -> None:
+    integrity = json.loads((cwltool_run / "merge_checks.merged.json").read_text())
+    assert integrity["n_checked"] == 3 and integrity["n_mismatch"] == 0
+    merged = json.loads((cwltool_run / "merge_reco.merged.json").read_text())
+    assert merged["n_inputs"] == 3 and merged["n_tf"] == 12  # 3 STFs × 16 KiB / 4 KiB TFs
+    feedback = json.loads((cwltool_run / "calib.feedback.json").read_text())
+    constants = json.loads((cwltool_run / "calib.constants.json").read_text())
+    assert feedback["gain"] == constants["gain"] > 0
+    assert feedback["status"] == ("ok" if feedback["deviation"] <= 0.05 else "recalibrate")
+
+
+@pytest.mark.slow  # ~5 s
+def test_example_snakefile_gives_the_same_results(cwltool_run: Path, tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLE, tmp_path / "wf")
+    proc = subprocess.run([str(BIN / "snakemake"), "-c2", "--quiet"], cwd=tmp_path / "wf",
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in ("calib.constants.json", "calib.feedback.json", "merge_checks.merged.json"):
-        step = name.split(".")[0]
-        assert json.loads((smk_dir / "results" / step / name).read_text()) == \
-            json.loads((cwl_out / name).read_text()), name
+    _same_results({n: tmp_path / "wf" / "results" / n.split(".")[0] / n for n in RESULTS},
+                  cwltool_run)
+
+
+@pytest.mark.slow  # ~15 s
+def test_example_runs_with_swfflow_run(cwltool_run: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(BIN / "swfflow"), "run", "ecal-prompt.cwl", "inputs.yml",
+                           "--outdir", str(tmp_path), "--no-container"], cwd=EXAMPLE,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(json.loads(proc.stdout)["reco"]) == 3
+    _same_results({n: tmp_path / n for n in RESULTS}, cwltool_run)
 
 
 def test_checksum_mismatch_is_an_alarm(tmp_path: Path) -> None:

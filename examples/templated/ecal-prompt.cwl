@@ -26,6 +26,9 @@ outputs:
   skims:
     type: File[]
     outputSource: skim/summary
+  reco_summary:
+    type: File
+    outputSource: merge_reco/merged
   integrity:
     type: File
     outputSource: merge_checks/merged
