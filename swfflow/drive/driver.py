@@ -9,7 +9,9 @@ Rules (the plan says which applies to each task):
   reason names the parent.
 - A dynamic ``when`` is evaluated on real values just before release; false → skipped, its
   output datasets are closed empty.
-- An output dataset is closed when every task of its producing step is final; the stream
+- An output dataset is closed when every task of its producing step succeeded (or was
+  skipped); a failed producer's stays open for the retry, and children already pipelining on
+  it are stopped (blocked) and resumed with it. The stream
   dataset is closed by whoever feeds it (``swfflow run``'s feeder, the bridge at end_run).
 - ExpressionTools (no PanDA task) are evaluated here, by cwltool.
 
@@ -101,7 +103,7 @@ class Driver:
                 continue
             task.phase, task.task_id = TaskPhase(row["phase"]), row["task_id"]
             task.message, task.outputs = row["message"] or "", row["outputs"]
-            if task.phase is TaskPhase.FAILED and task.task_id:
+            if task.phase in (TaskPhase.FAILED, TaskPhase.BLOCKED) and task.task_id:
                 self.executor.retry(task.task_id)  # resume = try the failed work again
                 self._set(task, TaskPhase.SUBMITTED, "")
             elif task.phase in (TaskPhase.BLOCKED, TaskPhase.FAILED):
@@ -161,13 +163,27 @@ class Driver:
             if phase is not task.phase:
                 message = status.message if phase is TaskPhase.FAILED else ""
                 self._set(task, phase, message)
+                if phase is TaskPhase.FAILED:
+                    self._stop_children(task)
+
+    def _stop_children(self, parent: DriverTask) -> None:
+        """Children already pipelining on a failed parent's (still open) output would wait
+        forever: stop them; they resume with the parent on the next run."""
+        for spec in self.plan.children(parent.spec.key):
+            child = self.tasks[spec.key]
+            if child.task_id and child.phase in (TaskPhase.SUBMITTED, TaskPhase.RUNNING):
+                self.executor.kill(child.task_id)
+                self._set(child, TaskPhase.BLOCKED,
+                          f"stopped: parent {parent.spec.key} failed")
+                self._stop_children(child)
 
     def _close_finished_outputs(self) -> None:
         for spec in self.plan.datasets:
             if spec.close != CLOSE_WITH_PRODUCER or spec.did in self._closed:
                 continue
+            # a failed producer's dataset stays open: a later run retries into it
             producers = [t for t in self.tasks.values() if t.spec.step == spec.producer]
-            if producers and all(t.phase in FINAL for t in producers):
+            if producers and all(t.phase in DONE for t in producers):
                 self.catalog.close_dataset(spec.did)
                 self._closed.add(spec.did)
 

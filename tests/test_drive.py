@@ -1,0 +1,255 @@
+"""The driver over the real local backends: release rules (stream / complete edges, when),
+failures blocking downstream, retries, resume, and `swfflow run` / `swfflow status`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from swfflow.backends.base import FileRecord
+from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.backends.local_executor import LocalExecutor
+from swfflow.drive import Driver, DriverStore, TaskPhase
+from swfflow.drive.payload import LocalPayloads
+from swfflow.frontends import load_any
+from swfflow.plan.planner import compile_workflow
+
+REPO = Path(__file__).resolve().parents[1]
+SWFFLOW = [sys.executable, "-m", "swfflow.cli"]
+
+WORKFLOW = """\
+cwlVersion: v1.2
+class: Workflow
+$namespaces: {swf: "https://github.com/swfflow/swfflow/cwl#"}
+requirements: {ScatterFeatureRequirement: {}, InlineJavascriptRequirement: {}}
+inputs:
+  raw: {type: 'File[]', swf:stream: true}
+  marker: string
+  min_files: {type: int, default: 1}
+outputs:
+  total: {type: File?, outputSource: sum/total}
+steps:
+  check:
+    run: check.cwl
+    scatter: f
+    in: {f: raw, marker: marker}
+    out: [ok]
+  sum:
+    run: sum.cwl
+    when: $(inputs.oks.length >= inputs.min_files)
+    in: {oks: check/ok, min_files: min_files}
+    out: [total]
+"""
+CHECK = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c, 'test -e "$1" || { echo "marker $1 missing" >&2; exit 7; }; wc -c < "$0" > "$(basename "$0").ok"']
+inputs:
+  f: {type: File, inputBinding: {position: 1}}
+  marker: {type: string, inputBinding: {position: 2}}
+outputs:
+  ok: {type: File, outputBinding: {glob: '*.ok'}}
+"""
+SUM = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c, 'cat "$@" | tr -d " " | paste -sd+ | bc > total.txt', sh]
+inputs:
+  oks: {type: 'File[]', inputBinding: {position: 1}}
+outputs:
+  total: {type: File, outputBinding: {glob: total.txt}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "wf.cwl").write_text(WORKFLOW)
+    (tmp_path / "check.cwl").write_text(CHECK)
+    (tmp_path / "sum.cwl").write_text(SUM)
+    raw = []
+    for i, size in enumerate((3, 5, 7)):
+        path = tmp_path / f"stf{i}.dat"
+        path.write_bytes(b"x" * size)
+        raw.append({"class": "File", "location": path.name})
+    (tmp_path / "inputs.json").write_text(json.dumps({"raw": raw, "marker": str(_marker(tmp_path))}))
+    return tmp_path
+
+
+def _marker(project: Path) -> Path:
+    # outside the workflow folder: the planner writes paths under it relative to it
+    return project.parent / f"{project.name}-marker"
+
+
+def _driver(project: Path, inputs: dict, *, attempts: int = 2):
+    workflow = load_any(project / "wf.cwl", inputs)
+    plan = compile_workflow(workflow, inputs, None, "42")
+    engine = sqlite_engine(project / "out" / ".swfflow" / "state.db")
+    catalog = LocalCatalog(engine)
+    executor = LocalExecutor(catalog, engine, project / "out" / ".swfflow", jobs=2,
+                             attempts=attempts)
+    driver = Driver(plan, catalog, executor, DriverStore(engine),
+                    prepare=LocalPayloads(workflow))
+    return driver, catalog, executor
+
+
+def _attach(catalog, did: str, path: Path) -> None:
+    data = path.read_bytes()
+    catalog.add_files(did, [FileRecord(did=f"{did.split(':')[0]}:{path.name}", size=len(data),
+                                       adler32=f"{zlib.adler32(data) & 0xFFFFFFFF:08x}",
+                                       pfn=str(path))])
+
+
+def _tick_until(driver, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, {k: t.phase for k, t in driver.tasks.items()}
+        driver.tick()
+        time.sleep(0.1)
+
+
+def test_stream_step_runs_while_open_and_merge_waits_for_close(project):
+    _marker(project).write_text("")
+    driver, catalog, executor = _driver(project, {"marker": str(_marker(project))})
+    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    try:
+        driver.start()
+        _attach(catalog, stream, project / "stf0.dat")
+        check = driver.tasks["check"]
+        _tick_until(driver, lambda: check.task_id is not None and executor.status(
+            [check.task_id])[check.task_id].n_jobs_done == 1)
+        assert catalog.is_open(stream)
+        assert driver.tasks["check"].phase is TaskPhase.RUNNING  # the open dataset keeps it
+        assert driver.tasks["sum"].phase is TaskPhase.PENDING  # complete edge: not yet
+        for name in ("stf1.dat", "stf2.dat"):
+            _attach(catalog, stream, project / name)
+        driver.tick()
+        assert driver.tasks["sum"].phase is TaskPhase.PENDING
+        driver.close_streams()
+        _tick_until(driver, lambda: driver.finished)
+    finally:
+        executor.shutdown()
+    assert {k: t.phase for k, t in driver.tasks.items()} == {
+        "check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
+    outputs = driver.workflow_outputs({"total": "File?"})
+    assert Path(outputs["total"]["location"][7:]).read_text().strip() == "15"
+    for spec in driver.plan.datasets:  # every output dataset closed by its producer
+        assert not catalog.is_open(spec.did), spec.did
+
+
+def test_dynamic_when_is_evaluated_on_real_results(project):
+    _marker(project).write_text("")
+    inputs = {"marker": str(_marker(project)), "min_files": 5}
+    driver, catalog, executor = _driver(project, inputs)
+    assert driver.plan.task("sum").when  # reads a step output: left to the driver
+    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    try:
+        driver.start()
+        for i in range(3):
+            _attach(catalog, stream, project / f"stf{i}.dat")
+        driver.close_streams()
+        _tick_until(driver, lambda: driver.finished)
+    finally:
+        executor.shutdown()
+    total = driver.tasks["sum"]
+    assert total.phase is TaskPhase.SKIPPED and total.task_id is None  # 3 files < 5
+    out = driver.plan.task("sum").outputs["total"]
+    assert not catalog.is_open(out) and catalog.list_files(out) == []
+    assert driver.workflow_outputs({"total": "File?"}) == {"total": None}
+
+
+def test_failure_blocks_downstream_then_resume_after_fix(project):
+    inputs = {"marker": str(_marker(project))}
+    driver, catalog, executor = _driver(project, inputs, attempts=2)
+    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    try:
+        driver.start()
+        for i in range(3):
+            _attach(catalog, stream, project / f"stf{i}.dat")
+        driver.close_streams()
+        _tick_until(driver, lambda: driver.finished)
+    finally:
+        executor.shutdown()
+    check, total = driver.tasks["check"], driver.tasks["sum"]
+    assert check.phase is TaskPhase.FAILED
+    assert "after 2 attempt(s), exit code 7" in check.message
+    assert "marker" in check.message and "missing" in check.message  # the job's log tail
+    assert total.phase is TaskPhase.BLOCKED and "parent check failed" in total.message
+    assert total.task_id is None  # never submitted
+
+    _marker(project).write_text("")
+    again, catalog2, executor2 = _driver(project, inputs)
+    try:
+        again.start()
+        assert again.tasks["check"].phase is TaskPhase.SUBMITTED  # failed → retried
+        assert again.tasks["sum"].phase is TaskPhase.PENDING
+        _tick_until(again, lambda: again.finished)
+    finally:
+        executor2.shutdown()
+    assert again.tasks["sum"].phase is TaskPhase.SUCCEEDED
+    assert again.tasks["check"].task_id == check.task_id  # same backend task, not a new one
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(SWFFLOW + args, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_run_status_and_resume(project):
+    args = ["run", "wf.cwl", "inputs.json", "--outdir", "out", "--attempts", "1", "-q"]
+    failed = _run(args, project)
+    assert failed.returncode == 1, failed.stderr
+    assert "step check failed" in failed.stderr and "exit code 7" in failed.stderr
+    assert "not started because of it: sum" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    status = json.loads(_run(["status", "--outdir", "out", "--json"], project).stdout)
+    phases = {t["key"]: t["phase"] for t in status["instances"][0]["tasks"]}
+    assert phases == {"check": "failed", "sum": "blocked"}
+
+    _marker(project).write_text("")
+    done = _run(args, project)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert Path(result["total"]["location"][7:]).read_text().strip() == "15"
+    assert Path(result["total"]["location"][7:]).parent == (project / "out").resolve()
+    again = _run(args, project)  # nothing left to do: no job runs again
+    assert again.returncode == 0
+    status = json.loads(_run(["status", "--outdir", "out", "--json"], project).stdout)
+    attempts = [j["attempt"] for t in status["instances"][0]["tasks"] for j in t["jobs"]]
+    assert attempts == [1, 1, 1, 1]  # check: 3 jobs (retried once after fix, reset), sum: 1
+    produced = [p for t in status["instances"][0]["tasks"] for j in t["jobs"]
+                for p in j["produced"]]
+    for item in produced:  # provenance: real checksums of real files
+        data = Path(item["pfn"]).read_bytes()
+        assert item["adler32"] == f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+
+
+def test_cli_bad_input_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.cwl").write_text("cwlVersion: v1.2\nclass: Workflow\ninputs: [\n")
+    result = _run(["run", "bad.cwl"], tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "bad.cwl" in result.stderr
+
+
+def test_status_without_state_says_how_to_start(tmp_path):
+    result = _run(["status", "--outdir", str(tmp_path)], tmp_path)
+    assert result.returncode == 1 and "swfflow run" in result.stderr
+
+
+def test_calib_example_end_to_end(tmp_path):
+    result = _run(["run", str(REPO / "examples/calib.cwl"),
+                   str(REPO / "examples/calib-inputs.yml"), "--outdir", str(tmp_path), "-q",
+                   "--jobs", "2"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)
+    assert {"constants", "feedback", "qa_reports", "checksums", "validation_report"} <= set(
+        outputs)
+    assert len(outputs["qa_reports"]) == 4  # the conditional branch ran per STF
+    status = json.loads(_run(["status", "--outdir", str(tmp_path), "--json"], tmp_path).stdout)
+    datasets = {d["did"]: d for d in status["datasets"]}
+    assert all(not d["open"] for d in datasets.values())
+    assert any(did.endswith(".run") and d["files"] == 4 for did, d in datasets.items())
