@@ -17,7 +17,7 @@ from swfflow.backends.panda import PandaExecutor
 from swfflow.errors import ServiceError
 from swfflow.plan.model import TaskSpec
 from swfflow.testing.panda_server import PandaContractServer
-from swfflow.testing.panda_tasks import StateMachineRunner
+from swfflow.testing.panda_runner import StateMachineRunner
 
 # reference/panda.md §6, written out again here so that a change to the table in the code
 # has to be a change to this test too
@@ -278,3 +278,93 @@ def test_redact_scrubs_bearer_headers_and_token_values(monkeypatch):
     monkeypatch.setenv("OIDC_AUTH_ID_TOKEN", "abcdef123456")
     text = redact("headers = {'Authorization': 'Bearer xyz.987'} and abcdef123456")
     assert "xyz.987" not in text and "abcdef123456" not in text and "***" in text
+
+
+# --- end to end: the real runner (local executor over the real Rucio server) ----------------
+COUNT_TOOL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c, 'cat "$@" | wc -c > count.txt', sh]
+inputs:
+  raw: {type: 'File[]', inputBinding: {position: 1}}
+outputs:
+  count: {type: File, outputBinding: {glob: count.txt}}
+"""
+
+
+def _stf(directory, run: str, seq: int):
+    from swfflow.backends.base import FileRecord
+    from swfflow.checksum import adler32_file
+
+    path = directory / f"swf.{run}.{seq:06d}.stf"
+    path.write_bytes(os.urandom(100 + seq))
+    return FileRecord(did=f"swf:{path.name}", size=path.stat().st_size,
+                      adler32=adler32_file(path), pfn=str(path),
+                      meta={"run_number": 1, "sequence": seq})
+
+
+@pytest.mark.services
+def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp_path):
+    import uuid
+
+    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.backends.local_executor import LocalExecutor
+    from swfflow.checksum import adler32_file
+    from swfflow.plan.model import Plan, TaskInput
+    from swfflow.testing.panda_runner import (ExecutorRunner, LocalPathCatalog,
+                                              specs_from_plans)
+
+    run = uuid.uuid4().hex[:10]
+    raw, out, logs = f"swf:swf.{run}.run", f"user.swfflow:{run}.count", f"user.swfflow:{run}.log"
+    for did in (raw, out, logs):
+        rucio_catalog.create_dataset(did)
+    tool = tmp_path / "count.cwl"
+    tool.write_text(COUNT_TOOL)
+    base = spec(f"swf.count.{run}")
+    params = dict(base.params, dsForIN=raw, nFilesPerJob=2, runUntilClosed=True)
+    del params["noInput"], params["nEvents"], params["nEventsPerJob"]
+    task = TaskSpec(
+        key="count", step="count", name=base.name, kind="command", params=params,
+        inputs=(TaskInput(port="raw", dataset=raw, master=True),), outputs={"count": out},
+        log_dataset=logs,
+        payload={"kind": "cwl", "step": "count", "tool_uri": tool.as_uri(),
+                 "tool": {"inputs": {"raw": "File[]"}}, "job": {}, "split_port": "raw",
+                 "gather_ports": {}})
+    plan = Plan(workflow="count", source=str(tool), run=run, profile={}, datasets=(),
+                tasks=(task,))
+    local = LocalExecutor(LocalPathCatalog(rucio_catalog), sqlite_engine(tmp_path / "state.db"), tmp_path / "work",
+                          jobs=2)
+    runner = ExecutorRunner(local, specs_from_plans([plan]))
+    try:
+        with PandaContractServer(runner=runner, tick_s=0.1) as srv:
+            executor = PandaExecutor(srv.url, attempts=2, backoff_s=0.01)
+            task_id = executor.submit(task)
+            rucio_catalog.add_files(raw, [_stf(tmp_path, run, i) for i in (1, 2, 3)])
+
+            def until(check, timeout=120.0):
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    status = executor.status([task_id])[task_id]
+                    if check(status):
+                        return status
+                    time.sleep(0.2)
+                raise AssertionError(f"timeout; last status {status}")
+
+            status = until(lambda s: s.n_jobs_done == 1)
+            assert status.state is TaskState.RUNNING  # the dataset is open: one file waits
+            rucio_catalog.add_files(raw, [_stf(tmp_path, run, i) for i in (4, 5)])
+            until(lambda s: s.n_jobs_done == 2)
+            rucio_catalog.close_dataset(raw)
+            status = until(lambda s: s.state.terminal)
+            assert (status.state, status.raw, status.n_jobs) == (TaskState.SUCCEEDED, "done", 3)
+    finally:
+        local.shutdown()
+    outputs = rucio_catalog.list_files(out)
+    assert len(outputs) == 3
+    for record in outputs:  # registered in Rucio with the real checksum of the real file
+        path = record.pfn.removeprefix("file://localhost")
+        assert record.adler32 == adler32_file(path)
+    contents = sorted(open(r.pfn.removeprefix("file://localhost")).read().strip()
+                      for r in outputs)
+    assert contents == ["105", "203", "207"]  # bytes of STFs 1+2, 3+4, then 5 at close
+    assert len(rucio_catalog.list_files(logs)) == 3

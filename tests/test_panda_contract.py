@@ -18,7 +18,8 @@ import pytest
 
 from swfflow.backends.panda import _point_client_at, load_client
 from swfflow.testing.panda_server import PandaContractServer
-from swfflow.testing.panda_tasks import StateMachineRunner, refine_problems
+from swfflow.testing.panda_runner import StateMachineRunner
+from swfflow.testing.panda_tasks import refine_problems
 
 
 def task_params(name: str, **extra) -> dict:

@@ -37,7 +37,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from swfflow.backends.panda_states import JEDI_STATUSES
-from swfflow.testing.panda_tasks import StateMachineRunner, TaskRunner, TaskStore
+from swfflow.testing.panda_runner import StateMachineRunner, TaskRunner
+from swfflow.testing.panda_tasks import TaskStore
 
 log = logging.getLogger(__name__)
 

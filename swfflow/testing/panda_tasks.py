@@ -17,94 +17,17 @@ pass; :mod:`swfflow.testing.panda_runner` runs them with swfflow's local executo
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from swfflow.backends.panda_states import JEDI_STATUSES, command_allowed
+from swfflow.testing.panda_runner import RUN_TO_JEDI, StateMachineRunner, TaskRunner
 
-# --- what a runner reports -----------------------------------------------------------------
-RUN_TO_JEDI = {"pending": "pending", "running": "running", "succeeded": "done",
-               "partial": "finished", "failed": "failed", "exhausted": "exhausted"}
 FINAL = frozenset({"done", "finished", "failed", "exhausted", "broken", "aborted"})
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """Where a runner is with a task: ``state`` is a key of :data:`RUN_TO_JEDI`."""
-
-    state: str
-    n_files: int = 0
-    n_files_finished: int = 0
-    n_files_failed: int = 0
-    job_ids: tuple[int, ...] = ()
-    message: str = ""
-
-
-class TaskRunner(Protocol):
-    """Runs the tasks the server accepted. Called from the server's tick thread only."""
-
-    def start(self, task_id: int, params: Mapping[str, Any]) -> None: ...
-
-    def poll(self, task_id: int) -> RunReport: ...
-
-    def stop(self, task_id: int, how: str) -> None:
-        """``how`` is "kill" (drop everything) or "finish" (no new jobs, let running ones end)."""
-
-    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
-        """Run again whatever failed (or, after incexec, whatever is new)."""
-
-
-class StateMachineRunner:
-    """A runner that runs nothing: each task "runs" for ``run_s`` seconds, then ends with the
-    outcome chosen for its name (``outcomes``: regex → list of outcomes, one per attempt, the
-    last repeating; default "succeeded"). For tests of the protocol, not of the payloads."""
-
-    def __init__(self, run_s: float = 0.3, outcomes: Mapping[str, list[str]] | None = None,
-                 clock: Any = None):
-        self.run_s = run_s
-        self.outcomes = dict(outcomes or {})
-        self._clock = clock or _utcnow
-        self._runs: dict[int, dict[str, Any]] = {}
-        self._next_job = 1000
-
-    def start(self, task_id: int, params: Mapping[str, Any]) -> None:
-        self._next_job += 1
-        self._runs[task_id] = {"t0": self._clock(), "attempt": 0, "name": params["taskName"],
-                               "jobs": [self._next_job], "stopped": None}
-
-    def poll(self, task_id: int) -> RunReport:
-        run = self._runs[task_id]
-        elapsed = (self._clock() - run["t0"]).total_seconds()
-        if elapsed < self.run_s and run["stopped"] is None:
-            return RunReport("running", n_files=1, job_ids=tuple(run["jobs"]))
-        outcome = self._outcome(run)
-        ok = outcome == "succeeded"
-        return RunReport(outcome, n_files=1, n_files_finished=int(ok), n_files_failed=int(not ok),
-                         job_ids=tuple(run["jobs"]),
-                         message="" if ok else f"simulated {outcome} (attempt {run['attempt']})")
-
-    def stop(self, task_id: int, how: str) -> None:
-        self._runs[task_id]["stopped"] = how
-
-    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
-        run = self._runs.get(task_id)
-        if run is None:
-            self.start(task_id, params)
-            return
-        self._next_job += 1
-        run.update(t0=self._clock(), attempt=run["attempt"] + 1, stopped=None)
-        run["jobs"].append(self._next_job)
-
-    def _outcome(self, run: dict[str, Any]) -> str:
-        for pattern, outcomes in self.outcomes.items():
-            if re.search(pattern, run["name"]):
-                return outcomes[min(run["attempt"], len(outcomes) - 1)]
-        return "succeeded"
 
 
 # --- the refiner's checks ------------------------------------------------------------------
@@ -317,11 +240,15 @@ class TaskStore:
             self._set(task, "defined")
 
     def _start(self, task: ServerTask) -> None:
-        if task.started:
-            self.runner.retry(task.jediTaskID, task.params)
-        else:
-            self.runner.start(task.jediTaskID, task.params)
-            task.started = True
+        try:
+            if task.started:
+                self.runner.retry(task.jediTaskID, task.params)
+            else:
+                self.runner.start(task.jediTaskID, task.params)
+                task.started = True
+        except Exception as exc:  # what JEDI does with a task it cannot make jobs for
+            self._set(task, "broken", error_dialog=f"could not start the task: {exc}")
+            return
         self._set(task, "running")
 
     def _poll(self, task: ServerTask) -> None:

@@ -1,0 +1,188 @@
+"""What runs the tasks the PanDA contract server accepts.
+
+- :class:`TaskRunner` is the interface; :class:`RunReport` is what a runner says about a task.
+- :class:`StateMachineRunner` runs nothing: tasks end after a timer (protocol tests).
+- :class:`ExecutorRunner` runs them with a real swfflow Executor (see below).
+
+:class:`ExecutorRunner` adapts any :class:`~swfflow.backends.base.Executor` (in CI: the
+:class:`~swfflow.backends.local_executor.LocalExecutor` over a
+:class:`~swfflow.backends.rucio.RucioCatalog`) to the server's
+:class:`~swfflow.testing.panda_tasks.TaskRunner`. The local executor then does what JEDI and the
+pilots would: read ``dsForIN`` from Rucio, keep cutting jobs while the dataset is open
+(``runUntilClosed``), run them, and register outputs and logs back into Rucio.
+
+The server only receives task *parameters*; what a job runs (the payload) is in the plan. So
+the runner is given the plans it serves and finds each task by its ``taskName``
+(:func:`specs_from_plans`), which is exactly the idempotency key swfflow submits under.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from swfflow.backends.base import Executor, FileRecord, TaskState
+from swfflow.plan.model import Plan, TaskSpec
+
+# --- what a runner reports -----------------------------------------------------------------
+RUN_TO_JEDI = {"pending": "pending", "running": "running", "succeeded": "done",
+               "partial": "finished", "failed": "failed", "exhausted": "exhausted"}
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Where a runner is with a task: ``state`` is a key of :data:`RUN_TO_JEDI`."""
+
+    state: str
+    n_files: int = 0
+    n_files_finished: int = 0
+    n_files_failed: int = 0
+    job_ids: tuple[int, ...] = ()
+    message: str = ""
+
+
+class TaskRunner(Protocol):
+    """Runs the tasks the server accepted. Called from the server's tick thread only."""
+
+    def start(self, task_id: int, params: Mapping[str, Any]) -> None: ...
+
+    def poll(self, task_id: int) -> RunReport: ...
+
+    def stop(self, task_id: int, how: str) -> None:
+        """``how`` is "kill" (drop everything) or "finish" (no new jobs, let running ones end)."""
+
+    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
+        """Run again whatever failed (or, after incexec, whatever is new)."""
+
+
+class StateMachineRunner:
+    """A runner that runs nothing: each task "runs" for ``run_s`` seconds, then ends with the
+    outcome chosen for its name (``outcomes``: regex → list of outcomes, one per attempt, the
+    last repeating; default "succeeded"). For tests of the protocol, not of the payloads."""
+
+    def __init__(self, run_s: float = 0.3, outcomes: Mapping[str, list[str]] | None = None,
+                 clock: Any = None):
+        self.run_s = run_s
+        self.outcomes = dict(outcomes or {})
+        self._clock = clock or _utcnow
+        self._runs: dict[int, dict[str, Any]] = {}
+        self._next_job = 1000
+
+    def start(self, task_id: int, params: Mapping[str, Any]) -> None:
+        self._next_job += 1
+        self._runs[task_id] = {"t0": self._clock(), "attempt": 0, "name": params["taskName"],
+                               "jobs": [self._next_job], "stopped": None}
+
+    def poll(self, task_id: int) -> RunReport:
+        run = self._runs[task_id]
+        elapsed = (self._clock() - run["t0"]).total_seconds()
+        if elapsed < self.run_s and run["stopped"] is None:
+            return RunReport("running", n_files=1, job_ids=tuple(run["jobs"]))
+        outcome = self._outcome(run)
+        ok = outcome == "succeeded"
+        return RunReport(outcome, n_files=1, n_files_finished=int(ok), n_files_failed=int(not ok),
+                         job_ids=tuple(run["jobs"]),
+                         message="" if ok else f"simulated {outcome} (attempt {run['attempt']})")
+
+    def stop(self, task_id: int, how: str) -> None:
+        self._runs[task_id]["stopped"] = how
+
+    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
+        run = self._runs.get(task_id)
+        if run is None:
+            self.start(task_id, params)
+            return
+        self._next_job += 1
+        run.update(t0=self._clock(), attempt=run["attempt"] + 1, stopped=None)
+        run["jobs"].append(self._next_job)
+
+    def _outcome(self, run: dict[str, Any]) -> str:
+        for pattern, outcomes in self.outcomes.items():
+            if re.search(pattern, run["name"]):
+                return outcomes[min(run["attempt"], len(outcomes) - 1)]
+        return "succeeded"
+
+
+
+# the executor's view → what the server turns into a JEDI status (panda_tasks.RUN_TO_JEDI)
+STATE_TO_RUN = {
+    TaskState.SUBMITTED: "running", TaskState.WAITING: "pending",
+    TaskState.RUNNING: "running", TaskState.FAILING: "running", TaskState.UNKNOWN: "running",
+    TaskState.SUCCEEDED: "succeeded", TaskState.PARTIAL: "partial",
+    TaskState.FAILED: "failed", TaskState.EXHAUSTED: "exhausted",
+}
+
+SpecLookup = Callable[[Mapping[str, Any]], TaskSpec]
+
+
+class LocalPathCatalog:
+    """A Catalog whose listed files carry local paths as pfns.
+
+    Rucio hands out ``file://localhost/…`` URLs for posix RSEs, while the local executor builds
+    CWL File locations from plain paths; this wrapper converts between them (everything else is
+    passed through unchanged)."""
+
+    def __init__(self, catalog: Any):
+        self.catalog = catalog
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.catalog, name)
+
+    def list_files(self, did: str) -> list[FileRecord]:
+        return [replace(f, pfn=_local_path(f.pfn)) for f in self.catalog.list_files(did)]
+
+
+def _local_path(pfn: str | None) -> str | None:
+    if pfn is None or not pfn.startswith("file://"):
+        return pfn
+    return unquote(urlparse(pfn).path)
+
+
+def specs_from_plans(plans: Iterable[Plan]) -> SpecLookup:
+    """A lookup of TaskSpecs by ``taskName`` over instantiated plans."""
+    by_name = {task.name: task for plan in plans for task in plan.tasks}
+
+    def lookup(params: Mapping[str, Any]) -> TaskSpec:
+        name = params.get("taskName")
+        if name not in by_name:
+            raise LookupError(f"no plan served by this PanDA double has a task named {name!r}")
+        return by_name[name]
+
+    return lookup
+
+
+class ExecutorRunner:
+    """A :class:`~swfflow.testing.panda_tasks.TaskRunner` over a swfflow Executor."""
+
+    def __init__(self, executor: Executor, specs: SpecLookup):
+        self.executor = executor
+        self.specs = specs
+        self.local_ids: dict[int, str] = {}  # PanDA task id → executor task id
+
+    def start(self, task_id: int, params: Mapping[str, Any]) -> None:
+        self.local_ids[task_id] = self.executor.submit(self.specs(params))
+
+    def poll(self, task_id: int) -> RunReport:
+        local = self.local_ids[task_id]
+        status = self.executor.status([local])[local]
+        return RunReport(STATE_TO_RUN[status.state], n_files=status.n_jobs,
+                         n_files_finished=status.n_jobs_done,
+                         n_files_failed=status.n_jobs_failed, message=status.message)
+
+    def stop(self, task_id: int, how: str) -> None:
+        local = self.local_ids[task_id]
+        (self.executor.kill if how == "kill" else self.executor.finish)(local)
+
+    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
+        if task_id not in self.local_ids:  # e.g. the server restarted from its state file
+            self.start(task_id, params)
+        else:
+            self.executor.retry(self.local_ids[task_id])
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
