@@ -108,7 +108,9 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
     else:
         Path(target).write_text(text)
     if not quiet:
-        console = Console(stderr=target == "-")
+        # piped output (CI logs) gets a wide table instead of rich's 80-column default
+        stream = sys.stderr if target == "-" else sys.stdout
+        console = Console(stderr=target == "-", width=None if stream.isatty() else 200)
         console.print(plan_table(plan))
         if target != "-":
             console.print(f"plan written to {target}")
