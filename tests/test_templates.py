@@ -421,3 +421,46 @@ def test_skim_keeps_the_tf_range(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "a.json").read_text())
     assert summary["selected_tfs"] == [2, 3, 4, 5]
     assert (tmp_path / "a.skim").read_bytes() == b"".join(bytes([i]) * 1024 for i in (2, 3, 4, 5))
+
+
+# --- template authors' mistakes -----------------------------------------------------------------
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda m: m.update(colour="red"), "meta.yaml field colour: Extra inputs are not permitted"),
+    (lambda m: m["parameters"]["threshold"].update(default=999),
+     "parameter threshold = 999 is invalid: expected integer in [0, 255]"),
+    (lambda m: m["parameters"]["threshold"].update(type="float"),
+     "meta.yaml field parameters.threshold.type"),
+    (lambda m: m.update(name="other"), "meta.yaml name 'other' differs from its folder"),
+    (lambda m: m["outputs"]["reco"].update(name_from="raw"), "name_from 'raw' must name an input"),
+])
+def test_malformed_meta_yaml(tmp_path: Path, edit, expected: str) -> None:
+    folder = tmp_path / "stf-reco"
+    shutil.copytree(builtin_library() / "stf-reco", folder)
+    meta = yaml.safe_load((folder / "meta.yaml").read_text())
+    edit(meta)
+    (folder / "meta.yaml").write_text(yaml.safe_dump(meta))
+    with pytest.raises(ConfigError) as caught:
+        Library([tmp_path]).meta("stf-reco")
+    assert expected in str(caught.value) and str(folder / "meta.yaml") in str(caught.value)
+
+
+def test_check_command_fails_on_invalid_cwl(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "broken-reco"
+    shutil.copytree(builtin_library() / "stf-reco", folder)
+    (folder / "meta.yaml").write_text(
+        (folder / "meta.yaml").read_text().replace("name: stf-reco", "name: broken-reco"))
+    # valid YAML and Jinja, invalid CWL: a misspelt field of a command-line binding
+    (folder / "tool.cwl.j2").write_text((folder / "tool.cwl.j2").read_text()
+                                        + "[% block extra_arguments %]  - positionn: 1\n"
+                                          "    valueFrom: x\n[% endblock %]\n")
+    code, out, err = run_cli(["template", "check", "broken-reco", "--library", str(tmp_path),
+                              "--json"], capsys)
+    report = json.loads(out)
+    assert code == 1 and report["cases"] == ["broken-reco/defaults", "broken-reco/hcal"]
+    assert report["cwltool"]["ok"] is False and "positionn" in report["cwltool"]["output"]
+    assert report["snakemake"]["ok"] is True
+
+
+def test_docs_check_command(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run_cli(["template", "docs", "--check"], capsys)
+    assert code == 0 and "generated files up to date" in out

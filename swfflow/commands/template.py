@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from swfflow.errors import ConfigError
+from swfflow.errors import ConfigError, RunFailed
 from swfflow.templating import check as checks
 from swfflow.templating import docs
 from swfflow.templating.compose import compose, load_spec, write
@@ -207,8 +207,10 @@ def check_cmd(names: tuple[str, ...], outdir: str | None, libraries: tuple[str, 
             click.echo(f"{tool}: {'ok' if result.ok else 'FAILED'}")
             if not result.ok:
                 click.echo(result.output[-4000:], err=True)
-    if not all(r.ok for r in results.values()):
-        raise click.exceptions.Exit(1)
+    failed = [tool for tool, result in results.items() if not result.ok]
+    if failed:
+        raise RunFailed(f"template check failed: {', '.join(failed)}",
+                        hint="the tool output says which file and field")
 
 
 @template_group.command("docs")
@@ -225,7 +227,8 @@ def docs_cmd(check_only: bool) -> None:
         for path in outdated:
             click.echo(f"stale: {path.relative_to(repo)}")
         if outdated:
-            raise click.exceptions.Exit(1)
+            raise RunFailed(f"{len(outdated)} generated file(s) are stale",
+                            hint="run `swfflow template docs` and commit the result")
         click.echo(f"{len(files)} generated files up to date")
         return
     changed = docs.write_files(files)

@@ -126,6 +126,15 @@ class Meta(_Strict):
         """The input whose files each give one job (outputs are named after it), if any."""
         return next((p.name_from for p in self.outputs.values() if p.name_from), None)
 
+    @model_validator(mode="after")
+    def _ports_agree(self) -> Meta:
+        for out, port in self.outputs.items():
+            source = self.inputs.get(port.name_from) if port.name_from else None
+            if port.name_from and (source is None or source.type != "File"):
+                raise ValueError(f"output {out}: name_from {port.name_from!r} must name an "
+                                 f"input of type File")
+        return self
+
     def params_schema(self) -> dict[str, Any]:
         return {
             "type": "object",
@@ -148,7 +157,8 @@ def load_meta(path: Path) -> Meta:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"meta.yaml field {loc}: {first['msg']}", where=str(path),
+        raise ConfigError(f"meta.yaml {'field ' + loc if loc else 'is invalid'}: {first['msg']}",
+                          where=str(path),
                           hint="see docs/templates/README.md for the meta.yaml format") from None
     if meta.name != path.parent.name:
         raise ConfigError(f"meta.yaml name {meta.name!r} differs from its folder "
