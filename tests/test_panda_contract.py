@@ -110,6 +110,14 @@ def test_without_unique_task_name_a_second_task_is_created(client):
     assert second == first + 1
 
 
+def test_parent_task_name_is_resolved_or_code_11(client, server):
+    parent = submit(client, "c.parent")
+    child = submit(client, "c.child", parentTaskName="c.parent")
+    assert server.store.get(child).parent_tid == parent
+    assert client.insertTaskParams(task_params("c.orphan", parentTaskName="c.nobody")) == \
+        (0, (11, 'failed to find parent with user="swfuser" name=c.nobody'))
+
+
 def test_submit_missing_required_field_is_code_4(client):
     params = task_params("c.novo")
     del params["vo"]
@@ -274,3 +282,30 @@ def test_runs_as_a_module_and_answers_panda_client(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_real_runner_breaks_a_task_no_plan_knows_and_finds_plans_in_a_directory(tmp_path, client):
+    from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+    from swfflow.backends.local_executor import LocalExecutor
+    from swfflow.plan.model import Plan, TaskSpec
+    from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plan_dir
+
+    engine = sqlite_engine(tmp_path / "state.db")
+    local = LocalExecutor(LocalCatalog(engine), engine, tmp_path / "work", jobs=1)
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    lookup = specs_from_plan_dir(plans)
+    runner = ExecutorRunner(local, lookup)
+    try:
+        with PandaContractServer(runner=runner, tick_s=0.02) as srv:
+            _point_client_at(client, srv.url, f"http://127.0.0.1:{srv.port}/api/v1")
+            task_id = submit(client, "c.unplanned")
+            assert wait_status(client, task_id, {"broken"}) == "broken"
+            assert "no plan served by this PanDA double has a task named 'c.unplanned'" in \
+                srv.store.get(task_id).errorDialog
+    finally:
+        local.shutdown()
+    task = TaskSpec(key="k", step="k", name="c.planned", kind="command", params={})
+    plan = Plan(workflow="w", source="w.cwl", run="7", profile={}, datasets=(), tasks=(task,))
+    (plans / "w.7.json").write_text(plan.to_json())
+    assert lookup({"taskName": "c.planned"}) == task  # dropped in while "running": found

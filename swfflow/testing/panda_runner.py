@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from swfflow.backends.base import Executor, FileRecord, TaskState
@@ -153,6 +154,33 @@ def specs_from_plans(plans: Iterable[Plan]) -> SpecLookup:
         return by_name[name]
 
     return lookup
+
+
+def specs_from_plan_dir(directory: str | Path) -> SpecLookup:
+    """A lookup over the instantiated plan files (``*.json``) in ``directory``, re-read when a
+    name is not found, so plans can be dropped there while the server runs."""
+    directory = Path(directory)
+
+    def lookup(params: Mapping[str, Any]) -> TaskSpec:
+        plans = [Plan.from_json(p.read_text()) for p in sorted(directory.glob("*.json"))]
+        return specs_from_plans(plans)(params)
+
+    return lookup
+
+
+def local_runner(plan_dir: str | Path, workdir: str | Path, *, jobs: int = 2,
+                 rucio_config: str | None = None) -> ExecutorRunner:
+    """The real runner: the local executor over the Rucio server of ``rucio_config``
+    (default ``$RUCIO_CONFIG``), state and job directories under ``workdir``."""
+    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.backends.local_executor import LocalExecutor
+    from swfflow.backends.rucio import RucioCatalog
+
+    workdir = Path(workdir)
+    catalog = LocalPathCatalog(RucioCatalog.from_config(rucio_config))
+    executor = LocalExecutor(catalog, sqlite_engine(workdir / "panda-runner.db"),
+                             workdir / "work", jobs=jobs)
+    return ExecutorRunner(executor, specs_from_plan_dir(plan_dir))
 
 
 class ExecutorRunner:

@@ -373,8 +373,8 @@ def _route(path: str) -> tuple[str, tuple[str, Endpoint]] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m swfflow.testing.panda_server",
-        description="PanDA REST contract server for tests: tasks walk through JEDI's states "
-                    "(StateMachineRunner: nothing is executed).")
+        description="PanDA REST contract server for tests: tasks walk through JEDI's states; "
+                    "without --plan-dir nothing is executed (StateMachineRunner).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=25080)
     parser.add_argument("--state-file", help="keep tasks in this JSON file across restarts")
@@ -383,11 +383,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long each task 'runs' before it is done")
     parser.add_argument("--production-role", action="store_true",
                         help="treat callers as having the production role")
+    parser.add_argument("--plan-dir", help="run tasks for real: the local executor over Rucio "
+                        "($RUCIO_CONFIG), finding each task in the instantiated plan files "
+                        "(*.json) of this directory by its taskName")
+    parser.add_argument("--workdir", default="panda-runner",
+                        help="with --plan-dir: where job directories and state go")
+    parser.add_argument("--jobs", type=int, default=2, help="with --plan-dir: parallel jobs")
     opts = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if opts.plan_dir:
+        from swfflow.testing.panda_runner import local_runner
+
+        runner: TaskRunner = local_runner(opts.plan_dir, opts.workdir, jobs=opts.jobs)
+    else:
+        runner = StateMachineRunner(run_s=opts.run_seconds)
     server = PandaContractServer(opts.host, opts.port, state_file=opts.state_file,
                                  user=opts.user, production_role=opts.production_role,
-                                 runner=StateMachineRunner(run_s=opts.run_seconds))
+                                 runner=runner)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

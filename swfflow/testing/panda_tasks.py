@@ -134,6 +134,13 @@ class TaskStore:
                 name, vo, label = params["taskName"], params["vo"], params["prodSourceLabel"]
             except KeyError:
                 return 4, "failed to register task"
+            if "parentTaskName" in params:
+                parent = next((t for t in self.tasks.values() if t.userName == user
+                               and t.taskName == params["parentTaskName"]), None)
+                if parent is None:
+                    return 11, (f'failed to find parent with user="{user}" '
+                                f'name={params["parentTaskName"]}')
+                parent_tid = parent.jediTaskID
             old = self._same_name(name, user, vo, label)
             if old is not None and params.get("uniqueTaskName") is True:
                 if old.status not in FINAL:
