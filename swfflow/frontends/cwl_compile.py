@@ -12,7 +12,7 @@ import networkx as nx
 from .. import ir
 from ..errors import UnsupportedFeature, WorkflowError
 from . import cwl_reqs as reqs
-from .cwl_expr import UNKNOWN
+from .cwl_expr import UNKNOWN, evaluate, referenced_inputs
 from .cwl_loader import DocumentCache, Loaded, line_of, uri_to_path
 from .cwl_pchain import is_pchain_run, pchain_step
 from .cwl_types import port_kind, type_str
@@ -101,6 +101,8 @@ class Compiler:
             workflow.inputs[port.name] = ir.WorkflowInput(port, stream)
             if port.name not in scope.values:
                 scope.values[port.name] = _initial_value(port, scope.job_given)
+            elif scope.values[port.name] is None and port.has_default:
+                scope.values[port.name] = port.default  # CWL: a null input takes the default
         stream_names = {n for n, wi in workflow.inputs.items() if wi.stream}
         outputs_of = self._step_outputs(proc)
         pending: list[tuple[ir.Step, ir.Binding, ir.Source, Any]] = []
@@ -144,8 +146,8 @@ class Compiler:
             return ir.Source(None, input_ids[uri])
         if uri in outputs_of:
             return ir.Source(*outputs_of[uri])
-        fragment = urldefrag(uri)[1]
-        raise WorkflowError(f"{what} reads {fragment.rsplit('/', 2)[-2:] and '/'.join(fragment.split('/')[-2:])!r}, "
+        shown = "/".join(urldefrag(uri)[1].split("/")[-2:])
+        raise WorkflowError(f"{what} reads {shown!r}, "
                             "which is neither a workflow input nor a step output listed in `out`",
                             where=where,
                             hint="check the spelling; a step output must also be listed in that step's `out:`")
@@ -228,9 +230,8 @@ class Compiler:
             and modes.get(p) is not ir.EdgeMode.COMPLETE))
 
         def evaluate_now(expression: Any) -> Any:
-            from .cwl_expr import evaluate
             known = {p: v for p, v in values.items() if v is not UNKNOWN}
-            if any(values.get(p) is UNKNOWN for p in _reads(expression, inputs)):
+            if any(values.get(p) is UNKNOWN for p in referenced_inputs(str(expression), inputs)):
                 return UNKNOWN
             return evaluate(expression, known, requirements=requirements,
                             cwl_version=scope.cwl_version, where=where)
@@ -249,7 +250,6 @@ class Compiler:
             step.subworkflow = self.workflow(target, name, Scope(
                 inner_values, inner_streams, scope.requirement_levels + [step_reqs],
                 scope.hint_levels + [step_hints], scope.cwl_version, True))
-            step.tool = None if target.uri.startswith("_:") else step.tool
         return step, modes
 
     def _run_target(self, step_def: Any, loaded: Loaded, raw_step: Any, where: str) -> Loaded:
@@ -276,11 +276,6 @@ class Compiler:
             raise WorkflowError("scatter over several inputs needs a scatterMethod", where=where,
                                 hint="add scatterMethod: dotproduct | flat_crossproduct | nested_crossproduct")
         return ir.Scatter(ports, ir.ScatterMethod(method or "dotproduct"))
-
-
-def _reads(expression: Any, inputs: Mapping[str, Any]) -> tuple[str, ...]:
-    from .cwl_expr import referenced_inputs
-    return referenced_inputs(str(expression), inputs)
 
 
 def _as_list(value: Any) -> list[str]:
