@@ -9,7 +9,7 @@ rule calib_fit:
     log:
         "logs/calib_fit.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='complete',
         detector='all',
         method='raw',

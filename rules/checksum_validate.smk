@@ -8,7 +8,7 @@ rule checksum_validate:
     log:
         "logs/checksum_validate/{stf}.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='stream',
         algorithm='adler32',
         sampling_fraction=1.0,

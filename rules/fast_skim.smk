@@ -9,7 +9,7 @@ rule fast_skim:
     log:
         "logs/fast_skim/{stf}.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='stream',
         tf_first=0,
         tf_last=-1,

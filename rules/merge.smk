@@ -8,7 +8,7 @@ rule merge:
     log:
         "logs/merge.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='complete',
         expect_kind='any',
         min_inputs=1,

@@ -9,7 +9,7 @@ rule reprocess:
     log:
         "logs/reprocess/{stf}.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='complete',
         detector='all',
         threshold=16,

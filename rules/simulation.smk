@@ -6,7 +6,7 @@ rule simulation:
     log:
         "logs/simulation.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='complete',
         n_events=1000,
         seed=1,

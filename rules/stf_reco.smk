@@ -8,7 +8,7 @@ rule stf_reco:
     log:
         "logs/stf_reco/{stf}.log",
     params:
-        payload=workflow.source_path("swf_payload.py"),
+        payload=workflow.source_path("../templates/_lib/swf_payload.py"),
         swf_mode='stream',
         detector='all',
         threshold=16,

@@ -202,6 +202,24 @@ def test_snakemake_braces_survive_and_undefined_names_fail(tmp_path: Path) -> No
         render(broken, "awk-count", {}, step="x", rule_io=standalone_io(meta, "x"))
 
 
+def test_a_template_can_run_its_own_program(tmp_path: Path) -> None:
+    library = _custom_library(tmp_path, '[% extends "_lib/rule.smk.j2" %]'
+                                        '[% block shell_command %]eicrecon -Pjana:nevents=5'
+                                        '[% endblock %]\n')
+    folder = tmp_path / "lib" / "awk-count"
+    (folder / "tool.cwl.j2").write_text('[% extends "_lib/tool.cwl.j2" %]'
+                                        '[% block base_command %][eicrecon, -Pjana:nevents=5]'
+                                        '[% endblock %]\n')
+    (folder / "meta.yaml").write_text((folder / "meta.yaml").read_text() + "payload: false\n")
+    meta = library.meta("awk-count")
+    rendered = render(library, "awk-count", {}, step="eic", rule_io=standalone_io(meta, "eic"))
+    tool = yaml.safe_load(rendered.cwl)
+    assert tool["baseCommand"] == ["eicrecon", "-Pjana:nevents=5"]
+    assert [r["class"] for r in tool["requirements"]] == ["ResourceRequirement", "ToolTimeLimit"]
+    assert '"eicrecon -Pjana:nevents=5"\n        " --parts {input.parts:q}"' in rendered.smk
+    assert "payload=" not in rendered.smk
+
+
 # --- composing --------------------------------------------------------------------------------
 def _spec(**changes) -> Spec:
     data = yaml.safe_load((EXAMPLE / "spec.yaml").read_text())
@@ -308,6 +326,13 @@ def test_rules_modules_work_with_module_and_use_rule(library: Library, tmp_path:
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "--detector hcal" in dry.stdout and "--detector all" in dry.stdout
     assert "simulate --events results/simulation/simulation.sim.stf" in dry.stdout
+    # and a specialised rule runs for real, finding the payload through the module
+    target = "results/hcal/swf.1.000001.reco.json"
+    real = subprocess.run([str(BIN / "snakemake"), target, "-c1", "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert real.returncode == 0, real.stdout + real.stderr
+    result = json.loads((tmp_path / target).read_text())
+    assert result["detector"] == "hcal" and result["source"] == "swf.1.000001.stf"
 
 
 def _golden(name: str, plan_json: str, replace: dict[str, str]) -> None:

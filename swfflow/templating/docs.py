@@ -7,6 +7,8 @@ template docs --check`` (run in CI) fails when one is stale.
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 from swfflow.templating.meta import Meta
@@ -95,9 +97,11 @@ def generated_files(library: Library, repo: Path) -> dict[Path, str]:
     for meta in library.metas():
         rule = rule_name(meta.name)
         files[meta.path / "README.md"] = template_readme(meta)
-        rendered = render(library, meta.name, {}, step=rule, rule_io=standalone_io(meta, rule))
+        # the modules use the library's payload in place (one copy in the repository)
+        payload = os.path.relpath(library.shared_file(PAYLOAD), repo / "rules")
+        rule_io = replace(standalone_io(meta, rule), payload=payload)
+        rendered = render(library, meta.name, {}, step=rule, rule_io=rule_io)
         files[repo / "rules" / f"{rule}.smk"] = rendered.smk
-    files[repo / "rules" / PAYLOAD] = library.shared_file(PAYLOAD).read_text()
     return files
 
 

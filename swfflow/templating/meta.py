@@ -111,6 +111,9 @@ class Meta(_Strict):
     container: str
     sizing: SizingSpec = SizingSpec()
     retries: int = Field(0, ge=0)
+    # run the library's swf_payload.py (embedded in the CWL tool, beside the rule); false for a
+    # template whose .j2 files override the command (`base_command` / `shell_command` blocks)
+    payload: bool = True
     path: Path | None = Field(None, exclude=True)
 
     @field_validator("parameters", "inputs", "outputs")

@@ -90,6 +90,7 @@ class RuleIO:
     outputs: dict[str, str]
     log: str
     mode: str  # swf_mode: "stream" if an input is consumed while its producer runs
+    payload: str = PAYLOAD  # the payload script, relative to the rule file
 
 
 @dataclass(frozen=True)
