@@ -263,6 +263,46 @@ def test_compose_rejects_bad_specs(library: Library, changes: dict, expected: st
     assert str(caught.value).startswith("spec.yaml")
 
 
+SIMULATION_SPEC = """
+name: sim-calib
+doc: Simulated events, reconstructed and fitted; no input dataset at all.
+steps:
+  sim:
+    template: simulation
+    params: {n_events: 64, n_jobs: 4, seed: 3}
+  reco:
+    template: stf-reco
+    params: {detector: hcal, tf_size_kb: 4}
+    in: {stf: sim/events}
+  fit:
+    template: calib-fit
+    params: {detector: hcal, target: 50}
+    in: {merged: reco/reco}
+outputs:
+  constants: fit/constants
+"""
+
+
+def test_simulation_chain_composes_and_runs(library: Library, tmp_path: Path) -> None:
+    spec_path = tmp_path / "sim.yaml"
+    spec_path.write_text(SIMULATION_SPEC)
+    composition = compose(load_spec(spec_path), library)
+    write(composition, library, tmp_path)
+    steps = composition.cwl["steps"]
+    assert composition.cwl["inputs"] == {} and "requirements" not in composition.cwl
+    assert all("scatter" not in step for step in steps.values())  # one file: no per-file jobs
+    assert steps["reco"]["in"]["stf"] == {"source": "sim/events", "swf:mode": "stream"}
+    sim_tool = yaml.safe_load((tmp_path / "tools" / "sim.cwl").read_text())
+    sizing = next(h for h in sim_tool["hints"] if h["class"] == "swf:Sizing")
+    assert sizing == {"class": "swf:Sizing", "eventsPerJob": 64, "nJobs": 4}
+    proc = subprocess.run([str(BIN / "cwltool"), "--no-container", "--quiet", "--outdir",
+                           str(tmp_path / "out"), "sim-calib.cwl"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    constants = json.loads((tmp_path / "out" / "fit.constants.json").read_text())
+    assert constants["detector"] == "hcal" and constants["n_hits"] > 0
+
+
 def test_compose_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nsteps:\n  a: {template: merge, params: {}, inn: {}}\n")
