@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,19 @@ def test_dag_mermaid_and_svg(tmp_path):
     result = swfflow("dag", "examples/calib.cwl", "--format", "svg", "-o", str(svg))
     assert result.returncode == 0, result.stderr
     assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_pchain_workflow_compiles_with_pchain_dataset_names_and_parents():
+    result = swfflow("compile", "examples/pchain/pedestal_scan.cwl",
+                     "examples/pchain/pedestal_scan.yml", "--json")
+    assert result.returncode == 0, result.stderr
+    tasks = {t["key"]: t for t in json.loads(result.stdout)["tasks"]}
+    seeds, gains, combine = tasks["seeds"], tasks["gains"], tasks["combine"]
+    # an upstream dataset is named after its producer task, as pchain names it
+    assert gains["params"]["dsForIN"] == f"{seeds['params']['taskName']}_seed.txt/"
+    # a single-parent step is pipelined behind its parent; a two-parent one waits
+    assert gains["params"]["noWaitParent"] is True
+    assert gains["params"]["parentTaskName"] == seeds["params"]["taskName"]
+    assert "noWaitParent" not in combine["params"] and combine["release"] == "parents_done"
+    # no upstream placeholder (``${gains/outDS}``) is left unresolved
+    assert not re.search(r"\$\{\w+/\w+\}", json.dumps(combine["params"]))

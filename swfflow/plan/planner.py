@@ -64,6 +64,9 @@ class _Planner:
         self.output_dids = self._output_datasets()
         self.expansions = {leaf.path: self._expand(leaf) for leaf in self.leaves
                            if leaf.path not in self.skipped}
+        self.native_params: dict[str, dict[str, Any]] = {}  # pchain leaves planned so far
+        self.workflow_output_leaves = {o.name for origins in workflow_output_origins(workflow)
+                                       .values() for o in origins if o.kind == "step"}
         self.key_index = {_key(path, idx): (path, idx)
                           for path, expansion in self.expansions.items() for idx, _ in expansion}
 
@@ -217,6 +220,8 @@ class _Planner:
                    if (path, port) in self.output_dids}
         parents = self.parents(leaf)
         modes = {p.mode for p in parents}
+        if step.kind in _NATIVE_KINDS and len(parents) == 1:
+            modes = {"stream"}  # pchain pipelines every single-parent step (noWaitParent)
         release = (RELEASE_AFTER_PARENTS if "complete" in modes else
                    RELEASE_WITH_PARENTS if parents else RELEASE_AT_START)
         inputs, job = self.task_inputs(leaf, datasets, split, elements)
@@ -310,8 +315,11 @@ class _Planner:
         if step.kind in _NATIVE_KINDS:
             from swfflow.plan.pchain import pchain_task_params
             out_ds = outputs[sorted(outputs)[0]] if outputs else self._log_dataset(leaf.path)
-            params = pchain_task_params(step, task_name=name, out_ds=out_ds,
-                                        profile=self.profile.as_dict())
+            params = pchain_task_params(
+                step, task_name=name, out_ds=out_ds, profile=self.profile.as_dict(),
+                upstream=self.native_upstream(leaf),
+                is_workflow_output=leaf.path in self.workflow_output_leaves)
+            self.native_params[leaf.path] = params
         else:
             params = jedi.common_fields(self.profile, name)
             params.update(jedi.resource_fields(step.resources, self.profile, step.retries,
@@ -323,6 +331,20 @@ class _Planner:
             params["noWaitParent"] = True
             params["parentTaskName"] = self.task_name(*self.key_index[parents[0].key])
         return params
+
+    def native_upstream(self, leaf: Leaf) -> dict[str, dict[str, Any]]:
+        """pchain names an input dataset after its parent task: source → parent params.
+        Leaves come in topological order, so parents are already planned."""
+        upstream = {}
+        for port, binding in leaf.step.bindings.items():
+            step_sources = [s for s in binding.sources if s.step is not None]
+            producers = [o for o in self.origins.get((leaf.path, port), ()) if o.kind == "step"]
+            if len(step_sources) != len(producers):
+                continue  # a sub-workflow in between: no one-to-one naming
+            for src, origin in zip(step_sources, producers):
+                if origin.name in self.native_params:
+                    upstream[str(src)] = self.native_params[origin.name]
+        return upstream
 
     # --- the whole plan -------------------------------------------------------------------
     def plan(self) -> Plan:
