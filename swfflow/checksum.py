@@ -16,7 +16,6 @@ import errno
 import os
 import re
 import zlib
-from pathlib import Path
 
 from swfflow.errors import SwfflowError
 
@@ -124,14 +123,17 @@ def _from_int(number: int, original: object) -> str:
     return format_adler32(number)
 
 
-def write_sparse_file(path: Path, header: bytes, size: int) -> str:
+def write_sparse_file(path: str | os.PathLike[str], header: bytes, size: int) -> str:
     """Write ``header`` then extend to ``size`` bytes with a hole; return the content's adler32.
 
     The checksum is computed from the header alone plus the zero extension, so it costs
     nothing for GB-scale files and still matches what :func:`adler32_file` reads back.
     """
     content = header[:size]
-    with open(path, "xb") as handle:
-        handle.write(content)
-        handle.truncate(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, content)
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
     return format_adler32(adler32_extend_zeros(zlib.adler32(content), size - len(content)))

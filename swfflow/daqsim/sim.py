@@ -17,6 +17,7 @@ clock), so a fast simulation of a day carries a day's worth of timestamps; in re
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import Counter
@@ -116,6 +117,7 @@ class DaqSimulator:
         self.run: RunSummary | None = None
         self.imminent_run: str | None = None  # announced, not started yet
         self.entry: Entry | None = None
+        self.run_dir = ""  # absolute STF directory of the current run
 
     # --- driving ---------------------------------------------------------------------------
     def simulate(self) -> SimSummary:
@@ -189,6 +191,8 @@ class DaqSimulator:
         if self.imminent_run is None:
             self._announce(entry)
         self.run = RunSummary(self.imminent_run)
+        self.run_dir = str(self._run_dir(self.run.run_id))
+        os.makedirs(self.run_dir, exist_ok=True)
         self.imminent_run = None
         self.summary.runs.append(self.run)
         self._emit(StartRun, state=entry.state, substate=entry.substate)
@@ -208,7 +212,7 @@ class DaqSimulator:
                              "end": end_time.isoformat(),
                              "nonce": self.rng.getrandbits(64)})
         size = int(self._draw(entry.stf_size or self.config.stf_size))
-        stf = write_stf(self._run_dir(run.run_id), filename, header, size)
+        stf = write_stf(self.run_dir, filename, header, size)
         run.stf_files, run.bytes = sequence, run.bytes + size
         self._emit(StfGen, filename=filename, sequence=sequence, state=entry.state,
                    substate=entry.substate, size_bytes=size, checksum=stf.checksum,

@@ -2,8 +2,8 @@
 
 Reliability choices (``reference/activemq.md`` §4, testbed-protocol.md §9 item 10):
 
-* every SEND is ``persistent: true``; every ``CONFIRM_EVERY``-th carries a receipt request, and
-  sends not yet covered by a receipt are kept and re-sent after a reconnect (at-least-once:
+* every SEND is ``persistent: true``; every ``CONFIRM_EVERY``-th carries an (asynchronous)
+  receipt request, and sends not yet covered by a receipt are kept and re-sent after a reconnect (at-least-once:
   consumers deduplicate by ``msg_id``);
 * ``close()`` ends with DISCONNECT + receipt and waits for it, so everything published before
   is in the broker when ``close()`` returns;
@@ -15,12 +15,14 @@ Reliability choices (``reference/activemq.md`` §4, testbed-protocol.md §9 item
 from __future__ import annotations
 
 import itertools
+from collections import deque
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from typing import Callable
 
 import stomp
 import stomp.exception
@@ -39,7 +41,8 @@ from swfflow.stream.bus import (
 
 log = logging.getLogger(__name__)
 
-CONFIRM_EVERY = 100
+CONFIRM_EVERY = 200
+MAX_UNCONFIRMED = 20000  # publishers block beyond this many sends without a receipt
 RECEIPT_TIMEOUT_S = 30.0
 CONNECT_DEADLINE_S = 30.0
 BACKOFF_INITIAL_S, BACKOFF_MAX_S = 0.2, 10.0
@@ -55,7 +58,7 @@ class _Link(stomp.ConnectionListener):
     def __init__(self, bus: StompBus, client_id: str):
         self.bus, self.client_id = bus, client_id
         self.lock = threading.RLock()
-        self.receipts: dict[str, threading.Event] = {}
+        self.receipts: dict[str, tuple[threading.Event, Callable[[], None] | None]] = {}
         self.closing = False
         self.subscription: StompSubscription | None = None
         self.conn = self._new_connection()
@@ -115,7 +118,9 @@ class _Link(stomp.ConnectionListener):
             log.error("%s", exc)
 
     def on_receipt(self, frame) -> None:
-        event = self.receipts.pop(frame.headers.get("receipt-id", ""), None)
+        event, callback = self.receipts.pop(frame.headers.get("receipt-id", ""), (None, None))
+        if callback:
+            callback()
         if event:
             event.set()
 
@@ -127,9 +132,10 @@ class _Link(stomp.ConnectionListener):
         if self.subscription:
             self.subscription.dispatch(frame)
 
-    def expect_receipt(self) -> tuple[str, threading.Event]:
+    def expect_receipt(self, callback: Callable[[], None] | None = None
+                       ) -> tuple[str, threading.Event]:
         receipt, event = uuid.uuid4().hex, threading.Event()
-        self.receipts[receipt] = event
+        self.receipts[receipt] = (event, callback)
         return receipt, event
 
     def close(self) -> bool:
@@ -214,8 +220,10 @@ class StompBus(Bus):
         self._publisher: _Link | None = None
         self._subscriptions: list[StompSubscription] = []
         self._counter = itertools.count(1)
-        self._unconfirmed: list[tuple[str, str, dict[str, str]]] = []
-        self._confirm_lock = threading.Lock()
+        self._unconfirmed: deque[tuple[int, str, str, dict[str, str]]] = deque()
+        self._sequence = itertools.count(1)
+        self._last_receipt = threading.Event()
+        self._confirm_lock = threading.RLock()
         self.published = 0
 
     def _publisher_link(self) -> _Link:
@@ -228,12 +236,25 @@ class StompBus(Bus):
         check_destination(destination)
         link = self._publisher_link()
         with self._confirm_lock:
-            self._unconfirmed.append((destination, body, out_headers))
-            if len(self._unconfirmed) >= CONFIRM_EVERY:
-                self._send_confirmed(link)
-            else:
-                self._send(link, destination, body, out_headers)
-                self.published += 1
+            sequence = next(self._sequence)
+            self._unconfirmed.append((sequence, destination, body, out_headers))
+            if sequence % CONFIRM_EVERY == 0:
+                # asynchronous receipt: a receipted SEND makes ActiveMQ sync its store, so never
+                # wait for one here; the receipt only releases the copies kept for re-sending
+                receipt, self._last_receipt = link.expect_receipt(
+                    lambda: self._confirmed(sequence))
+                out_headers = {**out_headers, "receipt": receipt}
+            self._send(link, destination, body, out_headers)
+            self.published += 1
+            backlog = len(self._unconfirmed)
+        if backlog > MAX_UNCONFIRMED and not self._last_receipt.wait(RECEIPT_TIMEOUT_S):
+            raise ServiceError(f"the broker has not confirmed {backlog} messages "
+                               f"within {RECEIPT_TIMEOUT_S:.0f} s", hint="is the broker healthy?")
+
+    def _confirmed(self, sequence: int) -> None:
+        with self._confirm_lock:
+            while self._unconfirmed and self._unconfirmed[0][0] <= sequence:
+                self._unconfirmed.popleft()
 
     def _send(self, link: _Link, destination: str, body: str, headers: dict[str, str]) -> None:
         for attempt in range(2):
@@ -245,24 +266,14 @@ class StompBus(Bus):
                     raise
                 link.reconnect()
 
-    def _send_confirmed(self, link: _Link) -> None:
-        """Send the last message with a receipt; once confirmed, forget the covered ones."""
-        destination, body, headers = self._unconfirmed[-1]
-        receipt, event = link.expect_receipt()
-        self._send(link, destination, body, {**headers, "receipt": receipt})
-        self.published += 1
-        if not event.wait(RECEIPT_TIMEOUT_S):
-            raise ServiceError(f"the broker did not confirm {len(self._unconfirmed)} messages "
-                               f"within {RECEIPT_TIMEOUT_S:.0f} s")
-        self._unconfirmed.clear()
-
     def resend_unconfirmed(self, link: _Link) -> None:
         """After a reconnect: send again what the broker may not have stored (duplicates OK)."""
         if link is not self._publisher:
             return
         with self._confirm_lock:
-            for destination, body, headers in self._unconfirmed:
-                self._send(link, destination, body, headers)
+            for _, destination, body, headers in self._unconfirmed:
+                clean = {k: v for k, v in headers.items() if k != "receipt"}
+                self._send(link, destination, body, clean)
 
     def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual"):
         check_destination(destination)
