@@ -100,4 +100,6 @@ def test_pchain_workflow_compiles_with_pchain_dataset_names_and_parents():
     assert gains["params"]["parentTaskName"] == seeds["params"]["taskName"]
     assert "noWaitParent" not in combine["params"] and combine["release"] == "parents_done"
     # no upstream placeholder (``${gains/outDS}``) is left unresolved
-    assert not re.search(r"\$\{\w+/\w+\}", json.dumps(combine["params"]))
+    text = json.dumps(combine["params"])
+    assert not re.search(r"\$\{(gains|pedestals|seeds)/", text)
+    assert f"{tasks['pedestals']['params']['taskName']}_ped.json/" in text
