@@ -287,3 +287,21 @@ def test_cli_bad_options(args, words, tmp_path, capsys):
         main(["daqsim", str(SCHEDULES / "example.yaml"), "--buffer", str(tmp_path), *args])
     assert info.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_record_replays_into_a_bus(tmp_path):
+    from swfflow.daqsim.record import read_record, replay
+    from swfflow.stream.messages import MessageError
+
+    messages, _ = simulate((SCHEDULES / "example.yaml").read_text(), tmp_path)
+    record = tmp_path / "record.jsonl"
+    assert [m.msg_id for m in read_record(record)] == [m.msg_id for m in messages]
+    got = []
+    with open_bus("memory://replay") as bus:
+        bus.subscribe("/topic/epictopic", lambda d: (got.append(d.message()), d.ack()))
+        assert replay(record, bus) == 34
+        assert bus.wait_idle(10)
+    assert [(m.msg_id, m.msg_type) for m in got] == [(m.msg_id, m.msg_type) for m in messages]
+    record.write_text(record.read_text() + '{"msg_type": "stf_gen", "run_id": 1, "filename": "a/b"}\n')
+    with pytest.raises(MessageError, match=r"record.jsonl:35"):
+        list(read_record(record))
