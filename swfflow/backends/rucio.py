@@ -185,15 +185,21 @@ class RucioCatalog:
     # --- files ------------------------------------------------------------------------------
     def add_files(self, dataset: str, files: Sequence[FileRecord], *,
                   rse: str | None = None) -> int:
-        """Register replicas on ``rse`` and attach them, ``batch_size`` files per call."""
+        """Register replicas on ``rse`` and attach them, ``batch_size`` files per call.
+
+        Optimistic: no listing of the dataset first (that grows with the dataset); a batch
+        that is partly attached already is completed file by file."""
         scope, name = split_did(dataset)
         rse = rse or self.default_rse
-        info = self._get_did(dataset)
-        attached = {f"{c['scope']}:{c['name']}" for c in self._call("list_content", scope, name)}
-        new = list({f.did: f for f in files if f.did not in attached}.values())
-        if new and not info["open"]:
-            raise ConfigError(f"dataset {dataset} is closed; cannot attach {len(new)} "
-                              f"file(s) such as {new[0].did}")
+        new = list({f.did: f for f in files}.values())
+        if not self._get_did(dataset)["open"]:
+            attached = {f"{c['scope']}:{c['name']}"
+                        for c in self._call("list_content", scope, name)}
+            missing = [f for f in new if f.did not in attached]
+            if missing:
+                raise ConfigError(f"dataset {dataset} is closed; cannot attach "
+                                  f"{len(missing)} file(s) such as {missing[0].did}")
+            return 0
         deterministic = self._is_deterministic(rse)
         count = 0
         for batch in _chunks(new, self.batch_size):
@@ -212,13 +218,16 @@ class RucioCatalog:
             return len(dids)
         except rucio_errors.FileAlreadyExists:
             pass  # someone (or a retried call) attached some: go file by file
+        attached = {(c["scope"], c["name"]) for c in self._call("list_content", scope, name)}
         count = 0
         for did in dids:
+            if (did["scope"], did["name"]) in attached:
+                continue
             try:
                 self._call("attach_dids", scope, name, [did])
                 count += 1
             except rucio_errors.FileAlreadyExists:
-                pass
+                pass  # attached meanwhile by a concurrent writer
         return count
 
     def _replica(self, record: FileRecord, deterministic: bool, rse: str) -> dict[str, Any]:

@@ -169,6 +169,10 @@ def _fresh_database(home: ServiceHome, venv: Path) -> None:
     _ensure_role()
     drop_database(home)
     _psql(f"create database {database_name(home)} owner {DB_ROLE}", "create database")
+    # this database only: commits do not wait for the WAL flush (2-3x faster writes on a busy
+    # disk; a crash loses at most the last moment of a disposable local catalog)
+    _psql(f"alter database {database_name(home)} set synchronous_commit = off",
+          "tune database")
     env = dict(os.environ, RUCIO_CONFIG=str(home.dir / "etc" / "rucio.cfg"))
     run_checked([str(venv / "bin" / "python"), "-c", BUILD_SCHEMA],
                 what="build Rucio schema and root account", env=env)
