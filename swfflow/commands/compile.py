@@ -22,12 +22,28 @@ _CHECK_FAILED = 2
 
 
 def build_plan(workflow_path: str, inputs_path: str | None, profile_path: str | None,
-               run: str | None, strict: bool = False) -> Plan:
-    """Front end + planner: the one path every command takes from a file to a plan."""
+               run: str | None, strict: bool = False, config: dict | None = None) -> Plan:
+    """Front end + planner: the one path every command takes from a file to a plan.
+    ``config`` (``--config k=v``) is added to the inputs; a Snakefile reads them as config."""
     profile = load_profile(profile_path)  # cheapest check first
-    inputs = load_inputs_file(inputs_path)
+    inputs = {**load_inputs_file(inputs_path), **(config or {})}
     workflow = load_any(workflow_path, inputs, strict=strict)
     return compile_workflow(workflow, inputs, profile, run)
+
+
+def parse_config(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs as Snakemake's --config reads them (values are YAML scalars)."""
+    import yaml
+    config = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--config {pair!r} is not KEY=VALUE", hint="e.g. --config stf_dir=data")
+        try:
+            config[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            config[key.strip()] = value
+    return config
 
 
 def _split_text(params: dict) -> str:
@@ -75,7 +91,10 @@ def plan_table(plan: Plan) -> Table:
 @click.option("--strict", is_flag=True, help="Also run cwltool's full validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout, no table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table.")
-def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_json, quiet):
+@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
+              help="Set a workflow input / Snakemake config value (repeatable).")
+def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_json, quiet,
+                config):
     """Compile WORKFLOW (CWL, Snakefile) with optional INPUTS (YAML/JSON) into a PanDA plan.
 
     The plan holds one JEDI task-parameter dict per step (per run), the Rucio datasets
@@ -89,7 +108,7 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
       swfflow compile examples/calib.cwl --check        # for CI and pre-commit
     """
     try:
-        plan = build_plan(workflow, inputs, profile_path, run, strict)
+        plan = build_plan(workflow, inputs, profile_path, run, strict, parse_config(config))
     except SwfflowError as exc:
         if check:
             click.echo(f"swfflow: {workflow}: invalid: {exc}", err=True)

@@ -1,0 +1,2 @@
+rule all:
+    input "b.txt"
