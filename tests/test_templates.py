@@ -308,9 +308,13 @@ def test_compose_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture
     bad.write_text("name: x\nsteps:\n  a: {template: merge, params: {}, inn: {}}\n")
     code, _, err = run_cli(["template", "compose", str(bad)], capsys)
     assert code == 2 and "spec field steps.a.inn: Extra inputs are not permitted" in err
-    bad.write_text("name: x\nsteps:\n  a: {template: merge, in: {parts: nowhere}}\n")
+    bad.write_text("name: x\ninputs: {files: {}}\nsteps:\n"
+                   "  z: {template: merge, in: {parts: files}}\n"
+                   "  a: {template: merge, in: {parts: nowhere}}\n")
     code, _, err = run_cli(["template", "compose", str(bad), "-o", str(tmp_path)], capsys)
-    assert code == 2 and "step a: unknown source 'nowhere'" in err and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert f"{bad}:5: step a: unknown source 'nowhere'" in err
+    assert "earlier step's output: files, z/<output>" in err
 
 
 def test_example_is_composed_from_its_spec(library: Library, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class Spec(_Strict):
     inputs: dict[str, InputSpec] = {}
     steps: dict[str, StepSpec]
     outputs: dict[str, str] = {}
+    step_lines: dict[str, int] = Field({}, exclude=True)  # filled by load_spec, for messages
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,32 @@ class Composition:
 
 def load_spec(path: Path) -> Spec:
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read the workflow spec: {exc}", where=str(path)) from None
     try:
-        return Spec.model_validate(data)
+        return Spec.model_validate({**data, "step_lines": _step_lines(text)}
+                                   if isinstance(data, dict) else data)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"spec field {loc or '(top)'}: {first['msg']}", where=str(path),
                           hint="see docs/templates/README.md for the spec format") from None
+
+
+def _step_lines(text: str) -> dict[str, int]:
+    """Line number of each step's key, so errors can say ``spec.yaml:12: step reco``."""
+    root = yaml.compose(text)
+    for key, value in getattr(root, "value", []):
+        if key.value == "steps" and isinstance(value, yaml.MappingNode):
+            return {k.value: k.start_mark.line + 1 for k, _ in value.value}
+    return {}
+
+
+def _step_where(spec: Spec, where: str, name: str) -> str:
+    line = spec.step_lines.get(name)
+    return f"{where}:{line}: step {name}" if line else f"{where}: step {name}"
 
 
 def compose(spec: Spec, library: Library, where: str = "spec") -> Composition:
@@ -111,7 +128,7 @@ def compose(spec: Spec, library: Library, where: str = "spec") -> Composition:
         step.rendered = render(library, step.spec.template, step.spec.params, step=name,
                                rule_io=_rule_io(spec, step, steps),
                                resources=dict(step.spec.resources),
-                               where=f"{where}: step {name}")
+                               where=_step_where(spec, where, name))
         steps[name] = step
     _check_outputs(spec, steps, where)
     return Composition(spec, steps, _cwl_workflow(spec, steps), _snakefile(spec, steps))
@@ -184,7 +201,7 @@ def _is_identifier(name: str) -> bool:
 def _resolve(spec: Spec, name: str, done: dict[str, ComposedStep], library: Library,
              where: str) -> ComposedStep:
     step_spec = spec.steps[name]
-    here = f"{where}: step {name}"
+    here = _step_where(spec, where, name)
     try:
         meta = library.meta(step_spec.template)
     except ConfigError as exc:
@@ -225,7 +242,7 @@ def _source_shape(spec: Spec, done: dict[str, ComposedStep], source: str,
         return is_list, source if is_list else None
     upstream, _, port = source.partition("/")
     if upstream not in done:
-        known = ", ".join([*spec.inputs, *(f"{s}/<output>" for s in done)])
+        known = ", ".join([*spec.inputs, *(f"{s}/<output>" for s in done)]) or "none yet"
         raise ConfigError(f"unknown source {source!r}", where=here,
                           hint=f"use a workflow input or an earlier step's output: {known}")
     producer = done[upstream]

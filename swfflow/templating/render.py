@@ -30,8 +30,10 @@ DELIMITERS = dict(block_start_string="[%", block_end_string="%]",
 
 
 def builtin_library() -> Path:
-    """The library shipped with swfflow (``templates/`` at the top of the source tree)."""
-    return Path(__file__).resolve().parents[2] / "templates"
+    """The library shipped with swfflow: ``templates/`` at the top of the source tree, or
+    ``swfflow/_templates`` when a wheel packs it there (hatch ``force-include``)."""
+    packed = Path(__file__).resolve().parents[1] / "_templates"
+    return packed if packed.is_dir() else Path(__file__).resolve().parents[2] / "templates"
 
 
 def library_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
