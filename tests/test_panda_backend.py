@@ -368,3 +368,65 @@ def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp
                       for r in outputs)
     assert contents == ["105", "203", "207"]  # bytes of STFs 1+2, 3+4, then 5 at close
     assert len(rucio_catalog.list_files(logs)) == 3
+
+
+@pytest.mark.services
+def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog, tmp_path):
+    """The driver of `swfflow run`, with PanDA (the double, running jobs with the local executor)
+    and the real Rucio server as backends: stream step while the run is open, merge after."""
+    import random
+
+    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.backends.local_executor import LocalExecutor
+    from swfflow.checksum import adler32_file
+    from swfflow.drive import Driver, DriverStore, TaskPhase
+    from swfflow.drive.payload import LocalPayloads
+    from swfflow.frontends import load_any
+    from swfflow.plan.planner import compile_workflow
+    from swfflow.plan.profile import load_profile
+    from swfflow.testing.panda_runner import (ExecutorRunner, LocalPathCatalog,
+                                              specs_from_plans)
+    from tests.test_drive import CHECK, SUM, WORKFLOW, _attach, _tick_until
+
+    for name, text in (("wf.cwl", WORKFLOW), ("check.cwl", CHECK), ("sum.cwl", SUM)):
+        (tmp_path / name).write_text(text)
+    marker = tmp_path.parent / f"{tmp_path.name}-marker"  # outside: the planner relativizes
+    marker.write_text("")
+    (tmp_path / "profile.yaml").write_text("scopes: {output: user.swfflow}\n")
+    inputs = {"marker": str(marker)}
+    workflow = load_any(tmp_path / "wf.cwl", inputs)
+    plan = compile_workflow(workflow, inputs, load_profile(tmp_path / "profile.yaml"),
+                            str(random.randrange(10**6, 10**7)))
+    prepare = LocalPayloads(workflow)
+    by_name = specs_from_plans([plan])
+    local = LocalExecutor(LocalPathCatalog(rucio_catalog), sqlite_engine(tmp_path / "jedi.db"),
+                          tmp_path / "pilot", jobs=2)
+    runner = ExecutorRunner(local, lambda params: prepare(by_name(params)))
+    try:
+        with PandaContractServer(runner=runner, tick_s=0.1) as srv:
+            executor = PandaExecutor(srv.url, attempts=2, backoff_s=0.01)
+            driver = Driver(plan, rucio_catalog, executor,
+                            DriverStore(sqlite_engine(tmp_path / "driver.db")), prepare=prepare)
+            stream = next(d.did for d in plan.datasets if d.role == "stream")
+            driver.start()
+            for i, size in enumerate((3, 5, 7)):
+                path = tmp_path / f"stf{i}.dat"
+                path.write_bytes(b"x" * size)
+                _attach(rucio_catalog, stream, path)
+            check = driver.tasks["check"]
+            _tick_until(driver, lambda: check.task_id is not None and executor.status(
+                [check.task_id])[check.task_id].n_jobs_done == 3, timeout=120)
+            assert driver.tasks["sum"].phase is TaskPhase.PENDING  # the run is still open
+            assert srv.store.get(int(check.task_id)).status == "running"
+            driver.close_streams()
+            _tick_until(driver, lambda: driver.finished, timeout=120)
+            submitted = [t.taskName for t in srv.store.tasks.values()]
+    finally:
+        local.shutdown()
+    assert {k: t.phase for k, t in driver.tasks.items()} == {
+        "check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
+    assert sorted(submitted) == sorted(t.name for t in plan.tasks)  # each exactly once
+    total = rucio_catalog.list_files(plan.task("sum").outputs["total"])
+    assert len(total) == 1
+    path = total[0].pfn.removeprefix("file://localhost")
+    assert open(path).read().strip() == "15" and total[0].adler32 == adler32_file(path)
