@@ -533,3 +533,18 @@ def test_check_command_fails_on_invalid_cwl(tmp_path: Path, capsys: pytest.Captu
 def test_docs_check_command(capsys: pytest.CaptureFixture) -> None:
     code, out, _ = run_cli(["template", "docs", "--check"], capsys)
     assert code == 0 and "generated files up to date" in out
+
+
+def test_reco_reads_daqsim_stf_files(tmp_path: Path) -> None:
+    """The payload on the DAQ simulator's real (sparse) STF files: header bytes are the hits."""
+    from swfflow.daqsim.files import stf_header, write_stf
+
+    header = stf_header({"run_id": 100042, "sequence": 1})
+    stf = write_stf(str(tmp_path), "swf.100042.000001.stf", header, 64 * 1024 * 1024)
+    subprocess.run([sys.executable, str(builtin_library() / "_lib" / PAYLOAD), "reco",
+                    "--stf", stf.path, "--reco", str(tmp_path / "r.json"), "--detector", "all",
+                    "--threshold", "16", "--tf-size-kb", "64"], check=True)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["n_tf"] == 1024
+    assert result["n_hits"] == sum(1 for b in header if b > 16)
+    assert result["energy_sum"] == sum(b for b in header if b > 16)
