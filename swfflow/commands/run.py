@@ -34,7 +34,8 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
     def local(path: str) -> str:
         if path.startswith("file://"):
             from urllib.parse import unquote, urlparse
-            return unquote(urlparse(path).path)
+            parsed = urlparse(path)  # keep "#name": a process inside a packed document
+            return unquote(parsed.path) + (f"#{parsed.fragment}" if parsed.fragment else "")
         return str(Path(basedir) / path) if not Path(path).is_absolute() else path
 
     logging.getLogger("cwltool").setLevel(logging.ERROR)

@@ -15,21 +15,8 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.plan.model import TaskSpec
+from swfflow.runtime.files import absolute_locations
 from swfflow.runtime.leaf import standalone_tool
-
-
-def absolute_locations(value: Any, base: Path) -> Any:
-    if isinstance(value, list):
-        return [absolute_locations(v, base) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if value.get("class") in ("File", "Directory"):
-        value = dict(value)
-        location = value.get("location") or value.pop("path", None)
-        if location and "://" not in str(location) and not str(location).startswith("_:"):
-            value["location"] = (base / str(location)).resolve().as_uri()
-        return value
-    return {k: absolute_locations(v, base) for k, v in value.items()}
 
 
 class LocalPayloads:

@@ -13,6 +13,7 @@ from typing import Any
 
 from swfflow.runtime.containers import ContainerPolicy
 from swfflow.runtime.engine import Engine
+from swfflow.runtime.files import describe_files
 from swfflow.runtime.leaf import LeafRunner, ProvenanceSink
 
 log = logging.getLogger("swfflow.run")
@@ -26,9 +27,10 @@ def run_workflow_file(workflow_path: str | Path, inputs: dict[str, Any] | None,
 
     outdir = Path(outdir).resolve()
     workdir = Path(workdir or outdir / ".swfflow" / "work")
-    workflow = load_workflow(workflow_path, inputs if inputs is not None else {})
+    inputs = describe_files(inputs or {})
+    workflow = load_workflow(workflow_path, inputs)
     runner = LeafRunner(workdir, ContainerPolicy(forbid=no_container), provenance)
-    outputs = Engine(runner).run(workflow, inputs or {})
+    outputs = Engine(runner).run(workflow, inputs)
     return relocate(outputs, outdir, workdir)
 
 

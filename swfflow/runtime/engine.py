@@ -25,6 +25,7 @@ from swfflow.frontends.cwl_expr import evaluate
 from swfflow.frontends.cwl_values import _merge as merge_sources
 from swfflow.frontends.cwl_values import _pick as pick_value
 from swfflow.runtime import scatter as scatter_rt
+from swfflow.runtime.files import absolute_locations, describe_files
 
 # (step, job) → the leaf's CWL output object; raises RunFailed when the job fails
 LeafRunner = Callable[[ir.Step, dict[str, Any], str], dict[str, Any]]
@@ -45,7 +46,8 @@ class Engine:
         for name, wi in wf.inputs.items():
             value = given.get(name)
             if value is None and wi.port.has_default:
-                value = wi.port.default
+                # a default's relative file locations are relative to the workflow file
+                value = describe_files(absolute_locations(wi.port.default, self._base(wf)))
             values[(None, name)] = value
         for step in wf.steps:
             outputs = self._step(wf, step, values, prefix)
@@ -61,6 +63,10 @@ class Engine:
                 value = gathered[0] if gathered else None
             result[name] = pick_value(value, out.pick_value, where, name)
         return result
+
+    @staticmethod
+    def _base(wf: ir.Workflow) -> Path:
+        return Path(wf.source_path).resolve().parent if wf.source_path else Path.cwd()
 
     def _step(self, wf: ir.Workflow, step: ir.Step, values: Mapping, prefix: str) -> dict:
         path = f"{prefix}{step.name}"

@@ -1,0 +1,47 @@
+"""CWL File/Directory values: absolute locations and the fields expressions may read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+
+def absolute_locations(value: Any, base: Path) -> Any:
+    if isinstance(value, list):
+        return [absolute_locations(v, base) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class") in ("File", "Directory"):
+        value = dict(value)
+        location = value.get("location") or value.get("path")
+        value.pop("path", None)
+        if location and "://" not in str(location) and not str(location).startswith("_:"):
+            location = (base / str(location)).resolve().as_uri()
+        if location:
+            value["location"] = str(location)
+        return value
+    return {k: absolute_locations(v, base) for k, v in value.items()}
+
+
+
+def describe_files(value: Any) -> Any:
+    """Fill in what CWL expressions may read of an input File before any tool stages it:
+    basename, nameroot, nameext (cwltool's own normalisation) and the size of local files."""
+    from cwltool.process import normalizeFilesDirs
+
+    if isinstance(value, dict) and value.get("class") == "File":
+        value = dict(value)
+        normalizeFilesDirs(value)
+        location = str(value.get("location", ""))
+        path = Path(unquote(urlparse(location).path)) if location.startswith("file:") else None
+        if path is not None and path.is_file():
+            value.setdefault("size", path.stat().st_size)
+        if "secondaryFiles" in value:
+            value["secondaryFiles"] = describe_files(value["secondaryFiles"])
+        return value
+    if isinstance(value, dict):
+        return {k: describe_files(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [describe_files(v) for v in value]
+    return value
