@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +17,8 @@ from swfflow.backends.base import Executor, TaskState
 from swfflow.backends.panda import PandaExecutor
 from swfflow.errors import ServiceError
 from swfflow.plan.model import TaskSpec
-from swfflow.testing.panda_server import PandaContractServer
 from swfflow.testing.panda_runner import StateMachineRunner
+from swfflow.testing.panda_server import PandaContractServer
 
 # reference/panda.md §6, written out again here so that a change to the table in the code
 # has to be a change to this test too
@@ -304,6 +305,7 @@ def _stf(directory, run: str, seq: int):
 
 
 @pytest.mark.services
+@pytest.mark.slow
 def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp_path):
     import uuid
 
@@ -311,8 +313,7 @@ def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.checksum import adler32_file
     from swfflow.plan.model import Plan, TaskInput
-    from swfflow.testing.panda_runner import (ExecutorRunner, LocalPathCatalog,
-                                              specs_from_plans)
+    from swfflow.testing.panda_runner import ExecutorRunner, LocalPathCatalog, specs_from_plans
 
     run = uuid.uuid4().hex[:10]
     raw, out, logs = f"swf:swf.{run}.run", f"user.swfflow:{run}.count", f"user.swfflow:{run}.log"
@@ -332,7 +333,8 @@ def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp
                  "gather_ports": {}})
     plan = Plan(workflow="count", source=str(tool), run=run, profile={}, datasets=(),
                 tasks=(task,))
-    local = LocalExecutor(LocalPathCatalog(rucio_catalog), sqlite_engine(tmp_path / "state.db"), tmp_path / "work",
+    local = LocalExecutor(LocalPathCatalog(rucio_catalog), sqlite_engine(tmp_path / "state.db"),
+                          tmp_path / "work",
                           jobs=2)
     runner = ExecutorRunner(local, specs_from_plans([plan]))
     try:
@@ -364,13 +366,14 @@ def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp
     for record in outputs:  # registered in Rucio with the real checksum of the real file
         path = record.pfn.removeprefix("file://localhost")
         assert record.adler32 == adler32_file(path)
-    contents = sorted(open(r.pfn.removeprefix("file://localhost")).read().strip()
+    contents = sorted(Path(r.pfn.removeprefix("file://localhost")).read_text().strip()
                       for r in outputs)
     assert contents == ["105", "203", "207"]  # bytes of STFs 1+2, 3+4, then 5 at close
     assert len(rucio_catalog.list_files(logs)) == 3
 
 
 @pytest.mark.services
+@pytest.mark.slow
 def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog, tmp_path):
     """The driver of `swfflow run`, with PanDA (the double, running jobs with the local executor)
     and the real Rucio server as backends: stream step while the run is open, merge after."""
@@ -384,8 +387,7 @@ def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog,
     from swfflow.frontends import load_any
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile
-    from swfflow.testing.panda_runner import (ExecutorRunner, LocalPathCatalog,
-                                              specs_from_plans)
+    from swfflow.testing.panda_runner import ExecutorRunner, LocalPathCatalog, specs_from_plans
     from tests.test_drive import CHECK, SUM, WORKFLOW, _attach, _tick_until
 
     for name, text in (("wf.cwl", WORKFLOW), ("check.cwl", CHECK), ("sum.cwl", SUM)):
@@ -429,4 +431,4 @@ def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog,
     total = rucio_catalog.list_files(plan.task("sum").outputs["total"])
     assert len(total) == 1
     path = total[0].pfn.removeprefix("file://localhost")
-    assert open(path).read().strip() == "15" and total[0].adler32 == adler32_file(path)
+    assert Path(path).read_text().strip() == "15" and total[0].adler32 == adler32_file(path)

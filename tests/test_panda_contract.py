@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from swfflow.backends.panda import _point_client_at, load_client
-from swfflow.testing.panda_server import PandaContractServer
 from swfflow.testing.panda_runner import StateMachineRunner
+from swfflow.testing.panda_server import PandaContractServer
 from swfflow.testing.panda_tasks import refine_problems
 
 

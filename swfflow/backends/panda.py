@@ -37,8 +37,12 @@ from urllib.parse import urlparse
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from swfflow.backends.base import TaskState, TaskStatus
-from swfflow.backends.panda_states import (FINISHED_OR_FINISHING, INCEXEC_ACCEPTED,
-                                           KILLED_OR_KILLING, to_state)
+from swfflow.backends.panda_states import (
+    FINISHED_OR_FINISHING,
+    INCEXEC_ACCEPTED,
+    KILLED_OR_KILLING,
+    to_state,
+)
 from swfflow.errors import ConfigError, ServiceError
 from swfflow.plan.model import TaskSpec
 
@@ -248,7 +252,8 @@ class PandaExecutor:
             if row is not None:
                 return int(row["jediTaskID"])
             raise ServiceError(f"PanDA accepted task {task.name} but its id could not be found "
-                               f"(message: {redact(message)})", where=self._where("insertTaskParams"))
+                               f"(message: {redact(message)})",
+                               where=self._where("insertTaskParams"))
         raise ServiceError(f"PanDA rejected task {task.name}: {redact(message)} (code {code})",
                            where=task.step or self._where("insertTaskParams"),
                            hint="fix the task parameters (profile or workflow) and submit again")

@@ -51,7 +51,8 @@ def to_state(jedi_status: str) -> TaskState:
     return JEDI_TO_STATE.get(jedi_status, TaskState.UNKNOWN)
 
 
-def command_allowed(command: str, status: str, *, production_role: bool = False) -> tuple[bool, str]:
+def command_allowed(command: str, status: str, *,
+                    production_role: bool = False) -> tuple[bool, str]:
     """Whether JEDI accepts ``command`` for a task in ``status``; the second item is the
     extra reason JEDI appends to its rejection message."""
     rules = {

@@ -22,8 +22,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from swfflow.backends.base import Executor, FileRecord, TaskState
