@@ -107,11 +107,11 @@ def render_cmd(name: str, assignments: tuple[str, ...], params_file: str | None,
         (target / f"{rule}.smk").write_text(rendered.smk)
         payload = library.shared_file(PAYLOAD)
         (target / payload.name).write_text(payload.read_text())
-    if as_json:
+    if as_json:  # the texts, or where they were written
+        texts = {"cwl": rendered.cwl, "smk": rendered.smk} if not outdir else \
+            {kind: str(Path(outdir, f"{rule}.{kind}")) for kind in ("cwl", "smk")}
         click.echo(json.dumps({"template": name, "step": rule, "params": rendered.params,
-                               "cwl": rendered.cwl if not outdir else str(Path(outdir, f"{rule}.cwl")),
-                               "smk": rendered.smk if not outdir else str(Path(outdir, f"{rule}.smk"))},
-                              indent=1))
+                               **texts}, indent=1))
     elif outdir:
         click.echo(f"wrote {outdir}/{rule}.cwl and {outdir}/{rule}.smk")
     else:

@@ -30,7 +30,8 @@ def template_readme(meta: Meta) -> str:
     rule = rule_name(meta.name)
     lines = [GENERATED, f"# {meta.name} {meta.version}", "", meta.description, ""]
     if meta.use_cases:
-        lines += [f"Use cases: {', '.join(meta.use_cases)}. Authors: {', '.join(meta.authors)}.", ""]
+        lines += [f"Use cases: {', '.join(meta.use_cases)}. "
+                  f"Authors: {', '.join(meta.authors)}.", ""]
     lines += ["## Parameters", "", "| name | type / allowed | default | description |",
               "|---|---|---|---|"]
     for name, spec in meta.parameters.items():
@@ -64,7 +65,8 @@ def template_readme(meta: Meta) -> str:
               "```", "", "In a composed workflow (`swfflow template compose spec.yaml`):", "",
               "```yaml", "steps:", f"  {rule}:", f"    template: {meta.name}", "    params: {}"]
     if meta.inputs:
-        lines.append("    in: {" + ", ".join(f"{n}: <input or step/output>" for n in meta.inputs) + "}")
+        feeds = ", ".join(f"{n}: <input or step/output>" for n in meta.inputs)
+        lines.append("    in: {" + feeds + "}")
     lines += ["```", "", "As a Snakemake module (`rules/" + rule + ".smk`):", "", "```python",
               f"module {rule}_lib:", f'    snakefile: "rules/{rule}.smk"',
               '    config: {"results": "results"}',

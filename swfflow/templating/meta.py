@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from swfflow.errors import ConfigError
 
@@ -195,7 +196,8 @@ def parse_assignments(meta: Meta, assignments: list[str] | tuple[str, ...]) -> d
     return values
 
 
-def validate_params(meta: Meta, given: dict[str, Any], *, where: str | None = None) -> dict[str, Any]:
+def validate_params(meta: Meta, given: dict[str, Any], *,
+                    where: str | None = None) -> dict[str, Any]:
     """Defaults + given values, checked against the schema; returns the complete set."""
     if not isinstance(given, dict):
         raise ConfigError(f"template {meta.name}: parameters must be a mapping, "
