@@ -106,3 +106,38 @@ def test_broker_keeps_persistent_messages_across_restart_and_stops(tmp_path: Pat
     finally:
         services.purge(state)
     assert not state.exists()
+
+
+@pytest.mark.slow
+def test_rucio_gets_an_empty_database_per_session(tmp_path: Path, capsys) -> None:
+    """A private Rucio server: same session id → same database; a new id → an empty one;
+    purge drops the database."""
+    from swfflow.backends.rucio import RucioCatalog
+    from swfflow.services.rucio_server import client_config, database_name
+    from swfflow.services.state import ServiceHome, run_checked
+
+    state = tmp_path / "svc"
+    home = ServiceHome(state, "rucio")
+    did = "swf:kept.until.next.session"
+
+    def databases() -> str:
+        return run_checked(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc",
+                            "select datname from pg_database"], what="list databases")
+
+    try:
+        (first,) = services.up(["rucio"], state=state, fresh_session="one")
+        assert first.healthy and first.url.startswith("http://127.0.0.1:")
+        assert RucioCatalog.from_config(client_config(home)).create_dataset(did) is True
+        (same,) = services.up(["rucio"], state=state, fresh_session="one")
+        assert same.pid == first.pid
+        assert RucioCatalog.from_config(client_config(home)).dataset_exists(did)
+        (fresh,) = services.up(["rucio"], state=state, fresh_session="two")
+        assert fresh.healthy and fresh.pid != first.pid
+        assert not RucioCatalog.from_config(client_config(home)).dataset_exists(did)
+        main(["services", "status", "rucio", "--json", "--dir", str(state)])
+        (reported,) = json.loads(capsys.readouterr().out)["services"]
+        assert reported["healthy"] and reported["port"] == fresh.port
+        assert database_name(home) in databases().split()
+    finally:
+        services.purge(state)
+    assert database_name(home) not in databases().split()
