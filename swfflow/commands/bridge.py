@@ -1,0 +1,148 @@
+"""``swfflow bridge``: DAQ run messages drive the compiled workflow, one instance per run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from swfflow.errors import ConfigError
+from swfflow.stream.messages import EPIC_TOPIC
+
+
+@click.command("bridge", context_settings={"show_default": True})
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--inputs", "inputs", type=click.Path(dir_okay=False), default=None,
+              help="Workflow parameters (YAML/JSON) other than the stream input.")
+@click.option("--broker", default=None, metavar="URL",
+              help="stomp://[user:pass@]host:port (ActiveMQ) or memory://NAME. "
+                   "Required unless --replay.")
+@click.option("--replay", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Feed this recorded message log (JSON lines, `swfflow daqsim --record`) "
+                   "instead of a broker subscription.")
+@click.option("--backend", type=click.Choice(["local", "panda"]), default="local",
+              help="Where tasks run: this machine, or PanDA ($PANDA_URL_SSL).")
+@click.option("--catalog", type=click.Choice(["local", "rucio"]), default="local",
+              help="Where datasets live: the state database, or Rucio ($RUCIO_CONFIG).")
+@click.option("--state", default="sqlite:///bridge-state/bridge.db", metavar="URL",
+              help="State store: sqlite:///FILE or postgresql://user@host/db.")
+@click.option("--namespace", default=None,
+              help="Only messages of this testbed namespace (messages without one pass).")
+@click.option("--destination", default=EPIC_TOPIC, help="Topic to subscribe to.")
+@click.option("--subscription", default=None,
+              help="Durable subscription name [default: swfflow-bridge-<workflow>-<ns>].")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              envvar="SWFFLOW_PROFILE", help="Profile YAML (scopes, names, defaults).")
+@click.option("--rucio-config", type=click.Path(dir_okay=False), envvar="RUCIO_CONFIG",
+              help="rucio.cfg for --catalog rucio.")
+@click.option("--rse", default=None, help="RSE where STF replicas are registered "
+              "[default: the catalog's, DAQ_DISK for Rucio].")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("bridge-work"), help="Job directories (--backend local).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=2,
+              help="Jobs at once (--backend local).")
+@click.option("--no-container", is_flag=True, help="Run tools on the host (--backend local).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500,
+              help="Attach when this many STFs wait…")
+@click.option("--batch-ms", type=click.FloatRange(min=0), default=50.0,
+              help="…or when the oldest waited this many milliseconds.")
+@click.option("--end-timeout", type=click.FloatRange(min=0), default=120.0,
+              help="Seconds to wait after end_run for STFs it announced but that never came; "
+                   "then the run is closed and the missing ones recorded.")
+@click.option("--tick", type=click.FloatRange(min=0.05), default=1.0,
+              help="Seconds between task status polls.")
+@click.option("--no-ready", is_flag=True, help="Do not emit stf_ready after each attach.")
+@click.option("--exit-after", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Exit once N runs are finished (done or failed) and nothing is pending.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namespace, destination,
+               subscription, profile_path, rucio_config, rse, workdir, jobs, no_container,
+               batch_size, batch_ms, end_timeout, tick, no_ready, exit_after, as_json, quiet):
+    """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
+    fresh instance — run_imminent creates the datasets and submits the streaming tasks,
+    stf_gen attaches each STF (batched) and emits stf_ready, end_run closes the run dataset
+    once every announced STF is in, then merges and fits are released.
+
+    Messages are acked only once their effect is stored; a restart resumes every open run.
+    Stop with Ctrl-C or SIGTERM (pending STFs are attached first).
+
+    \b
+    Examples:
+      swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 \\
+          --catalog rucio --state sqlite:///bridge.db --namespace alice-dev
+      swfflow bridge plan.json --backend panda --catalog rucio --broker stomp://host:61613 \\
+          --state postgresql://swf@dbhost/swfflow
+      swfflow bridge examples/calib.cwl --replay run.jsonl --exit-after 1 --json
+      swfflow status --run 100012 --state sqlite:///bridge.db --json
+    """
+    from swfflow.stream.bridge.setup import Setup, build_bridge, default_subscription, dumps, summary
+    from swfflow.stream.bridge.sources import replay as replay_log, subscribe
+    from swfflow.stream.bus import open_bus
+
+    if broker is None and replay is None:
+        raise ConfigError("no message source", hint="give --broker URL or --replay FILE")
+    _logging(quiet)
+    setup = Setup(workflow=workflow, inputs=inputs, profile=profile_path, catalog=catalog,
+                  backend=backend, state=state, workdir=workdir, jobs=jobs,
+                  no_container=no_container, rucio_config=rucio_config,
+                  options=dict(namespace=namespace, batch_size=batch_size, batch_ms=batch_ms,
+                               end_timeout_s=end_timeout, tick_s=tick, rse=rse,
+                               emit_ready=not no_ready))
+    with contextlib.ExitStack() as stack:
+        bus = stack.enter_context(open_bus(broker)) if broker else None
+        bridge = build_bridge(setup, stack, publish=bus.publish if bus else None)
+        _stop_on_signals(bridge)
+        if replay is not None:
+            replay_log(bridge, replay)  # queues the whole log; handled by bridge.run
+        else:
+            name = subscription or default_subscription(bridge.template, namespace)
+            subscribe(bridge, bus, destination, name)
+        bridge.run(until=_until(exit_after, replay is not None))
+        report = summary(bridge)
+    if as_json:
+        click.echo(dumps(report))
+    else:
+        counters = report["counters"]
+        click.echo(f"bridge stopped: {counters.get('received', 0)} messages, "
+                   f"{counters.get('attached', 0)} STFs attached, "
+                   f"{counters.get('dead_letters', 0)} dead letters; "
+                   f"{len(report['runs'])} run(s) in {state}")
+
+
+def _until(exit_after: int | None, replaying: bool):
+    from swfflow.stream.store import PHASE_DONE, PHASE_FAILED
+
+    def finished(bridge) -> bool:
+        if not bridge.idle:
+            return False
+        if exit_after is not None:
+            return len(bridge.store.runs((PHASE_DONE, PHASE_FAILED))) >= exit_after
+        # a replay ends when the log is read and every run it opened is finished
+        return replaying and bridge.source_done.is_set() and not bridge.runs
+
+    return finished if (exit_after is not None or replaying) else None
+
+
+def _stop_on_signals(bridge) -> None:
+    def stop(signum, frame):
+        logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending work",
+                                                    signum)
+        bridge.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+
+
+def _logging(quiet: bool) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, console=Console(stderr=True))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s",
+                        force=True)
+    logging.getLogger("swfflow").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("cwltool").setLevel(logging.ERROR)

@@ -1,0 +1,330 @@
+"""The bridge loop: messages in, idempotent effects out, acks only when the effect is done.
+
+One thread does everything (deliveries arrive in :attr:`Bridge.inbox` from a bus or a replay
+file), so the store, the drivers and the executor need no locks, and per-run message order is
+kept. Every message is handled in two halves:
+
+1. **record** (``HANDLERS``, fast, local): the intent goes into the state store, keyed by run,
+   file or message id, and the delivery waits on the effect it asked for;
+2. **effect** (:mod:`.work`): reconcilers read the store and do the slow part against Rucio and
+   PanDA (create datasets and submit tasks, attach STFs in batches, close the run, follow the
+   tasks), each behind its own retry gate. When an effect is committed, the deliveries waiting
+   on it are acked.
+
+So a crash at any point loses nothing (unacked messages come back; recorded intents are
+resumed from the store) and duplicates nothing (every record and every effect is keyed).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swfflow.backends.base import Catalog, Executor
+from swfflow.checksum import adler32_file
+from swfflow.drive.driver import Driver, ExpressionRunner, Prepare
+from swfflow.drive.store import DriverStore
+from swfflow.errors import ConfigError
+from swfflow.plan.model import RUN, Plan
+from swfflow.stream.bridge.backoff import Backoff
+from swfflow.stream.bus import Delivery
+from swfflow.stream.messages import (EPIC_TOPIC, EndRun, Envelope, MessageError, RunImminent,
+                                     StfGen, UnknownMessageType, parse_message)
+from swfflow.stream.store import (OPEN_PHASES, PHASE_ANNOUNCED, PHASE_DONE, PHASE_ENDING,
+                                  PHASE_FAILED, PHASE_PREPARED, BridgeStore, StfRow)
+
+log = logging.getLogger("swfflow.bridge")
+Publish = Callable[[str, Envelope], None]
+
+
+class Rejected(Exception):
+    """This message can never be processed: it goes to the dead-letter table with the reason."""
+
+
+@dataclass
+class BridgeConfig:
+    namespace: str | None = None  # only this testbed namespace (messages without one pass)
+    batch_size: int = 500  # attach when this many STFs wait …
+    batch_ms: float = 50.0  # … or when the oldest has waited this long
+    tick_s: float = 1.0  # follow the runs' tasks this often
+    end_timeout_s: float = 120.0  # after end_run, wait this long for announced-but-missing STFs
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    destination: str = EPIC_TOPIC  # where stf_ready goes
+    sender: str = "swfflow-bridge"
+    emit_ready: bool = True
+    rse: str | None = None  # where STF replicas are registered (catalog default if None)
+
+
+@dataclass
+class Waiter:
+    delivery: Delivery
+    msg_id: str
+    msg_type: str
+    run_id: str | None
+
+
+class Bridge:
+    def __init__(self, template: Plan, catalog: Catalog, executor: Executor, engine: Any, *,
+                 config: BridgeConfig | None = None, publish: Publish | None = None,
+                 prepare: Prepare | None = None, run_expression: ExpressionRunner | None = None):
+        streams = [d for d in template.datasets if d.role == "stream"]
+        if len(streams) != 1:
+            raise ConfigError(
+                f"workflow {template.workflow} has {len(streams)} stream inputs; the bridge "
+                "attaches a run's STFs to exactly one",
+                where=template.source, hint="mark one File[] input with swf:stream: true")
+        self.template, self.stream_template = template, streams[0].did
+        self.catalog, self.executor = catalog, executor
+        self.config = config or BridgeConfig()
+        self.publish, self.prepare, self.run_expression = publish, prepare, run_expression
+        self.store, self.driver_store = BridgeStore(engine), DriverStore(engine)
+        self.inbox: queue.Queue[Delivery | None] = queue.Queue()
+        self.waiters: dict[tuple[str, ...], list[Waiter]] = defaultdict(list)
+        self.runs: dict[str, dict[str, Any]] = {}  # open runs (store rows, kept in sync)
+        self.drivers: dict[str, Driver] = {}
+        self.pending: list[StfRow] = []  # recorded, not attached
+        self.counters: Counter[str] = Counter()
+        self.source_done = threading.Event()
+        self.stop_event = threading.Event()
+        gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
+        self.gates = {name: gate(name) for name in
+                      ("prepare", "attach", "close", "follow", "announce")}
+        from swfflow.stream.bridge.work import Work
+
+        self.work = Work(self)
+
+    # --- the loop -------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load every open run and every recorded-but-unattached STF from the store."""
+        for row in self.store.runs(OPEN_PHASES):
+            self.runs[row["run_id"]] = row
+        self.pending = self.store.unattached(list(self.runs))
+        if self.runs:
+            log.info("resuming %d open run(s) %s with %d STF(s) to attach", len(self.runs),
+                     ", ".join(self.runs), len(self.pending))
+
+    def run(self, until: Callable[[Bridge], bool] | None = None) -> None:
+        """Handle deliveries and do the work until ``stop()`` or ``until(self)`` is true."""
+        self.resume()
+        while not self.stop_event.is_set():
+            self._drain(timeout=self.work.idle_wait())
+            self.work.step()
+            if until is not None and until(self):
+                break
+        self.work.flush_now()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.inbox.put(None)
+
+    def _drain(self, timeout: float) -> None:
+        """Handle what is in the inbox (waiting up to ``timeout`` for the first one)."""
+        try:
+            delivery = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        for _ in range(max(1, self.config.batch_size)):
+            if delivery is not None:
+                self.handle(delivery)
+            try:
+                delivery = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    @property
+    def idle(self) -> bool:
+        """Nothing received is still waiting for its effect."""
+        return self.inbox.empty() and not self.pending and not any(self.waiters.values())
+
+    def open_runs(self) -> list[str]:
+        return list(self.runs)
+
+    # --- record: one handler per message type ---------------------------------------------
+    def handle(self, delivery: Delivery) -> None:
+        self.counters["received"] += 1
+        try:
+            message = parse_message(delivery.body)
+        except UnknownMessageType:
+            self.counters["ignored"] += 1  # other agents' traffic on the shared topic
+            delivery.ack()
+            return
+        except MessageError as exc:
+            self._dead(delivery, str(exc), *_peek(delivery.body))
+            return
+        namespace = self.config.namespace
+        if namespace and message.namespace and message.namespace != namespace:
+            self.counters["other_namespace"] += 1
+            delivery.ack()
+            return
+        if self.store.processed(message.msg_id):
+            self.counters["duplicates"] += 1
+            delivery.ack()
+            return
+        waiter = Waiter(delivery, message.msg_id, message.msg_type, message.run_id)
+        try:
+            HANDLERS[message.msg_type](self, message, waiter)
+        except Rejected as exc:
+            self._dead(delivery, str(exc), message.msg_type, message.run_id)
+
+    def _dead(self, delivery: Delivery, reason: str, msg_type: str | None,
+              run_id: str | None) -> None:
+        self.store.dead_letter(delivery.body, reason, msg_type, run_id)
+        self.counters["dead_letters"] += 1
+        log.warning("dead letter (%s run %s): %s", msg_type, run_id, reason.splitlines()[0])
+        delivery.ack()
+
+    def done(self, waiter: Waiter) -> None:
+        """The effect of this message is already in the store: mark it and ack."""
+        self.store.mark_processed([(waiter.msg_id, waiter.msg_type, waiter.run_id)])
+        waiter.delivery.ack()
+
+    def wait_for(self, key: tuple[str, ...], waiter: Waiter) -> None:
+        self.waiters[key].append(waiter)
+
+    def release(self, key: tuple[str, ...]) -> None:
+        """The effect ``key`` is committed: every message waiting on it is done."""
+        waiting = self.waiters.pop(key, [])
+        if waiting:
+            self.store.mark_processed([(w.msg_id, w.msg_type, w.run_id) for w in waiting])
+            for waiter in waiting:
+                waiter.delivery.ack()
+
+    def known_run(self, run_id: str) -> dict[str, Any]:
+        row = self.runs.get(run_id) or self.store.run(run_id)
+        if row is None:
+            raise Rejected(f"unknown run {run_id}: no run_imminent was received for it")
+        return row
+
+    def update_run(self, run_id: str, **values: Any) -> None:
+        self.store.update_run(run_id, **values)
+        if run_id in self.runs:
+            self.runs[run_id].update(values)
+            if values.get("phase") in (PHASE_DONE, PHASE_FAILED):
+                del self.runs[run_id]
+                self.drivers.pop(run_id, None)
+
+    def on_run_imminent(self, message: RunImminent, waiter: Waiter) -> None:
+        run_id = message.run_id
+        did = self.stream_template.replace(RUN, run_id)
+        if self.store.add_run(run_id, did, namespace=message.namespace,
+                              daq_state=message.state, daq_substate=message.substate,
+                              container=message.container):
+            self.runs[run_id] = self.store.run(run_id)
+            log.info("run %s announced: stream dataset %s", run_id, did)
+        row = self.known_run(run_id)
+        if row["phase"] == PHASE_ANNOUNCED:
+            self.wait_for(("prepared", run_id), waiter)
+        else:
+            self.done(waiter)
+
+    def on_daq_state(self, message: Envelope, waiter: Waiter) -> None:
+        self.known_run(message.run_id)
+        self.update_run(message.run_id, daq_state=getattr(message, "state", None),
+                        daq_substate=getattr(message, "substate", None))
+        self.done(waiter)
+
+    def on_stf_gen(self, message: StfGen, waiter: Waiter) -> None:
+        run = self.known_run(message.run_id)
+        known = self.store.file(message.run_id, message.filename)
+        if known is not None:
+            if known.attached_at is not None:
+                self.done(waiter)
+            else:
+                self.wait_for(("file", message.run_id, message.filename), waiter)
+            return
+        if run["phase"] not in OPEN_PHASES or run["closed_at"] is not None:
+            raise Rejected(f"run {message.run_id} is already closed; STF {message.filename} "
+                           "arrived too late to be attached")
+        size, checksum, pfn = _file_facts(message, run.get("container"))
+        row = StfRow(run_id=message.run_id, filename=message.filename,
+                     sequence=message.sequence, size=size, adler32=checksum, pfn=pfn,
+                     msg_id=message.msg_id, gen_at=time.time(), attached_at=None,
+                     ready_sent=False)
+        if self.store.add_file(row):
+            self.pending.append(row)
+        self.wait_for(("file", message.run_id, message.filename), waiter)
+
+    def on_end_run(self, message: EndRun, waiter: Waiter) -> None:
+        run = self.known_run(message.run_id)
+        if run["phase"] not in OPEN_PHASES or run["closed_at"] is not None:
+            self.done(waiter)
+            return
+        values: dict[str, Any] = {}
+        if message.total_stf_files is not None:
+            values["total_stf_files"] = message.total_stf_files
+        if run["end_seen_at"] is None:
+            values["end_seen_at"] = time.time()
+        if run["phase"] == PHASE_PREPARED:
+            values["phase"] = PHASE_ENDING
+        if values:
+            self.update_run(message.run_id, **values)
+        self.wait_for(("closed", message.run_id), waiter)
+
+    def on_stf_ready(self, message: Envelope, waiter: Waiter) -> None:
+        self.done(waiter)  # what we (or a data agent) announced: nothing to do
+
+
+HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
+    "run_imminent": Bridge.on_run_imminent,
+    "start_run": Bridge.on_daq_state,
+    "pause_run": Bridge.on_daq_state,
+    "resume_run": Bridge.on_daq_state,
+    "stf_gen": Bridge.on_stf_gen,
+    "end_run": Bridge.on_end_run,
+    "stf_ready": Bridge.on_stf_ready,
+}
+
+
+def _file_facts(message: StfGen, container: str | None) -> tuple[int, str, str | None]:
+    """Size, adler32 and local path of an STF: from the message, else from the file itself
+    (the current testbed runner sends neither size nor checksum)."""
+    path = _local_path(message, container)
+    if message.size_bytes is not None and message.checksum is not None:
+        return message.size_bytes, message.checksum, path
+    if path is None:
+        raise Rejected(f"STF {message.filename} has no size/checksum and no readable file "
+                       "(no file_url, no run container)")
+    try:
+        import os
+        return os.stat(path).st_size, adler32_file(path), path
+    except OSError as exc:
+        raise Rejected(f"STF {message.filename} has no size/checksum and its file cannot be "
+                       f"read: {exc.strerror} ({path})") from None
+
+
+def _local_path(message: StfGen, container: str | None) -> str | None:
+    """The STF's path, only ever built from the validated bare file name."""
+    import os
+    from urllib.parse import unquote, urlsplit
+
+    if message.file_url:
+        parts = urlsplit(message.file_url)
+        path = unquote(parts.path)
+        if parts.scheme == "file" and os.path.basename(path) == message.filename:
+            return path
+    if container and os.path.isabs(container):
+        direct = os.path.join(container, message.filename)
+        nested = os.path.join(container, f"swf.{message.run_id}.run", message.filename)
+        return nested if not os.path.exists(direct) and os.path.exists(nested) else direct
+    return None
+
+
+def _peek(body: str) -> tuple[str | None, str | None]:
+    """Best-effort msg_type and run_id of an invalid message, for the dead-letter row."""
+    import json
+
+    try:
+        data = json.loads(body)
+    except (ValueError, TypeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    pick = lambda key: str(data[key])[:64] if data.get(key) is not None else None
+    return pick("msg_type"), pick("run_id")

@@ -1,0 +1,232 @@
+"""The effect half of the bridge: reconcilers that bring Rucio and PanDA to what the store says.
+
+Each reconciler reads the store (through the bridge's in-memory view of open runs and pending
+STFs), does idempotent calls, commits the result, then releases the deliveries waiting on it.
+A failure (server down, timeout) leaves the store as it was; the reconciler's gate backs off
+and the same work is tried again later — or by the next bridge process after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from swfflow.backends.base import FileRecord
+from swfflow.drive.driver import Driver, TaskPhase
+from swfflow.errors import ConfigError
+from swfflow.stream.messages import StfReady
+from swfflow.stream.store import (PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING,
+                                  PHASE_FAILED, PHASE_PREPARED, StfRow)
+
+if TYPE_CHECKING:
+    from swfflow.stream.bridge.core import Bridge
+
+log = logging.getLogger("swfflow.bridge")
+MAX_ATTACH_PER_FLUSH = 5000  # bounds one flush's latency when a backlog drains
+ATTACHABLE = (PHASE_PREPARED, PHASE_ENDING)
+FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
+
+
+class Work:
+    def __init__(self, bridge: Bridge):
+        self.bridge = bridge
+        self.last_follow = 0.0
+        self.unannounced = True  # check the store for attached-but-unannounced STFs
+
+    # --- scheduling -----------------------------------------------------------------------
+    def idle_wait(self) -> float:
+        """How long the loop may block waiting for a message before work is due."""
+        config, now = self.bridge.config, time.monotonic()
+        wait = config.tick_s - (now - self.last_follow)
+        if self.bridge.pending:
+            oldest = min(r.gen_at for r in self.bridge.pending)
+            wait = min(wait, config.batch_ms / 1000 - (time.time() - oldest))
+        return min(0.25, max(0.002, wait))
+
+    def step(self) -> None:
+        self._guarded("prepare", self.prepare_runs)
+        self._guarded("attach", self.attach)
+        self._guarded("announce", self.announce)
+        self._guarded("close", self.close_runs)
+        if time.monotonic() - self.last_follow >= self.bridge.config.tick_s:
+            self.last_follow = time.monotonic()
+            self._guarded("follow", self.follow)
+
+    def flush_now(self) -> None:
+        """On shutdown: attach what is pending at once (errors leave it for the next start)."""
+        self._guarded("attach", lambda: self.attach(force=True))
+        self._guarded("announce", self.announce)
+
+    def _guarded(self, name: str, action) -> None:
+        gate = self.bridge.gates[name]
+        if not gate.ready():
+            return
+        try:
+            action()
+        except Exception as exc:  # a server down, a timeout: try again later
+            gate.fail(exc)
+        else:
+            gate.ok()
+
+    # --- drivers --------------------------------------------------------------------------
+    def driver(self, run_id: str) -> Driver:
+        """The run's driver; a new one resumes from the driver store (tasks keep their ids)."""
+        bridge = self.bridge
+        driver = bridge.drivers.get(run_id)
+        if driver is None:
+            driver = Driver(bridge.template.instantiate(run_id), bridge.catalog,
+                            bridge.executor, bridge.driver_store, prepare=bridge.prepare,
+                            run_expression=bridge.run_expression)
+            driver.start()  # creates the datasets (idempotent), loads saved task state
+            bridge.drivers[run_id] = driver
+        return driver
+
+    # --- run_imminent: datasets + streaming tasks -----------------------------------------
+    def prepare_runs(self) -> None:
+        bridge = self.bridge
+        for run_id, row in list(bridge.runs.items()):
+            if row["phase"] != PHASE_ANNOUNCED:
+                continue
+            try:
+                driver = self.driver(run_id)
+                driver.tick()  # submits the tasks released at start (runUntilClosed)
+            except ConfigError as exc:  # e.g. an RSE or scope that does not exist: permanent
+                bridge.update_run(run_id, phase=PHASE_FAILED, message=str(exc))
+                bridge.release(("prepared", run_id))
+                log.error("run %s cannot be prepared: %s", run_id, exc)
+                continue
+            phase = PHASE_ENDING if row["end_seen_at"] is not None else PHASE_PREPARED
+            bridge.update_run(run_id, phase=phase)
+            bridge.release(("prepared", run_id))
+            log.info("run %s prepared: datasets created, %d task(s) submitted", run_id,
+                     sum(t.task_id is not None for t in driver.tasks.values()))
+
+    # --- stf_gen: batched attach ----------------------------------------------------------
+    def attach(self, force: bool = False) -> None:
+        bridge = self.bridge
+        ready = [r for r in bridge.pending
+                 if bridge.runs.get(r.run_id, {}).get("phase") in ATTACHABLE]
+        if not ready:
+            return
+        config = bridge.config
+        young = time.time() - min(r.gen_at for r in ready) < config.batch_ms / 1000
+        if not force and young and len(ready) < config.batch_size:
+            return
+        by_run: dict[str, list[StfRow]] = defaultdict(list)
+        for row in ready[:MAX_ATTACH_PER_FLUSH]:
+            by_run[row.run_id].append(row)
+        for run_id, rows in by_run.items():
+            self._attach_run(run_id, rows)
+
+    def _attach_run(self, run_id: str, rows: list[StfRow]) -> None:
+        bridge = self.bridge
+        did = bridge.runs[run_id]["stream_did"]
+        scope = did.split(":", 1)[0]
+        records = [FileRecord(did=f"{scope}:{r.filename}", size=r.size, adler32=r.adler32,
+                              pfn=r.pfn, meta=_file_meta(r)) for r in rows]
+        try:
+            bridge.catalog.add_files(did, records, rse=bridge.config.rse)
+        except ConfigError as exc:  # the dataset is closed or gone: these can never attach
+            self._reject(rows, f"cannot attach to {did}: {exc.what}")
+            return
+        bridge.store.mark_attached(rows)
+        done = {(r.run_id, r.filename) for r in rows}
+        bridge.pending = [r for r in bridge.pending if (r.run_id, r.filename) not in done]
+        for row in rows:
+            bridge.release(("file", run_id, row.filename))
+        bridge.counters["attached"] += len(rows)
+        self.unannounced = True
+
+    def _reject(self, rows: list[StfRow], reason: str) -> None:
+        bridge = self.bridge
+        dropped = {(r.run_id, r.filename) for r in rows}
+        for row in rows:
+            bridge.store.drop_file(row.run_id, row.filename)
+            for waiter in bridge.waiters.pop(("file", row.run_id, row.filename), []):
+                bridge._dead(waiter.delivery, reason, waiter.msg_type, waiter.run_id)
+        bridge.pending = [r for r in bridge.pending if (r.run_id, r.filename) not in dropped]
+
+    def announce(self) -> None:
+        """stf_ready (per-file variant) for every attached STF not yet announced."""
+        bridge = self.bridge
+        if not self.unannounced:
+            return
+        if not (bridge.config.emit_ready and bridge.publish):
+            self.unannounced = False
+            return
+        rows = bridge.store.not_announced()
+        for row in rows:
+            namespace = (bridge.runs.get(row.run_id) or {}).get("namespace") \
+                or bridge.config.namespace
+            bridge.publish(bridge.config.destination, StfReady(
+                namespace=namespace, sender=bridge.config.sender,
+                processed_by=bridge.config.sender, run_id=row.run_id, filename=row.filename,
+                sequence=row.sequence, size_bytes=row.size, checksum=row.adler32,
+                file_url=_url(row.pfn)))
+        if rows:
+            bridge.store.mark_announced(rows)
+        self.unannounced = len(rows) >= 1000
+
+    # --- end_run: close once every announced STF is attached ------------------------------
+    def close_runs(self) -> None:
+        bridge = self.bridge
+        for run_id, row in list(bridge.runs.items()):
+            if row["phase"] != PHASE_ENDING or any(r.run_id == run_id for r in bridge.pending):
+                continue
+            total = row["total_stf_files"]
+            _, attached = bridge.store.file_counts(run_id)
+            missing: list[int] = []
+            waited = time.time() - row["end_seen_at"]
+            if total is not None and attached < total:
+                if waited < bridge.config.end_timeout_s:
+                    continue  # STFs announced by end_run have not all arrived yet
+                missing = _missing(bridge.store.sequences(run_id), total)
+            self.driver(run_id).close_streams()
+            short = total - attached if total is not None else 0
+            message = (f"closed after waiting {waited:.0f} s with {short} of {total} announced "
+                       "STF(s) missing") if short > 0 else ""
+            bridge.update_run(run_id, phase=PHASE_CLOSED, closed_at=time.time(),
+                              missing=missing, message=message)
+            if message:
+                log.warning("run %s %s", run_id, message)
+            bridge.release(("closed", run_id))
+
+    # --- following the tasks --------------------------------------------------------------
+    def follow(self) -> None:
+        bridge = self.bridge
+        for run_id, row in list(bridge.runs.items()):
+            if row["phase"] not in FOLLOWED:
+                continue
+            driver = self.driver(run_id)
+            finished = driver.tick()
+            if finished and row["phase"] == PHASE_CLOSED:
+                stuck = [t.spec.key for t in driver.tasks.values()
+                         if t.phase in (TaskPhase.FAILED, TaskPhase.BLOCKED)]
+                bridge.update_run(run_id, phase=PHASE_FAILED if stuck else PHASE_DONE,
+                                  message=f"failed or blocked: {', '.join(stuck)}" if stuck
+                                  else row["message"])
+                log.info("run %s %s", run_id, "failed" if stuck else "done")
+
+
+def _file_meta(row: StfRow) -> dict[str, object]:
+    meta: dict[str, object] = {}
+    if row.run_id.isdigit():
+        meta["run_number"] = int(row.run_id)
+    if row.sequence is not None:
+        meta["sequence"] = row.sequence
+    return meta
+
+
+def _missing(seen: set[int], total: int) -> list[int]:
+    first = 0 if 0 in seen else 1  # the legacy simulator counted from 0
+    return sorted(set(range(first, first + total)) - seen)
+
+
+def _url(pfn: str | None) -> str | None:
+    if not pfn:
+        return None
+    from pathlib import Path
+
+    return pfn if "://" in pfn else Path(pfn).resolve().as_uri()

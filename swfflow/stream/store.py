@@ -1,0 +1,334 @@
+"""The stream bridge's persistent state: runs, STF files, processed messages, dead letters.
+
+Any SQLAlchemy URL: ``sqlite:///bridge.db`` (default, WAL mode) or ``postgresql://…`` for
+production. Everything the bridge must not forget across a crash is here, and every write is
+keyed (run; run + file; message id; message digest) so replaying a write changes nothing:
+
+- ``br_runs``: one row per run: DAQ state, the bridge's phase (see :data:`RUN_PHASES`), the
+  STF count announced by end_run, what was missing when the run was closed anyway;
+- ``br_files``: one row per STF, recorded *before* it is attached (``attached_at`` NULL), so a
+  restart attaches exactly the recorded-but-unattached ones; ``ready_sent`` makes the
+  ``stf_ready`` emission at-least-once;
+- ``br_messages``: ids of messages whose effect is complete (duplicates are acked at once);
+- ``br_dead``: messages that can never be processed, with the reason.
+
+The driver's own tables (``drv_*``) and the local executor's (``exec_*``) live in the same
+database, so ``swfflow status --run N`` can join them (:func:`run_status`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, Column, Float, Integer, MetaData, String, Table, Text,
+                        create_engine, func, select)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from swfflow.errors import ConfigError
+
+# the bridge's view of a run, in order
+PHASE_ANNOUNCED = "announced"  # run_imminent recorded; datasets and tasks not yet created
+PHASE_PREPARED = "prepared"  # datasets exist, streaming tasks submitted
+PHASE_ENDING = "ending"  # end_run seen: waiting until every announced STF is attached
+PHASE_CLOSED = "closed"  # run dataset closed: tasks drain, complete steps released
+PHASE_DONE = "done"
+PHASE_FAILED = "failed"
+RUN_PHASES = (PHASE_ANNOUNCED, PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED, PHASE_DONE,
+              PHASE_FAILED)
+OPEN_PHASES = RUN_PHASES[:4]  # a restarted bridge resumes these
+
+_META = MetaData()
+RUNS = Table(
+    "br_runs", _META,
+    Column("run_id", String(64), primary_key=True),
+    Column("namespace", String(128)),
+    Column("phase", String(16), nullable=False),
+    Column("daq_state", String(32)),
+    Column("daq_substate", String(32)),
+    Column("stream_did", String(255), nullable=False),
+    Column("container", Text),  # the DAQ's STF directory (run_imminent), for files w/o file_url
+    Column("total_stf_files", Integer),  # as announced by end_run (None: not said)
+    Column("end_seen_at", Float),
+    Column("closed_at", Float),
+    Column("missing", JSON),  # STFs announced but never attached when the run was closed
+    Column("message", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+FILES = Table(
+    "br_files", _META,
+    Column("run_id", String(64), primary_key=True),
+    Column("filename", String(255), primary_key=True),
+    Column("sequence", Integer),
+    Column("size", Integer, nullable=False),
+    Column("adler32", String(8), nullable=False),
+    Column("pfn", Text),
+    Column("msg_id", String(64)),
+    Column("gen_at", Float, nullable=False),  # when the bridge received stf_gen
+    Column("attached_at", Float),  # NULL: recorded, not attached yet
+    Column("ready_sent", Boolean, nullable=False, default=False),
+)
+MESSAGES = Table(
+    "br_messages", _META,
+    Column("msg_id", String(64), primary_key=True),
+    Column("msg_type", String(32), nullable=False),
+    Column("run_id", String(64)),
+    Column("processed_at", Float, nullable=False),
+)
+DEAD = Table(
+    "br_dead", _META,
+    Column("digest", String(64), primary_key=True),  # sha256 of the body: idempotent
+    Column("received_at", Float, nullable=False),
+    Column("msg_type", String(64)),
+    Column("run_id", String(64)),
+    Column("reason", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+MAX_DEAD_BODY = 65536
+
+
+def state_engine(url: str) -> Engine:
+    """An engine for a state URL: ``sqlite:///path`` (WAL, busy timeout) or any other
+    SQLAlchemy URL such as ``postgresql://user@host/db``."""
+    if "://" not in url:
+        raise ConfigError(f"state store {url!r} is not a database URL",
+                          hint="use sqlite:///bridge.db or postgresql://user@host/dbname")
+    if url.startswith("sqlite:///"):
+        from swfflow.backends.local_catalog import sqlite_engine
+
+        return sqlite_engine(Path(url.removeprefix("sqlite:///")))
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=True)
+    except Exception as exc:  # unknown dialect, missing driver
+        raise ConfigError(f"cannot use state store {url!r}: {exc}",
+                          hint="use sqlite:///bridge.db or postgresql://user@host/dbname") from None
+    return engine
+
+
+@dataclass(frozen=True)
+class StfRow:
+    run_id: str
+    filename: str
+    sequence: int | None
+    size: int
+    adler32: str
+    pfn: str | None
+    msg_id: str | None
+    gen_at: float
+    attached_at: float | None
+    ready_sent: bool
+
+
+class BridgeStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        _META.create_all(engine)
+
+    # --- messages -------------------------------------------------------------------------
+    def processed(self, msg_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(MESSAGES.c.msg_id)
+                                .where(MESSAGES.c.msg_id == msg_id)).first() is not None
+
+    def mark_processed(self, messages: Iterable[tuple[str, str, str | None]], conn=None) -> None:
+        """(msg_id, msg_type, run_id) rows; existing ids are left alone."""
+        rows = list(messages)
+        if not rows:
+            return
+        if conn is None:
+            with self.engine.begin() as own:
+                self.mark_processed(rows, own)
+            return
+        known = set(conn.execute(select(MESSAGES.c.msg_id).where(
+            MESSAGES.c.msg_id.in_([r[0] for r in rows]))).scalars())
+        now = time.time()
+        fresh = {r[0]: r for r in rows if r[0] not in known}
+        if fresh:
+            conn.execute(MESSAGES.insert(), [
+                {"msg_id": m, "msg_type": t, "run_id": r, "processed_at": now}
+                for m, t, r in fresh.values()])
+
+    def dead_letter(self, body: str, reason: str, msg_type: str | None = None,
+                    run_id: str | None = None) -> bool:
+        """Record an unprocessable message; False if this exact body was recorded before."""
+        digest = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(DEAD.insert().values(
+                    digest=digest, received_at=time.time(), msg_type=(msg_type or "")[:64] or None,
+                    run_id=(run_id or "")[:64] or None, reason=reason, body=body[:MAX_DEAD_BODY]))
+        except IntegrityError:
+            return False
+        return True
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(DEAD).order_by(DEAD.c.received_at)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # --- runs -----------------------------------------------------------------------------
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(RUNS).where(RUNS.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
+
+    def runs(self, phases: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        query = select(RUNS).order_by(RUNS.c.created_at, RUNS.c.run_id)
+        if phases is not None:
+            query = query.where(RUNS.c.phase.in_(list(phases)))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query).all()]
+
+    def add_run(self, run_id: str, stream_did: str, *, namespace: str | None,
+                daq_state: str | None, daq_substate: str | None, container: str | None) -> bool:
+        """Record an announced run; False if it was known already (nothing changes)."""
+        now = time.time()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(RUNS.insert().values(
+                    run_id=run_id, namespace=namespace, phase=PHASE_ANNOUNCED,
+                    daq_state=daq_state, daq_substate=daq_substate, stream_did=stream_did,
+                    container=container, message="", created_at=now, updated_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def update_run(self, run_id: str, conn=None, **values: Any) -> None:
+        if conn is None:
+            with self.engine.begin() as own:
+                self.update_run(run_id, own, **values)
+            return
+        conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
+                     .values(updated_at=time.time(), **values))
+
+    # --- files ----------------------------------------------------------------------------
+    def file(self, run_id: str, filename: str) -> StfRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(FILES).where(FILES.c.run_id == run_id,
+                                                   FILES.c.filename == filename)).first()
+        return StfRow(**row._mapping) if row else None
+
+    def add_file(self, row: StfRow) -> bool:
+        """Record an STF to attach; False if this (run, filename) is known already."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(FILES.insert().values(**vars(row)))
+        except IntegrityError:
+            return False
+        return True
+
+    def drop_file(self, run_id: str, filename: str) -> None:
+        """Forget a recorded STF that can never be attached (its message is dead-lettered)."""
+        with self.engine.begin() as conn:
+            conn.execute(FILES.delete().where(FILES.c.run_id == run_id,
+                                              FILES.c.filename == filename,
+                                              FILES.c.attached_at.is_(None)))
+
+    def unattached(self, run_ids: Sequence[str] | None = None) -> list[StfRow]:
+        query = select(FILES).where(FILES.c.attached_at.is_(None))
+        if run_ids is not None:
+            query = query.where(FILES.c.run_id.in_(list(run_ids)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(FILES.c.gen_at)).all()
+        return [StfRow(**r._mapping) for r in rows]
+
+    def mark_attached(self, rows: Sequence[StfRow]) -> float:
+        """Attached in the catalog: one transaction for the files and their messages."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            for run_id in {r.run_id for r in rows}:
+                names = [r.filename for r in rows if r.run_id == run_id]
+                conn.execute(FILES.update().where(FILES.c.run_id == run_id,
+                                                  FILES.c.filename.in_(names),
+                                                  FILES.c.attached_at.is_(None))
+                             .values(attached_at=now))
+            self.mark_processed([(r.msg_id, "stf_gen", r.run_id) for r in rows if r.msg_id],
+                                conn)
+        return now
+
+    def not_announced(self, limit: int = 1000) -> list[StfRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(FILES).where(FILES.c.attached_at.is_not(None),
+                                                    FILES.c.ready_sent.is_(False))
+                                .order_by(FILES.c.attached_at).limit(limit)).all()
+        return [StfRow(**r._mapping) for r in rows]
+
+    def mark_announced(self, rows: Sequence[StfRow]) -> None:
+        with self.engine.begin() as conn:
+            for r in rows:
+                conn.execute(FILES.update().where(FILES.c.run_id == r.run_id,
+                                                  FILES.c.filename == r.filename)
+                             .values(ready_sent=True))
+
+    def file_counts(self, run_id: str) -> tuple[int, int]:
+        """(recorded, attached) STFs of a run."""
+        with self.engine.connect() as conn:
+            total, attached = conn.execute(
+                select(func.count(), func.count(FILES.c.attached_at))
+                .where(FILES.c.run_id == run_id)).one()
+        return int(total), int(attached)
+
+    def sequences(self, run_id: str) -> set[int]:
+        with self.engine.connect() as conn:
+            return {s for s in conn.execute(select(FILES.c.sequence).where(
+                FILES.c.run_id == run_id, FILES.c.attached_at.is_not(None))).scalars()
+                if s is not None}
+
+    def latencies(self, run_id: str | None = None) -> list[float]:
+        """stf_gen received → attached, seconds, for every attached STF."""
+        query = select(FILES.c.gen_at, FILES.c.attached_at).where(
+            FILES.c.attached_at.is_not(None))
+        if run_id is not None:
+            query = query.where(FILES.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [a - g for g, a in conn.execute(query).all()]
+
+
+def run_status(state_url: str, run: str | None = None) -> dict[str, Any]:
+    """What ``swfflow status --run N --json`` shows for bridge-driven runs: per run its DAQ
+    state, phase, STF counts, and per step/task the driver's phase (JSON-ready)."""
+    engine = state_engine(state_url)
+    try:
+        return run_status_of(engine, run)
+    finally:
+        engine.dispose()
+
+
+def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
+    """:func:`run_status` on an open engine."""
+    from swfflow.drive.store import DriverStore
+
+    store = BridgeStore(engine)
+    drivers = {inst.run: inst for inst in DriverStore(engine).instances()}
+    out = []
+    for row in store.runs():
+        if run is not None and row["run_id"] != str(run):
+            continue
+        recorded, attached = store.file_counts(row["run_id"])
+        tasks = []
+        inst = drivers.get(row["run_id"])
+        if inst is not None:
+            saved = DriverStore(engine).load(inst.instance)
+            for spec in inst.plan["tasks"]:
+                task = saved.get(spec["key"], {})
+                tasks.append({"key": spec["key"], "name": spec["name"],
+                              "phase": task.get("phase", "pending"),
+                              "task_id": task.get("task_id"),
+                              "message": task.get("message") or ""})
+        out.append({"run": row["run_id"], "namespace": row["namespace"], "phase": row["phase"],
+                    "daq_state": row["daq_state"], "daq_substate": row["daq_substate"],
+                    "stream_dataset": row["stream_did"],
+                    "stf_announced": row["total_stf_files"], "stf_recorded": recorded,
+                    "stf_attached": attached, "missing": row["missing"] or [],
+                    "message": row["message"],
+                    "workflow": inst.workflow if inst else None,
+                    "instance_state": inst.state if inst else None, "tasks": tasks})
+    return {"runs": out, "dead_letters": len(store.dead_letters())}

@@ -1,0 +1,270 @@
+"""Stream bridge, fast: replayed logs and the in-process bus, local catalog + local executor.
+
+The same handling runs against real ActiveMQ and Rucio in test_bridge_e2e.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from swfflow.cli import cli
+from swfflow.errors import ServiceError
+from swfflow.stream.bridge.setup import build_bridge
+from swfflow.stream.bridge.sources import replay, subscribe
+from swfflow.stream.bus import open_bus
+from swfflow.stream.messages import EPIC_TOPIC, parse_message
+from swfflow.stream.store import PHASE_CLOSED, PHASE_DONE, run_status
+from tests.bridge_support import lines, recorded, setup_for, simulate
+
+RUN = "100010"
+STREAM = f"group.daq:swf.{RUN}.run"
+
+
+def run_until(bridge, condition, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    bridge.run(until=lambda b: condition(b) or time.monotonic() > deadline)
+    assert condition(bridge), (dict(bridge.counters), bridge.store.runs(),
+                               {k: g.last_error for k, g in bridge.gates.items()})
+
+
+def all_closed(bridge) -> bool:
+    """Every STF attached and every run dataset closed (tasks may still run)."""
+    runs = bridge.store.runs()
+    return bool(runs) and bridge.idle and bridge.source_done.is_set() and all(
+        r["phase"] in (PHASE_CLOSED, PHASE_DONE) for r in runs)
+
+
+def all_done(bridge) -> bool:
+    runs = bridge.store.runs()
+    return bool(runs) and bridge.idle and bridge.source_done.is_set() and all(
+        r["phase"] == PHASE_DONE for r in runs)
+
+
+def test_replay_drives_a_run_to_the_end(tmp_path):
+    log, sim = recorded(tmp_path)
+    published = []
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path), stack,
+                              publish=lambda dest, msg: published.append((dest, msg)))
+        assert replay(bridge, log) == 11
+        run_until(bridge, all_done)
+        catalog = bridge.catalog
+        files = catalog.list_files(STREAM)
+        assert sorted(f.name for f in files) == [f"swf.{RUN}.{i:06d}.stf" for i in range(1, 7)]
+        buffer = tmp_path / "buffer" / f"swf.{RUN}.run"
+        from swfflow.checksum import adler32_file
+        for record in files:  # the real size and adler32 of the real file
+            assert record.size == 4096
+            assert record.adler32 == adler32_file(buffer / record.name)
+        assert not catalog.is_open(STREAM)
+        summary = catalog.list_files(f"user.swf:swf.stfsum.{RUN}.merge.summary")
+        text = open(summary[0].pfn).read()
+        assert sorted(line.split()[-1].rsplit("/", 1)[-1] for line in text.splitlines()
+                      if line.strip().endswith(".stf")) == [f.name for f in
+                                                             sorted(files, key=lambda f: f.name)]
+    # one per-file stf_ready per STF, on the ePIC topic, with the checksum Rucio got
+    assert [d for d, _ in published] == [EPIC_TOPIC] * 6
+    ready = sorted(published, key=lambda p: p[1].sequence)
+    assert [m.filename for _, m in ready] == sorted(f.name for f in files)
+    assert all(m.per_file and m.checksum for _, m in ready)
+    status = run_status(setup_for(tmp_path).state, RUN)["runs"][0]
+    assert (status["phase"], status["stf_announced"], status["stf_attached"]) == ("done", 6, 6)
+    assert status["daq_state"] == "run" and status["daq_substate"] == "physics"
+    assert [t["phase"] for t in status["tasks"]] == ["succeeded", "succeeded"]
+    assert sim.stf_files == 6
+
+
+def test_duplicates_and_a_second_replay_change_nothing(tmp_path):
+    log, _ = recorded(tmp_path)
+    doubled = tmp_path / "doubled.jsonl"
+    body = lines(log)
+    doubled.write_text("\n".join(body[:5] + body[2:5] + body[5:] + body) + "\n")
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        replay(bridge, doubled)
+        run_until(bridge, all_done)
+        first = sorted((f.did, f.adler32) for f in bridge.catalog.list_files(STREAM))
+        # copies arriving while the first is still in flight wait on the same effect
+        assert bridge.counters["received"] == 11 + 3 + 11
+        assert bridge.counters["attached"] == 6
+    with contextlib.ExitStack() as stack:  # a new bridge on the same store: the same log again
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        replay(bridge, log)
+        run_until(bridge, lambda b: b.idle and b.source_done.is_set())
+        assert bridge.counters["duplicates"] == 11 and not bridge.counters["attached"]
+        assert sorted((f.did, f.adler32) for f in bridge.catalog.list_files(STREAM)) == first
+        executor_tasks = bridge.executor.job_rows
+        assert {k: t.task_id for k, t in bridge.work.driver(RUN).tasks.items()} == \
+            {"sizes": "1", "merge": "2"}  # no task submitted twice
+        assert executor_tasks("3") == []
+
+
+BAD_MESSAGES = {
+    "not json": "this is not json",
+    "no msg_type": json.dumps({"run_id": RUN}),
+    "path separator": json.dumps({"msg_type": "stf_gen", "run_id": RUN,
+                                  "filename": "../etc/passwd", "size": 1, "checksum": "ad:1"}),
+    "shell characters": json.dumps({"msg_type": "stf_gen", "run_id": RUN,
+                                    "filename": "a.stf;rm -rf ~", "size": 1,
+                                    "checksum": "ad:1"}),
+    "unknown run": json.dumps({"msg_type": "stf_gen", "run_id": "999", "filename":
+                               "swf.999.000001.stf", "size": 1, "checksum": "ad:1"}),
+    "no size and no file": json.dumps({"msg_type": "stf_gen", "run_id": RUN,
+                                       "filename": f"swf.{RUN}.000099.stf"}),
+}
+
+
+def test_bad_messages_go_to_dead_letters_and_the_run_goes_on(tmp_path):
+    log, _ = recorded(tmp_path)
+    body = lines(log)
+    mixed = tmp_path / "mixed.jsonl"
+    # the bad ones arrive in the middle of the run (after run_imminent)
+    mixed.write_text("\n".join(body[:3] + list(BAD_MESSAGES.values()) + body[3:]) + "\n")
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        replay(bridge, mixed)
+        run_until(bridge, all_closed)
+        dead = bridge.store.dead_letters()
+        assert len(dead) == len(BAD_MESSAGES)
+        reasons = {d["body"]: d["reason"] for d in dead}
+        assert "not JSON" in reasons["this is not json"]
+        assert "msg_type" in reasons[BAD_MESSAGES["no msg_type"]]
+        assert "unsafe or invalid file name" in reasons[BAD_MESSAGES["path separator"]]
+        assert "unsafe or invalid file name" in reasons[BAD_MESSAGES["shell characters"]]
+        assert "unknown run 999" in reasons[BAD_MESSAGES["unknown run"]]
+        assert "no size/checksum" in reasons[BAD_MESSAGES["no size and no file"]]
+        assert len(bridge.catalog.list_files(STREAM)) == 6  # the valid run is unaffected
+
+
+def test_namespace_filter_drops_other_namespaces(tmp_path):
+    log, _ = recorded(tmp_path, namespace="bob-dev")
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, namespace="alice-dev"), stack)
+        replay(bridge, log)
+        run_until(bridge, lambda b: b.idle and b.source_done.is_set())
+        assert bridge.counters["other_namespace"] == 11
+        assert bridge.store.runs() == [] and bridge.store.dead_letters() == []
+
+
+def test_end_run_waits_for_announced_stfs_then_records_the_missing(tmp_path):
+    log, _ = recorded(tmp_path)
+    body = lines(log)
+    lost = [b for b in body if json.loads(b).get("sequence") == 4]
+    gappy = tmp_path / "gappy.jsonl"
+    gappy.write_text("\n".join(b for b in body if b not in lost) + "\n")
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, end_timeout_s=1.0), stack)
+        replay(bridge, gappy)
+        started = time.monotonic()
+        run_until(bridge, lambda b: (b.store.run(RUN) or {}).get("phase") in
+                  (PHASE_CLOSED, PHASE_DONE))
+        assert time.monotonic() - started >= 1.0  # it did wait for the missing STF
+        row = bridge.store.run(RUN)
+        assert row["missing"] == [4] and "1 of 6 announced STF(s) missing" in row["message"]
+        assert not bridge.catalog.is_open(STREAM)
+        assert len(bridge.catalog.list_files(STREAM)) == 5
+
+
+def test_late_stf_after_the_end_waits_and_closes_complete(tmp_path):
+    """STF 6 arrives after end_run (out of order): the close waits for it."""
+    log, _ = recorded(tmp_path)
+    body = lines(log)
+    last_stf, end = body[-2], body[-1]
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text("\n".join(body[:-2] + [end, last_stf]) + "\n")
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        replay(bridge, swapped)
+        run_until(bridge, all_closed)
+        assert bridge.store.run(RUN)["missing"] == []
+        assert len(bridge.catalog.list_files(STREAM)) == 6
+
+
+class FlakyCatalog:
+    """The real local catalog, unreachable for its first ``failures`` attach calls."""
+
+    def __init__(self, catalog, failures):
+        self.catalog, self.failures = catalog, failures
+
+    def __getattr__(self, name):
+        return getattr(self.catalog, name)
+
+    def add_files(self, *args, **kwargs):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ServiceError("Rucio server down (injected)")
+        return self.catalog.add_files(*args, **kwargs)
+
+
+def test_catalog_outage_holds_acks_until_attached_then_drains(tmp_path):
+    with contextlib.ExitStack() as stack:
+        bus = stack.enter_context(open_bus("memory://outage"))
+        bridge = build_bridge(setup_for(tmp_path, retry_initial_s=0.05), stack)
+        bridge.catalog = FlakyCatalog(bridge.catalog, failures=4)
+        subscribe(bridge, bus, EPIC_TOPIC, "bridge-test")
+        simulate(tmp_path, bus=bus)
+        broker = bus.broker
+        # while attaching fails, nothing of the STFs is acked
+        run_until(bridge, lambda b: b.gates["attach"].failures >= 2, timeout=20)
+        unacked = [s.unacked for s in bus._subscriptions][0]
+        assert sum(parse_message(i.body).msg_type == "stf_gen" for i in unacked.values()) == 6
+        run_until(bridge, lambda b: all(r["phase"] == PHASE_DONE for r in b.store.runs())
+                  and b.idle)
+        assert not [s.unacked for s in bus._subscriptions][0]
+        assert not broker.dead_letters
+        assert len(bridge.catalog.list_files(STREAM)) == 6
+
+
+def test_restart_resumes_recorded_stfs_without_loss_or_duplicates(tmp_path):
+    log, _ = recorded(tmp_path)
+    body = lines(log)
+    with contextlib.ExitStack() as stack:  # "crash": Rucio down, stopped with 4 STFs recorded
+        bridge = build_bridge(setup_for(tmp_path, retry_initial_s=10.0), stack)
+        replay_part = tmp_path / "part.jsonl"
+        replay_part.write_text("\n".join(body[:7]) + "\n")
+        bridge.catalog = FlakyCatalog(bridge.catalog, failures=10**6)
+        replay(bridge, replay_part)
+        run_until(bridge, lambda b: b.inbox.empty() and len(b.pending) == 3, timeout=20)
+        assert bridge.store.file_counts(RUN) == (3, 0)
+        bridge.work.flush_now = lambda: None  # like kill -9: no shutdown flush
+    with contextlib.ExitStack() as stack:  # restart; the unacked messages come again
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        replay(bridge, log)
+        run_until(bridge, all_closed)
+        assert bridge.store.file_counts(RUN) == (6, 6)
+        assert len(bridge.catalog.list_files(STREAM)) == 6
+
+
+def test_cli_replay_json_and_status(tmp_path):
+    log, _ = recorded(tmp_path)
+    state = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = CliRunner().invoke(cli, [
+        "bridge", str(setup_for(tmp_path).workflow), "--replay", str(log), "--state", state,
+        "--workdir", str(tmp_path / "w"), "--no-container", "--tick", "0.2", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["counters"]["attached"] == 6
+    assert [r["phase"] for r in report["runs"]] == ["done"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no message source"),
+    (["--replay", "/nonexistent.jsonl"], "cannot read the replay log"),
+    (["--replay", "{tmp}/x.jsonl", "--state", "nonsense"], "not a database URL"),
+])
+def test_cli_errors_are_clear(tmp_path, capsys, args, message):
+    from swfflow.cli import main
+
+    (tmp_path / "x.jsonl").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bridge", str(setup_for(tmp_path).workflow), *args,
+              "--workdir", str(tmp_path / "w")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
