@@ -2,8 +2,10 @@
 
 Run it (it is not part of the default ``pytest tests`` run: it takes minutes)::
 
-    pytest tests/conformance -n 2 --cwl-basedir ../shared/cwl-v1.2 \\
-        --cwl-tags workflow,scatter,conditional,subworkflow,multiple_input,step_input,required
+    pytest tests/conformance -n 2
+
+(the tags default to workflow, scatter, conditional, subworkflow, multiple_input, step_input,
+required; ``--cwl-tags`` picks others, ``--cwl-include name,…`` single tests).
 
 Each CWL test passes or fails on its own; the session fails only if fewer tests pass than the
 floor recorded in ``floor.json`` (raise it as swfflow improves). Per-tag pass rates are written
@@ -30,9 +32,7 @@ _RESULTS_DIR_ENV = "SWFFLOW_CONFORMANCE_RESULTS"
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Collect the suite only when asked for (``--cwl-tags`` or this folder named)."""
     if collection_path.name.endswith(".cwltest.yaml"):
-        asked = config.getoption("cwl_tags") or any(
-            str(HERE) in str(Path(a).resolve()) for a in config.args)
-        return None if asked else True
+        return None if config.getoption("cwl_tags") or _folder_named(config) else True
     return None
 
 
@@ -42,8 +42,14 @@ def pytest_cwl_execute_test(config: Any, processfile: str, jobfile: str | None
     return run_for_cwltest(processfile, jobfile, config.basedir, config.outdir)
 
 
+def _folder_named(config: pytest.Config) -> bool:
+    return any(str(HERE) in str(Path(a.split("::")[0]).resolve()) for a in config.args)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if _folder_named(config) and not config.getoption("cwl_tags"):
+        config.option.cwl_tags = ",".join(TAGS)  # the tags the floor is recorded for
     if not os.environ.get(_RESULTS_DIR_ENV):
         os.environ[_RESULTS_DIR_ENV] = tempfile.mkdtemp(prefix="swfflow-cwl-")
 
