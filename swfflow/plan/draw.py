@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -44,48 +45,64 @@ def _stream_edges(workflow: Workflow) -> list[tuple[str, str]]:
                    for origin in origins if origin.kind == "input" and origin.name in streams})
 
 
-def to_mermaid(workflow: Workflow) -> str:
+@dataclass(frozen=True)
+class _Syntax:
+    """How one picture language writes each element (``str.format`` templates)."""
+
+    header: tuple[str, ...]  # lines before the nodes, inside the graph
+    stream_input: str  # {id} {name}
+    group_open: str  # {id} {name}
+    group_close: str
+    node: str  # {id} {label}
+    input_edge: str  # {src} {dst}
+    edges: dict[EdgeMode, str]  # {src} {dst}
+
+
+_MERMAID = _Syntax(
+    header=(),
+    stream_input='{id}(["{name} (stream)"])',
+    group_open='subgraph {id}["{name}"]', group_close="end",
+    node='{id}["{label}"]',
+    input_edge="{src} -->|stream| {dst}",
+    edges={EdgeMode.STREAM: "{src} -->|stream| {dst}",
+           EdgeMode.COMPLETE: "{src} -.->|complete| {dst}"})
+
+_DOT = _Syntax(
+    header=("rankdir=TB;",
+            'node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
+            'edge [fontname="Helvetica", fontsize=10];'),
+    stream_input='{id} [label="{name}\\n(stream)", shape=cylinder, fillcolor="#fdf1d6"];',
+    group_open='subgraph cluster_{id} {{ label="{name}"; style=dashed;', group_close="}}",
+    node='{id} [label="{label}"];',
+    input_edge='{src} -> {dst} [label="stream"];',
+    edges={EdgeMode.STREAM: '{src} -> {dst} [label="stream", style=solid];',
+           EdgeMode.COMPLETE: '{src} -> {dst} [label="complete", style=dashed];'})
+
+
+def _render(workflow: Workflow, syntax: _Syntax) -> list[str]:
     graph = qualified_graph(workflow)
-    lines = ["flowchart TD"]
+    lines = [f"  {line}" for line in syntax.header]
     for name in workflow.stream_inputs():
-        lines.append(f'  {_node_id("in:" + name)}(["{name} (stream)"])')
+        lines.append("  " + syntax.stream_input.format(id=_node_id("in:" + name), name=name))
     for group, nodes in sorted(_groups(graph).items()):
-        indent = "  "
+        indent = "    " if group else "  "
         if group:
-            lines.append(f'  subgraph {_node_id("sub:" + group)}["{group}"]')
-            indent = "    "
-        lines += [f'{indent}{_node_id(n)}["{_label(graph, n)}"]' for n in nodes]
+            lines.append("  " + syntax.group_open.format(id=_node_id("sub:" + group), name=group))
+        lines += [indent + syntax.node.format(id=_node_id(n), label=_label(graph, n))
+                  for n in nodes]
         if group:
-            lines.append("  end")
+            lines.append("  " + syntax.group_close.format())
     for src, dst in _stream_edges(workflow):
-        lines.append(f"  {_node_id('in:' + src)} -->|stream| {_node_id(dst)}")
+        lines.append("  " + syntax.input_edge.format(src=_node_id("in:" + src), dst=_node_id(dst)))
     for src, dst, data in sorted(graph.edges(data=True)):
-        arrow = "-->" if data["mode"] is EdgeMode.STREAM else "-.->"
-        lines.append(f"  {_node_id(src)} {arrow}|{data['mode'].value}| {_node_id(dst)}")
-    return "\n".join(lines) + "\n"
+        lines.append("  " + syntax.edges[data["mode"]].format(src=_node_id(src),
+                                                               dst=_node_id(dst)))
+    return lines
+
+
+def to_mermaid(workflow: Workflow) -> str:
+    return "\n".join(["flowchart TD", *_render(workflow, _MERMAID)]) + "\n"
 
 
 def to_dot(workflow: Workflow) -> str:
-    graph = qualified_graph(workflow)
-    lines = [f'digraph "{workflow.name}" {{', "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
-             '  edge [fontname="Helvetica", fontsize=10];']
-    for name in workflow.stream_inputs():
-        lines.append(f'  {_node_id("in:" + name)} [label="{name}\\n(stream)", shape=cylinder, '
-                     'fillcolor="#fdf1d6"];')
-    for group, nodes in sorted(_groups(graph).items()):
-        indent = "  "
-        if group:
-            lines.append(f'  subgraph cluster_{_node_id(group)} {{ label="{group}"; style=dashed;')
-            indent = "    "
-        lines += [f'{indent}{_node_id(n)} [label="{_label(graph, n)}"];' for n in nodes]
-        if group:
-            lines.append("  }")
-    for src, dst in _stream_edges(workflow):
-        lines.append(f'  {_node_id("in:" + src)} -> {_node_id(dst)} [label="stream"];')
-    for src, dst, data in sorted(graph.edges(data=True)):
-        style = "solid" if data["mode"] is EdgeMode.STREAM else "dashed"
-        lines.append(f'  {_node_id(src)} -> {_node_id(dst)} '
-                     f'[label="{data["mode"].value}", style={style}];')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([f'digraph "{workflow.name}" {{', *_render(workflow, _DOT), "}"]) + "\n"

@@ -33,15 +33,8 @@ def _walk(workflow: Workflow, prefix: str, inputs: dict[str, tuple[Origin, ...]]
           found: OriginMap) -> None:
     for step in workflow.steps:
         path = f"{prefix}{step.name}"
-        per_port: dict[str, tuple[Origin, ...]] = {}
-        for port, binding in step.bindings.items():
-            origins: list[Origin] = []
-            for src in binding.sources:
-                if src.step is None:
-                    origins += inputs.get(src.port, ())
-                else:
-                    origins += output_origins(workflow, prefix, src.step, src.port, inputs)
-            per_port[port] = tuple(origins)
+        per_port = {port: _binding_origins(workflow, prefix, binding.sources, inputs)
+                    for port, binding in step.bindings.items()}
         if step.subworkflow is not None:
             _walk(step.subworkflow, f"{path}/", per_port, found)
         else:
@@ -59,36 +52,26 @@ def output_origins(workflow: Workflow, prefix: str, step_name: str, port: str,
     out = step.subworkflow.outputs.get(port)
     if out is None:
         return []
-    inner_inputs: dict[str, tuple[Origin, ...]] = {}
-    if inputs is not None:
-        for name, binding in step.bindings.items():
-            resolved: list[Origin] = []
-            for src in binding.sources:
-                if src.step is None:
-                    resolved += inputs.get(src.port, ())
-                else:
-                    resolved += output_origins(workflow, prefix, src.step, src.port, inputs)
-            inner_inputs[name] = tuple(resolved)
+    inner_inputs = {} if inputs is None else {
+        name: _binding_origins(workflow, prefix, binding.sources, inputs)
+        for name, binding in step.bindings.items()}
+    return list(_binding_origins(step.subworkflow, f"{prefix}{step_name}/", out.sources,
+                                 inner_inputs))
+
+
+def _binding_origins(workflow: Workflow, prefix: str, sources, inputs) -> tuple[Origin, ...]:
+    """Origins of a list of sources at one workflow level (inputs: this level's input map)."""
     found: list[Origin] = []
-    for src in out.sources:
+    for src in sources:
         if src.step is None:
-            found += inner_inputs.get(src.port, ())
+            found += inputs.get(src.port, ())
         else:
-            found += output_origins(step.subworkflow, f"{prefix}{step_name}/", src.step,
-                                    src.port, inner_inputs)
-    return found
+            found += output_origins(workflow, prefix, src.step, src.port, inputs)
+    return tuple(found)
 
 
 def workflow_output_origins(workflow: Workflow) -> dict[str, tuple[Origin, ...]]:
     """Top-level workflow output → origins."""
     top = {name: (Origin("input", name),) for name in workflow.inputs}
-    result: dict[str, tuple[Origin, ...]] = {}
-    for name, out in sorted(workflow.outputs.items()):
-        origins: list[Origin] = []
-        for src in out.sources:
-            if src.step is None:
-                origins += top.get(src.port, ())
-            else:
-                origins += output_origins(workflow, "", src.step, src.port, top)
-        result[name] = tuple(origins)
-    return result
+    return {name: _binding_origins(workflow, "", out.sources, top)
+            for name, out in sorted(workflow.outputs.items())}
