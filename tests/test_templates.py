@@ -435,6 +435,8 @@ def _same_results(results: dict[str, Path], reference: Path) -> None:
 def test_example_runs_with_cwltool(cwltool_run: Path) -> None:
     integrity = json.loads((cwltool_run / "merge_checks.merged.json").read_text())
     assert integrity["n_checked"] == 3 and integrity["n_mismatch"] == 0
+    run_data = b"".join(p.read_bytes() for p in sorted((EXAMPLE / "data").glob("*.stf")))
+    assert integrity["running_adler32"] == "%08x" % zlib.adler32(run_data)
     merged = json.loads((cwltool_run / "merge_reco.merged.json").read_text())
     assert merged["n_inputs"] == 3 and merged["n_tf"] == 12  # 3 STFs × 16 KiB / 4 KiB TFs
     feedback = json.loads((cwltool_run / "calib.feedback.json").read_text())
@@ -548,3 +550,23 @@ def test_reco_reads_daqsim_stf_files(tmp_path: Path) -> None:
     assert result["n_tf"] == 1024
     assert result["n_hits"] == sum(1 for b in header if b > 16)
     assert result["energy_sum"] == sum(b for b in header if b > 16)
+
+
+def test_merged_checksums_give_the_running_checksum_of_the_run(tmp_path: Path) -> None:
+    """req 3.4: the merge of per-STF checks carries the adler32 of the whole run's data."""
+    payload = str(builtin_library() / "_lib" / PAYLOAD)
+    contents = [bytes(range(256)) * 300, b"\xff" * 70000, b"", b"epic" * 12345]
+    checks_made = []
+    for seq, content in enumerate(contents, 1):
+        stf = tmp_path / f"swf.7.{seq:06d}.stf"
+        stf.write_bytes(content)
+        check = tmp_path / f"swf.7.{seq:06d}.check.json"
+        subprocess.run([sys.executable, payload, "checksum", "--stf", str(stf), "--check",
+                        str(check)], check=True)
+        checks_made.append(str(check))
+    merged = tmp_path / "merged.json"
+    subprocess.run([sys.executable, payload, "merge", "--merged", str(merged),
+                    "--expect-kind", "checksum", "--parts", *reversed(checks_made)], check=True)
+    result = json.loads(merged.read_text())
+    assert result["running_adler32"] == "%08x" % zlib.adler32(b"".join(contents))
+    assert result["n_checked"] == 4 and result["n_bytes"] == sum(map(len, contents))

@@ -131,7 +131,40 @@ def cmd_merge(args):
             merged[key] = total
         elif len(values) == len(records) and all(v == values[0] for v in values):
             merged[key] = values[0]
+    finish = FINISHERS.get(merged["merged_kind"])
+    if finish:
+        finish(records, merged)
     write_json(args.merged, merged)
+
+
+ADLER_BASE = 65521
+
+
+def adler32_combine(first, second, second_length):
+    """adler32 of A+B from adler32(A), adler32(B) and len(B) (zlib's adler32_combine)."""
+    remainder = second_length % ADLER_BASE
+    low = first & 0xFFFF
+    high = (remainder * low) % ADLER_BASE
+    low += (second & 0xFFFF) + ADLER_BASE - 1
+    high += ((first >> 16) & 0xFFFF) + ((second >> 16) & 0xFFFF) + ADLER_BASE - remainder
+    low %= ADLER_BASE
+    high %= ADLER_BASE
+    return low | (high << 16)
+
+
+def add_running_checksum(records, merged):
+    """The run's running adler32: the checksum of all its files concatenated in name (= STF
+    sequence) order, comparable between the two E1 copies of the run (req 3.4)."""
+    if any(r.get("algorithm") != "adler32" or not r.get("n_checked") for r in records):
+        return  # sampled or another algorithm: no running checksum over the whole run
+    running = 1
+    for record in records:
+        running = adler32_combine(running, int(record["checksum"], 16), record["n_bytes"])
+    merged["running_adler32"] = "%08x" % running
+
+
+# merged kind → what to add once the inputs are merged
+FINISHERS = {"checksum": add_running_checksum}
 
 
 def cmd_fit(args):
