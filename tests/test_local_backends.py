@@ -190,3 +190,23 @@ def test_resume_keeps_intact_outputs_and_redoes_damaged_ones(tmp_path):
     rows = {j.number: j for j in again.job_rows(task_id)}
     assert rows[0].attempt == 1  # intact: not run again
     assert rows[1].attempt == 1 and Path(rows[1].produced[0]["pfn"]).read_text().strip() == "4"
+
+
+# --- containers ----------------------------------------------------------------------------
+def test_container_hint_runs_on_host_and_requirement_fails_clearly(tmp_path, caplog):
+    from swfflow.errors import UnsupportedFeature
+    from swfflow.runtime.containers import ContainerPolicy, available_engine
+
+    forced = ContainerPolicy(forbid=True)
+    with caplog.at_level("WARNING", logger="swfflow.containers"):
+        assert forced.decide("python:3.11-slim", required=False, where="step x") is None
+    assert "running without container python:3.11-slim: --no-container" in caplog.text
+    with pytest.raises(UnsupportedFeature, match="is a requirement but --no-container"):
+        forced.decide("python:3.11-slim", required=True, where="step x")
+    assert ContainerPolicy().decide(None, required=True, where="x") is None  # no image
+    engine = available_engine()
+    if engine is None:  # this machine: the docker client exists, but no daemon answers
+        with pytest.raises(UnsupportedFeature, match="no container engine answers"):
+            ContainerPolicy().decide("img", required=True, where="x")
+    else:
+        assert ContainerPolicy().decide("img", required=True, where="x") == engine

@@ -92,8 +92,12 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None, at
                                   attempts=attempts, no_container=no_container,
                                   run=run_number, profile_path=profile_path, quiet=quiet)
     else:
+        from swfflow.backends.local_catalog import sqlite_engine
         from swfflow.runtime.batch import run_workflow_file
-        result = run_workflow_file(workflow, values, out, no_container=no_container)
+        from swfflow.runtime.provenance import ProvenanceStore
+        provenance = ProvenanceStore(sqlite_engine(out / STATE_DIR / "state.db"))
+        result = run_workflow_file(workflow, values, out, no_container=no_container,
+                                   provenance=provenance)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

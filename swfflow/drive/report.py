@@ -33,7 +33,11 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
                           "state": inst.state, "tasks": tasks})
     datasets = LocalCatalog(engine).datasets() if inspect(engine).has_table(
         "catalog_datasets") else []
-    return {"instances": instances, "datasets": datasets}
+    jobs = []
+    if inspect(engine).has_table("prov_jobs"):
+        from swfflow.runtime.provenance import ProvenanceStore
+        jobs = ProvenanceStore(engine).rows()
+    return {"instances": instances, "datasets": datasets, "engine_jobs": jobs}
 
 
 def _jobs(engine: Any, task_id: str | None) -> list[dict[str, Any]]:
@@ -65,6 +69,14 @@ def render_status(report: dict[str, Any]) -> None:
         for task in inst["tasks"]:
             if task["phase"] == "failed" and task["message"]:
                 console.print(f"[bold red]{task['key']}[/]: {task['message']}")
+    if report.get("engine_jobs"):
+        table = Table(title="jobs (run-time engine)")
+        for column in ("step", "status", "exit code", "command"):
+            table.add_column(column)
+        for job in report["engine_jobs"]:
+            table.add_row(job["step"], job["status"], str(job["exit_code"]),
+                          " ".join(job["command"] or [])[:80])
+        console.print(table)
     if report["datasets"]:
         table = Table(title="datasets")
         for column in ("dataset", "open", "files"):

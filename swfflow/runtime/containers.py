@@ -25,6 +25,9 @@ _PROBES: dict[str, tuple[str, ...]] = {
 }
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 @functools.lru_cache(maxsize=1)
 def available_engine() -> str | None:
     """The first engine that answers, or None."""
@@ -62,5 +65,7 @@ class ContainerPolicy:
                 where=where,
                 hint="start a container engine, or declare the image under hints: "
                      "so the tool may run on the host")
-        log.warning("%s: running without container %s: %s", where, image, reason)
+        if (image, reason) not in _WARNED:  # once per image, not once per job
+            _WARNED.add((image, reason))
+            log.warning("%s: running without container %s: %s", where, image, reason)
         return None

@@ -127,7 +127,11 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     recorder = _RecordingExecutor()
     capture = _CaptureLog()
     cwl_logger = logging.getLogger("cwltool")
-    cwl_logger.addHandler(capture)
+    # the job's log goes to its record (log dataset, status, error message), not the
+    # terminal: stderr belongs to the progress display
+    saved = (cwl_logger.handlers[:], cwl_logger.propagate, cwl_logger.level)
+    cwl_logger.handlers, cwl_logger.propagate = [capture], False
+    cwl_logger.setLevel(logging.INFO)
     try:
         outputs, status = recorder.execute(process, _plain(dict(job)), runtime,
                                            logger=cwl_logger)
@@ -135,7 +139,8 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
         capture.lines.append(f"{type(exc).__name__}: {exc}")
         outputs, status = None, "permanentFail"
     finally:
-        cwl_logger.removeHandler(capture)
+        cwl_logger.handlers, cwl_logger.propagate = saved[0], saved[1]
+        cwl_logger.setLevel(saved[2])
     exit_code = capture.exit_code
     if exit_code is None and status == "success" and recorder.commands:
         exit_code = 0
