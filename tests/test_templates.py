@@ -330,6 +330,10 @@ def test_example_is_composed_from_its_spec(library: Library, tmp_path: Path) -> 
     assert steps["merge_reco"]["in"]["parts"]["swf:mode"] == "complete"
     assert "scatter" not in steps["merge_reco"]
     assert composition.cwl["inputs"]["stf_files"]["swf:stream"] is True
+    rules = {name: step.rendered.smk for name, step in composition.steps.items()}
+    assert "swf_mode='stream'," in rules["reco"] and "swf_input_modes" not in rules["reco"]
+    assert "swf_mode='complete'," in rules["merge_reco"]
+    assert "swf_input_modes={'stf': 'stream', 'manifest': 'complete'}," in rules["check"]
 
 
 # --- external tools, batched ------------------------------------------------------------------

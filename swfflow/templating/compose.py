@@ -329,8 +329,7 @@ def _rule_io(spec: Spec, step: ComposedStep, steps: dict[str, ComposedStep]) -> 
     outputs = {port: f'"results/{step.name}/{stem}{p.suffix}"'
                for port, p in step.meta.outputs.items()}
     log = f'"logs/{step.name}/{{stf}}.log"' if step.scatter else f'"logs/{step.name}.log"'
-    mode = "stream" if any(e.mode == "stream" for e in step.edges.values()) else "complete"
-    return RuleIO(inputs, outputs, log, mode)
+    return RuleIO(inputs, outputs, log, {port: e.mode for port, e in step.edges.items()})
 
 
 def _snakefile(spec: Spec, steps: dict[str, ComposedStep]) -> str:

@@ -91,8 +91,18 @@ class RuleIO:
     inputs: dict[str, str]
     outputs: dict[str, str]
     log: str
-    mode: str  # swf_mode: "stream" if an input is consumed while its producer runs
+    input_modes: dict[str, str]  # input → "stream" | "complete"
     payload: str = PAYLOAD  # the payload script, relative to the rule file
+
+    @property
+    def mode(self) -> str:
+        """The rule's ``swf_mode``: "stream" if an input is read while its producer runs."""
+        return "stream" if "stream" in self.input_modes.values() else "complete"
+
+    @property
+    def mixed_modes(self) -> bool:
+        """Inputs differ in mode: the rule also gets ``swf_input_modes`` (per input)."""
+        return len(set(self.input_modes.values())) > 1
 
 
 @dataclass(frozen=True)
@@ -172,5 +182,4 @@ def standalone_io(meta: Meta, rule: str) -> RuleIO:
                else f'os.path.join({results}, "{rule}", "{rule}{port.suffix}")')
         for name, port in meta.outputs.items()}
     log = f'"logs/{rule}/{{stf}}.log"' if per_file else f'"logs/{rule}.log"'
-    mode = "stream" if any(p.mode == "stream" for p in meta.inputs.values()) else "complete"
-    return RuleIO(inputs, outputs, log, mode)
+    return RuleIO(inputs, outputs, log, {n: meta.inputs[n].mode for n in inputs})

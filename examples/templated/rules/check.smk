@@ -11,6 +11,7 @@ rule check:
     params:
         payload=workflow.source_path("swf_payload.py"),
         swf_mode='stream',
+        swf_input_modes={'stf': 'stream', 'manifest': 'complete'},
         algorithm='adler32',
         sampling_fraction=1.0,
         fail_on_mismatch=True,
