@@ -57,24 +57,27 @@ def _teardown(directory: Path) -> None:
 
 
 def _reap_stale_sessions() -> None:
-    """Stop the services of earlier runs that died without cleaning up (killed pytest)."""
-    from swfflow.services.state import file_lock
-
-    with file_lock(SESSIONS_ROOT / ".lock"):
-        for directory in SESSIONS_ROOT.iterdir():
-            if directory.is_dir() and directory.name != SESSION and not _owner_alive(directory):
-                _teardown(directory)
+    """Stop the services of earlier runs that died without cleaning up (killed pytest).
+    Called with the sessions lock held, which also covers creating a run's directory."""
+    for directory in SESSIONS_ROOT.iterdir():
+        if directory.is_dir() and directory.name != SESSION and not _owner_alive(directory):
+            _teardown(directory)
 
 
 @pytest.fixture(scope="session")
 def services_dir() -> Path:
     """This run's services directory (its pid/endpoint files, logs and configuration)."""
+    from swfflow.services.state import file_lock, write_atomic
+
     directory = _session_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    if not KEEP_DIR:
+    if KEEP_DIR:
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+    with file_lock(SESSIONS_ROOT / ".lock"):  # a directory never exists without its owner
+        directory.mkdir(parents=True, exist_ok=True)
         owner = directory / "owner.pid"
         if not owner.exists():
-            owner.write_text(os.environ["SWFFLOW_TEST_OWNER_PID"])
+            write_atomic(owner, os.environ["SWFFLOW_TEST_OWNER_PID"])
         _reap_stale_sessions()
     return directory
 
