@@ -24,6 +24,8 @@ from swfflow.templating.meta import CWL_TYPES, Meta, load_meta, validate_params
 
 PAYLOAD = "swf_payload.py"
 SHARED_DIR = "_lib"  # macros, layouts and the payload; not a template
+# libyaml's loader when present: the pure-Python one spends ~0.1 s on each rendered tool
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DELIMITERS = dict(block_start_string="[%", block_end_string="%]",
                   variable_start_string="[[", variable_end_string="]]",
                   comment_start_string="[#", comment_end_string="#]")
@@ -46,6 +48,10 @@ def library_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
 @dataclass
 class Library:
     roots: list[Path] = field(default_factory=library_paths)
+    # per-name caches: a harness renders each template many times (compiling Jinja2 is slow)
+    _metas: dict[str, Meta] = field(default_factory=dict, repr=False, compare=False)
+    _environments: dict[str, jinja2.Environment] = field(default_factory=dict, repr=False,
+                                                         compare=False)
 
     def names(self) -> list[str]:
         found = {d.name for root in self.roots if root.is_dir() for d in root.iterdir()
@@ -63,7 +69,9 @@ class Library:
             + "`swfflow template list` shows every template")
 
     def meta(self, name: str) -> Meta:
-        return load_meta(self.folder(name) / "meta.yaml")
+        if name not in self._metas:
+            self._metas[name] = load_meta(self.folder(name) / "meta.yaml")
+        return self._metas[name]
 
     def metas(self) -> list[Meta]:
         return [self.meta(n) for n in self.names()]
@@ -76,6 +84,11 @@ class Library:
                           f"{', '.join(map(str, self.roots))}")
 
     def environment(self, name: str) -> jinja2.Environment:
+        if name not in self._environments:
+            self._environments[name] = self._new_environment(name)
+        return self._environments[name]
+
+    def _new_environment(self, name: str) -> jinja2.Environment:
         loader = jinja2.FileSystemLoader([str(self.folder(name))] + [str(r) for r in self.roots])
         env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined,
                                  keep_trailing_newline=True, trim_blocks=True,
@@ -150,7 +163,7 @@ def render(library: Library, template: str, params: dict[str, Any], *, step: str
 
 def _check_yaml(text: str, meta: Meta) -> None:
     try:
-        yaml.safe_load(text)
+        yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"template {meta.name}: rendered tool.cwl is not valid YAML: {exc}",
                           where=str(meta.path / "tool.cwl.j2")) from None
