@@ -305,6 +305,9 @@ def test_simulation_chain_composes_and_runs(library: Library, tmp_path: Path) ->
 
 def test_compose_cli_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.yaml"
+    bad.write_text("- name: x\n")
+    code, _, err = run_cli(["template", "compose", str(bad)], capsys)
+    assert code == 2 and "the spec must be a YAML mapping" in err
     bad.write_text("name: x\nsteps:\n  a: {template: merge, params: {}, inn: {}}\n")
     code, _, err = run_cli(["template", "compose", str(bad)], capsys)
     assert code == 2 and "spec field steps.a.inn: Extra inputs are not permitted" in err

@@ -96,9 +96,12 @@ def load_spec(path: Path) -> Spec:
         data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read the workflow spec: {exc}", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError("the spec must be a YAML mapping with name, steps (and inputs, "
+                          "outputs)", where=str(path),
+                          hint="see examples/templated/spec.yaml") from None
     try:
-        return Spec.model_validate({**data, "step_lines": _step_lines(text)}
-                                   if isinstance(data, dict) else data)
+        return Spec.model_validate({**data, "step_lines": _step_lines(text)})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
