@@ -11,7 +11,6 @@ Snakemake ``{stf}`` wildcard; PanDA splits the dataset into jobs).
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -155,9 +154,7 @@ def write(composition: Composition, library: Library, outdir: Path) -> list[Path
     for name, step in composition.steps.items():
         put(f"tools/{name}.cwl", step.rendered.cwl)
         put(f"rules/{name}.smk", step.rendered.smk)
-    (outdir / "rules").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(library.shared_file(PAYLOAD), outdir / "rules" / PAYLOAD)
-    written.append(outdir / "rules" / PAYLOAD)
+    put(f"rules/{PAYLOAD}", library.shared_file(PAYLOAD).read_text())  # workflow.source_path
     return written
 
 
