@@ -11,6 +11,8 @@ from swfflow.daqsim.schedule import load_schedule
 from swfflow.daqsim.sim import DaqSimulator, SimConfig, SimSummary
 
 WORKFLOW = Path(__file__).parent / "data" / "bridge" / "stfsum.cwl"
+PROFILE = Path(__file__).parent / "data" / "bridge" / "profile.yaml"  # output scope user.swfflow
+OUTPUT_SCOPE = "user.swfflow"
 
 # run_imminent, start, 3 STFs, pause, resume, 3 STFs, end_run
 ONE_RUN = """\
@@ -30,14 +32,15 @@ def schedule(tmp: Path, text: str = ONE_RUN, name: str = "schedule.yaml") -> Pat
 
 def simulate(tmp: Path, *, text: str = ONE_RUN, bus=None, namespace: str | None = None,
              record: Path | None = None, seed: int = 1, counter: Path | None = None,
-             fast: bool = True, factor: float = 1.0, stf_size: int = 4096) -> SimSummary:
+             fast: bool = True, factor: float = 1.0, stf_size: int = 4096,
+             first_run: int = 100010) -> SimSummary:
     """Run the DAQ simulator; messages to ``bus`` and/or appended to ``record``."""
     plan = load_schedule(schedule(tmp, text, f"schedule-{seed}.yaml"))
     config = SimConfig(buffer=tmp / "buffer", namespace=namespace, fast=fast, factor=factor,
                        seed=seed, stf_size=(stf_size, stf_size))
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(record, "a", encoding="utf-8")) if record else None
-        simulator = DaqSimulator(plan, config, bus, RunCounter(counter or tmp / "run-counter"),
+        simulator = DaqSimulator(plan, config, bus, RunCounter(counter or tmp / "run-counter", first=first_run),
                                  record=sink)
         return simulator.simulate()
 
@@ -58,7 +61,7 @@ def setup_for(tmp: Path, *, state: str | None = None, catalog: str = "local",
 
     options.setdefault("tick_s", 0.2)
     options.setdefault("batch_ms", 20.0)
-    return Setup(workflow=str(WORKFLOW), catalog=catalog, backend="local",
+    return Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog=catalog, backend="local",
                  state=state or f"sqlite:///{tmp / 'state' / 'bridge.db'}",
                  workdir=tmp / "work", jobs=2, no_container=True, rucio_config=rucio_config,
                  options=options)
@@ -66,3 +69,89 @@ def setup_for(tmp: Path, *, state: str | None = None, catalog: str = "local",
 
 def string_log(*bodies: str) -> io.StringIO:
     return io.StringIO("\n".join(bodies) + "\n")
+
+
+def first_run_number() -> int:
+    """Run numbers unique in the test session's shared Rucio database."""
+    import random
+
+    return random.SystemRandom().randrange(200_000, 900_000_000)
+
+
+class TcpGate:
+    """A TCP forwarder in front of a real server that can be cut (refuse and drop every
+    connection) and restored on the same port: the server is "down" for its clients while it
+    keeps running for the other tests that share it."""
+
+    def __init__(self, target_host: str, target_port: int):
+        import socket
+        import threading
+
+        self.target = (target_host, target_port)
+        self.lock = threading.Lock()
+        self.open_sockets: list[socket.socket] = []
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        import socket
+
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()
+        with self.lock:
+            for sock in self.open_sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self.open_sockets.clear()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.open_sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

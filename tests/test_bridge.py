@@ -19,7 +19,7 @@ from swfflow.stream.bridge.sources import replay, subscribe
 from swfflow.stream.bus import open_bus
 from swfflow.stream.messages import EPIC_TOPIC, parse_message
 from swfflow.stream.store import PHASE_CLOSED, PHASE_DONE, run_status
-from tests.bridge_support import lines, recorded, setup_for, simulate
+from tests.bridge_support import OUTPUT_SCOPE, lines, recorded, setup_for, simulate
 
 RUN = "100010"
 STREAM = f"group.daq:swf.{RUN}.run"
@@ -62,7 +62,7 @@ def test_replay_drives_a_run_to_the_end(tmp_path):
             assert record.size == 4096
             assert record.adler32 == adler32_file(buffer / record.name)
         assert not catalog.is_open(STREAM)
-        summary = catalog.list_files(f"user.swf:swf.stfsum.{RUN}.merge.summary")
+        summary = catalog.list_files(f"{OUTPUT_SCOPE}:swf.stfsum.{RUN}.merge.summary")
         text = open(summary[0].pfn).read()
         assert sorted(line.split()[-1].rsplit("/", 1)[-1] for line in text.splitlines()
                       if line.strip().endswith(".stf")) == [f.name for f in

@@ -16,7 +16,8 @@ class Backoff:
         self.name, self.initial_s, self.max_s = name, initial_s, max_s
         self.delay_s = 0.0
         self.next_at = 0.0
-        self.failures = 0
+        self.failures = 0  # since the last success
+        self.total_failures = 0
         self.last_error = ""
 
     def ready(self, now: float | None = None) -> bool:
@@ -29,6 +30,7 @@ class Backoff:
 
     def fail(self, exc: BaseException) -> None:
         self.failures += 1
+        self.total_failures += 1
         self.delay_s = min(self.max_s, self.delay_s * 2 if self.delay_s else self.initial_s)
         self.next_at = time.monotonic() + self.delay_s
         self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -1,0 +1,243 @@
+"""Stream bridge end to end: real ActiveMQ (STOMP), real Rucio on PostgreSQL, real STF files,
+tasks on the local executor (reading and registering through Rucio).
+
+Faults: kill -9 of the bridge process (5 times), a broker restart (a separate ActiveMQ instance,
+so the shared test broker is never disturbed), and a Rucio outage (the real server behind a TCP
+gate that is cut for 15 s: the shared server keeps serving the other tests). In every case the
+final Rucio state must equal what the DAQ produced: every STF attached exactly once with its
+real size and adler32, each run dataset closed, the merge released and its output registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from swfflow.checksum import adler32_file
+from swfflow.stream.bridge.setup import build_bridge
+from swfflow.stream.bridge.sources import subscribe
+from swfflow.stream.bus import open_bus
+from swfflow.stream.messages import EPIC_TOPIC
+from swfflow.stream.store import PHASE_DONE
+from tests.bridge_support import OUTPUT_SCOPE, TcpGate, first_run_number, setup_for, simulate
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+RUN_SCHEDULE = """\
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+- {state: run, substate: physics, span: "0,0,0,0,%d", stf_interval: 1}
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+"""
+
+
+def simulate_runs(tmp: Path, url: str, *, runs: int = 2, stfs: int = 8, factor: float = 0.25,
+                  stagger_s: float = 1.0, namespace: str | None = None) -> list:
+    """``runs`` simulators in parallel (staggered), so their runs overlap; their summaries."""
+    summaries: list = [None] * runs
+    first = first_run_number()
+
+    def one(index: int) -> None:
+        time.sleep(index * stagger_s)
+        with open_bus(url) as bus:
+            summaries[index] = simulate(tmp, text=RUN_SCHEDULE % stfs, bus=bus, seed=index + 1,
+                                        fast=False, factor=factor, namespace=namespace,
+                                        counter=tmp / f"counter-{index}",
+                                        first_run=first + 10 * index)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(summaries), "a simulator did not finish"
+    return summaries
+
+
+def expected_state(tmp: Path, summaries: list) -> dict:
+    """What the DAQ produced: per run, its STFs with real size and adler32."""
+    state = {}
+    for summary in summaries:
+        for run in summary.runs:
+            folder = tmp / "buffer" / f"swf.{run.run_id}.run"
+            files = sorted((p.name, p.stat().st_size, adler32_file(p))
+                           for p in folder.glob("*.stf"))
+            assert len(files) == run.stf_files
+            state[run.run_id] = {"files": files, "open": False, "merged": [f[0] for f in files]}
+    return state
+
+
+def rucio_state(catalog, run_ids) -> dict:
+    state = {}
+    for run in run_ids:
+        stream = f"group.daq:swf.{run}.run"
+        files = sorted((f.name, f.size, f.adler32) for f in catalog.list_files(stream))
+        summary = catalog.list_files(f"{OUTPUT_SCOPE}:swf.stfsum.{run}.merge.summary")
+        merged = []
+        for record in summary:
+            text = Path(record.pfn.removeprefix("file://localhost")).read_text()
+            merged += sorted(line.split()[-1].rsplit("/", 1)[-1] for line in text.splitlines()
+                             if line.strip().endswith(".stf"))
+        state[run] = {"files": files, "open": catalog.is_open(stream), "merged": sorted(merged)}
+    return state
+
+
+def precreate_subscription(url: str, name: str) -> None:
+    """Create the durable subscription before anything is published (ActiveMQ keeps topic
+    messages only for subscriptions that exist)."""
+    with open_bus(url) as bus:
+        bus.subscribe(EPIC_TOPIC, lambda delivery: None, durable_name=name).close()
+
+
+def run_bridge_in_process(tmp, url, name, until_runs, timeout, **options):
+    with contextlib.ExitStack() as stack:
+        bus = stack.enter_context(open_bus(url))
+        bridge = build_bridge(setup_for(tmp, catalog="rucio",
+                                        rucio_config=os.environ.get("RUCIO_CONFIG"),
+                                        **options), stack, publish=bus.publish)
+        subscribe(bridge, bus, EPIC_TOPIC, name)
+        deadline = time.monotonic() + timeout
+        done = lambda b: len(b.store.runs((PHASE_DONE,))) >= until_runs and b.idle
+        bridge.run(until=lambda b: done(b) or time.monotonic() > deadline)
+        assert done(bridge), (dict(bridge.counters), bridge.store.runs(),
+                              {k: g.last_error for k, g in bridge.gates.items()})
+        return bridge
+
+
+def test_two_overlapping_runs_over_activemq_and_rucio(tmp_path, stomp_url, rucio_catalog):
+    name = f"bridge-e2e-{uuid.uuid4().hex[:8]}"
+    precreate_subscription(stomp_url, name)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(
+        bridge=run_bridge_in_process(tmp_path, stomp_url, name, 2, 150)))
+    worker.start()
+    summaries = simulate_runs(tmp_path, stomp_url)
+    worker.join(timeout=200)
+    bridge = result["bridge"]
+    expected = expected_state(tmp_path, summaries)
+    assert rucio_state(rucio_catalog, expected) == expected
+    first, second = (bridge.store.run(r) for r in expected)
+    assert second["created_at"] < first["end_seen_at"]  # the runs really overlapped
+    assert bridge.counters["attached"] == sum(len(v["files"]) for v in expected.values())
+    assert bridge.store.dead_letters() == []
+
+
+def _start_bridge(tmp: Path, url: str, name: str, log) -> subprocess.Popen:
+    argv = [sys.executable, "-c", "from swfflow.cli import main; main()", "bridge",
+            str(setup_for(tmp).workflow), "--profile", str(setup_for(tmp).profile), "--broker", url, "--subscription", name,
+            "--catalog", "rucio", "--state", f"sqlite:///{tmp / 'state' / 'bridge.db'}",
+            "--workdir", str(tmp / "work"), "--no-container", "--tick", "0.3",
+            "--batch-ms", "20", "--exit-after", "2", "--json"]
+    return subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True,
+                            env=dict(os.environ))
+
+
+def test_kill_9_five_times_mid_run_changes_nothing(tmp_path, stomp_url, rucio_catalog):
+    name = f"bridge-kill-{uuid.uuid4().hex[:8]}"
+    precreate_subscription(stomp_url, name)
+    rng = random.Random(7)
+    sims: dict = {}
+    sim = threading.Thread(target=lambda: sims.update(
+        s=simulate_runs(tmp_path, stomp_url, stfs=12, factor=0.8, stagger_s=3.0)))
+    kills = 0
+    with open(tmp_path / "bridge.log", "ab") as log:
+        sim.start()
+        for _ in range(5):  # killed at random points: preparing, attaching, closing, following
+            bridge = _start_bridge(tmp_path, stomp_url, name, log)
+            time.sleep(rng.uniform(2.0, 4.5))
+            assert bridge.poll() is None, "the bridge ended on its own before being killed"
+            os.killpg(bridge.pid, signal.SIGKILL)  # the bridge and its job processes
+            bridge.wait()
+            kills += 1
+        sim.join(timeout=120)
+        final = _start_bridge(tmp_path, stomp_url, name, log)
+        try:
+            assert final.wait(timeout=150) == 0, (tmp_path / "bridge.log").read_text()[-3000:]
+        finally:
+            if final.poll() is None:
+                os.killpg(final.pid, signal.SIGKILL)
+    assert kills == 5
+    expected = expected_state(tmp_path, sims["s"])
+    assert rucio_state(rucio_catalog, expected) == expected
+
+
+def test_broker_restart_mid_run(tmp_path, rucio_catalog):
+    from swfflow import services
+
+    own = tmp_path / "own-activemq"  # a broker of this test only
+    (broker,) = services.up(["activemq"], state=own)
+    try:
+        name = f"bridge-mq-{uuid.uuid4().hex[:8]}"
+        precreate_subscription(broker.url, name)
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.update(
+            bridge=run_bridge_in_process(tmp_path, broker.url, name, 1, 180)))
+        worker.start()
+        sims: dict = {}
+        sim = threading.Thread(target=lambda: sims.update(
+            s=simulate_runs(tmp_path, broker.url, runs=1, stfs=20, factor=0.5)))
+        sim.start()
+        time.sleep(4.0)  # mid-run
+        services.down(["activemq"], state=own)
+        services.up(["activemq"], state=own)
+        sim.join(timeout=120)
+        worker.join(timeout=200)
+        expected = expected_state(tmp_path, sims["s"])
+        assert rucio_state(rucio_catalog, expected) == expected
+        assert result["bridge"].store.dead_letters() == []
+    finally:
+        services.purge(own)
+
+
+def test_rucio_outage_mid_run(tmp_path, stomp_url, rucio_catalog, rucio_env):
+    from urllib.parse import urlsplit
+
+    server = urlsplit(rucio_env["RUCIO_HOST"])
+    gate = TcpGate(server.hostname, server.port)
+    config = tmp_path / "rucio.cfg"
+    text = Path(rucio_env["RUCIO_CONFIG"]).read_text()
+    config.write_text(text.replace(rucio_env["RUCIO_HOST"], f"http://127.0.0.1:{gate.port}"))
+    name = f"bridge-rucio-{uuid.uuid4().hex[:8]}"
+    precreate_subscription(stomp_url, name)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(
+        bridge=run_bridge_in_process(tmp_path, stomp_url, name, 1, 180, retry_max_s=2.0)))
+    sims: dict = {}
+    sim = threading.Thread(target=lambda: sims.update(
+        s=simulate_runs(tmp_path, stomp_url, runs=1, stfs=24, factor=1.0)))
+    with _rucio_config(config):
+        worker.start()
+        time.sleep(3.0)  # the bridge has read its configuration
+    sim.start()
+    time.sleep(6.0)  # mid-run
+    gate.down()
+    time.sleep(15.0)
+    down_then = "bridge" in result
+    gate.up()
+    sim.join(timeout=120)
+    worker.join(timeout=200)
+    assert not down_then  # the run could not finish while Rucio was unreachable
+    bridge = result["bridge"]
+    assert bridge.gates["attach"].total_failures + bridge.gates["follow"].total_failures > 0
+    expected = expected_state(tmp_path, sims["s"])
+    assert rucio_state(rucio_catalog, expected) == expected
+
+
+@contextlib.contextmanager
+def _rucio_config(path: Path):
+    """The bridge (this process) talks to Rucio through the gate; restored afterwards."""
+    old = os.environ["RUCIO_CONFIG"]
+    os.environ["RUCIO_CONFIG"] = str(path)
+    try:
+        yield
+    finally:
+        os.environ["RUCIO_CONFIG"] = old
