@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Benchmark: the Snakemake front end and the swfpanda executor plugin.
+
+1. Compile time. A generated Snakefile with N per-STF jobs (default 10,000: a reconstruction
+   per STF file plus a merge), timed in the same run and on the same files:
+
+     * `swfflow compile Snakefile -o /dev/null -q` (Snakemake's DAG in process + IR + planner),
+     * `snakemake -n --quiet -c1` (the baseline: Snakemake building the same DAG),
+
+   and the ratio compile / dry-run. Goal (issue 7): <= 1.3.
+
+2. PanDA status calls per poll cycle. `snakemake --executor swfpanda` runs a 1,000-job rule
+   against the PanDA contract server (tasks kept running); the server records every request,
+   and calls are grouped into poll cycles (requests closer together than half the interval).
+   Goal: 1 status call per cycle for 1,000 running jobs.
+
+    python bench/compile_snakemake.py [--jobs 10000] [--status-jobs 1000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PY = sys.executable
+SNAKEFILE = '''
+IDS = glob_wildcards("raw/{stf}.stf").stf
+
+rule all:
+    input: "merged.txt"
+
+rule reco:
+    input: "raw/{stf}.stf"
+    output: "reco/{stf}.txt"
+    params: swf_mode="stream"
+    resources: mem_mb=2000, runtime=30
+    shell: "cp {input} {output}"
+
+rule merge:
+    input: expand("reco/{stf}.txt", stf=IDS)
+    output: "merged.txt"
+    shell: "cat {input} > {output}"
+'''
+
+
+def make_workflow(folder: Path, n_jobs: int) -> Path:
+    (folder / "raw").mkdir(parents=True, exist_ok=True)
+    for i in range(n_jobs):
+        (folder / "raw" / f"run000123_stf{i:06d}.stf").touch()
+    (folder / "Snakefile").write_text(SNAKEFILE)
+    return folder / "Snakefile"
+
+
+def timed(argv: list[str], cwd: Path, env: dict | None = None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"failed: {' '.join(argv)}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def compile_ratio(folder: Path, n_jobs: int, repeat: int) -> None:
+    snakefile = make_workflow(folder, n_jobs)
+    compile_s, dry_s = [], []
+    for _ in range(repeat):
+        compile_s.append(timed([PY, "-m", "swfflow.cli", "compile", str(snakefile), "-o",
+                                os.devnull, "-q"], folder))
+        dry_s.append(timed([PY, "-m", "snakemake", "-n", "--quiet", "-c1", "-s", str(snakefile)],
+                           folder))
+    best_c, best_d = min(compile_s), min(dry_s)
+    print(f"compile: {n_jobs + 1:,} jobs (reco x {n_jobs:,} + merge), best of {repeat}")
+    print(f"  swfflow compile     {best_c:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in compile_s)})")
+    print(f"  snakemake -n        {best_d:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in dry_s)})")
+    print(f"  ratio compile / -n  {best_c / best_d:7.2f}   (goal <= 1.3)")
+
+
+def status_calls(folder: Path, n_jobs: int, interval: int, cycles: int) -> None:
+    from swfflow.testing.panda_runner import StateMachineRunner
+    from swfflow.testing.panda_server import PandaContractServer
+
+    snakefile = make_workflow(folder, n_jobs)
+    runner = StateMachineRunner(run_s=3600)  # keep every task running while we count
+    with PandaContractServer(runner=runner, tick_s=0.2) as server:
+        env = {**os.environ, **server.env()}
+        argv = [PY, "-m", "snakemake", "--executor", "swfpanda", "--jobs", str(n_jobs),
+                "--max-jobs-per-timespan", f"{n_jobs}/1s", "--seconds-between-status-checks",
+                str(interval), "--max-status-checks-per-second", "10", "-s", str(snakefile),
+                "--until", "reco", "--quiet"]
+        proc = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not any(c == "task/submit" for c in server.calls):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    sys.exit("the plugin never submitted")
+                time.sleep(0.5)
+            start = len(server.calls)
+            stamps: list[float] = []
+            seen = start
+            end = time.monotonic() + interval * (cycles + 0.5) + 2
+            while time.monotonic() < end:
+                for call in server.calls[seen:]:
+                    if "get_tasks_detailed_info_since" in call:
+                        stamps.append(time.monotonic())
+                seen = len(server.calls)
+                time.sleep(0.05)
+            tasks = sum(1 for c in server.calls if c == "task/submit")
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)  # the plugin kills its tasks on cancel
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    groups: list[list[float]] = []
+    for stamp in stamps:
+        if groups and stamp - groups[-1][-1] < interval / 2:
+            groups[-1].append(stamp)
+        else:
+            groups.append([stamp])
+    per_cycle = [len(g) for g in groups]
+    print(f"status: {n_jobs:,} running jobs of one rule, poll interval {interval} s")
+    print(f"  PanDA tasks submitted     {tasks} (one per rule per wave)")
+    print(f"  poll cycles observed      {len(per_cycle)}")
+    print(f"  status calls per cycle    {per_cycle}   (goal 1)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--status-jobs", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--interval", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=4)
+    parser.add_argument("--keep", type=Path, help="work in this folder (kept)")
+    args = parser.parse_args()
+    os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = args.keep or Path(tmp)
+        compile_ratio(base / "compile", args.jobs, args.repeat)
+        status_calls(base / "status", args.status_jobs, args.interval, args.cycles)
+
+
+if __name__ == "__main__":
+    main()
