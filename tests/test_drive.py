@@ -253,3 +253,72 @@ def test_calib_example_end_to_end(tmp_path):
     datasets = {d["did"]: d for d in status["datasets"]}
     assert all(not d["open"] for d in datasets.values())
     assert any(did.endswith(".run") and d["files"] == 4 for did, d in datasets.items())
+
+
+SLOW_WORKFLOW = """\
+cwlVersion: v1.2
+class: Workflow
+$namespaces: {swf: "https://github.com/swfflow/swfflow/cwl#"}
+requirements: {ScatterFeatureRequirement: {}}
+inputs:
+  raw: {type: 'File[]', swf:stream: true}
+outputs:
+  sizes: {type: 'File[]', outputSource: slow/size}
+steps:
+  slow:
+    scatter: f
+    in: {f: raw}
+    out: [size]
+    run:
+      class: CommandLineTool
+      baseCommand: [sh, -c, 'sleep 1; wc -c < "$0" > "$(basename "$0").size"']
+      inputs:
+        f: {type: File, inputBinding: {position: 1}}
+      outputs:
+        size: {type: File, outputBinding: {glob: '*.size'}}
+"""
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_keeps_finished_jobs(tmp_path):
+    import signal
+    import sqlite3
+
+    (tmp_path / "slow.cwl").write_text(SLOW_WORKFLOW)
+    raw = []
+    for i in range(6):
+        (tmp_path / f"s{i}.dat").write_bytes(b"y" * (i + 1))
+        raw.append({"class": "File", "location": f"s{i}.dat"})
+    (tmp_path / "in.json").write_text(json.dumps({"raw": raw}))
+    args = ["run", "slow.cwl", "in.json", "--outdir", "out", "--jobs", "1", "-q"]
+    proc = subprocess.Popen(SWFFLOW + args, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "out" / ".swfflow" / "state.db"
+
+    def done_jobs() -> int:
+        if not db.exists():
+            return 0
+        try:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("select count(*) from exec_jobs where state='done'"
+                                    ).fetchone()[0]
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+    deadline = time.monotonic() + 90
+    while done_jobs() < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        states = dict(conn.execute("select number, state from exec_jobs").fetchall())
+    finished_before = {n for n, s in states.items() if s == "done"}
+    assert len(finished_before) >= 2 and "running" not in states.values()
+
+    rerun = _run(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(json.loads(rerun.stdout)["sizes"]) == 6
+    with sqlite3.connect(db) as conn:
+        attempts = dict(conn.execute("select number, attempt from exec_jobs").fetchall())
+    assert all(attempts[n] == 1 for n in finished_before)  # not run again

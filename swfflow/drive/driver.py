@@ -31,6 +31,7 @@ from typing import Any
 from swfflow.backends.base import Catalog, Executor, TaskState
 from swfflow.drive.store import DriverStore
 from swfflow.drive.values import ValueResolver
+from swfflow.errors import SwfflowError
 from swfflow.plan.model import (CLOSE_WITH_PRODUCER, RELEASE_AFTER_PARENTS, RELEASE_AT_START,
                                 RELEASE_WITH_PARENTS, Plan, TaskSpec)
 
@@ -200,8 +201,13 @@ class Driver:
         allowed = _RELEASE_WHEN_PARENTS_IN[task.spec.release]
         if not all(p.phase in allowed for p in parents):
             return
-        spec, inputs = self.values.resolve(task.spec)
-        if spec.when and not self.values.condition(spec, inputs):
+        try:
+            spec, inputs = self.values.resolve(task.spec)
+            skip = bool(spec.when) and not self.values.condition(spec, inputs)
+        except SwfflowError as exc:  # a valueFrom/when that fails on the real values
+            self._set(task, TaskPhase.FAILED, str(exc))
+            return
+        if skip:
             self._set(task, TaskPhase.SKIPPED, f"when {spec.when} is false", inputs=inputs)
             return
         if spec.kind == "expression":
