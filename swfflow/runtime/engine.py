@@ -61,7 +61,8 @@ class Engine:
                 value = merge_sources(gathered, out.link_merge)
             else:
                 value = gathered[0] if gathered else None
-            result[name] = pick_value(value, out.pick_value, where, name)
+            result[name] = _check_type(pick_value(value, out.pick_value, where, name),
+                                       out.type, where)
         return result
 
     @staticmethod
@@ -112,6 +113,21 @@ class Engine:
                             "not a boolean", where=where,
                             hint="a CWL `when` must evaluate to true or false")
         return result
+
+
+_SCALARS = {"File", "Directory", "string", "int", "long", "float", "double", "boolean"}
+
+
+def _check_type(value: Any, cwl_type: str, where: str) -> Any:
+    """A list where the workflow declares a single value is an error (e.g. pickValue
+    all_non_null into a non-array output), not something to pass on silently."""
+    if isinstance(value, list) and cwl_type.rstrip("?") in _SCALARS:
+        raise RunFailed(f"the value is a list but the output type is {cwl_type}", where=where,
+                        hint="declare an array type, or pick one value (first_non_null)")
+    if value is None and cwl_type in _SCALARS:
+        raise RunFailed(f"no value for a required {cwl_type} output", where=where,
+                        hint=f"make the output optional ({cwl_type}?) if it may be missing")
+    return value
 
 
 def _gather(binding: ir.Binding, values: Mapping, where: str) -> Any:
