@@ -105,6 +105,19 @@ def _attach(catalog, did: str, path: Path) -> None:
                                        pfn=str(path))])
 
 
+def _run_whole_stream(driver, catalog, executor, project: Path) -> None:
+    """Attach the three STFs, close the run, drive to the end."""
+    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    try:
+        driver.start()
+        for i in range(3):
+            _attach(catalog, stream, project / f"stf{i}.dat")
+        driver.close_streams()
+        _tick_until(driver, lambda: driver.finished)
+    finally:
+        executor.shutdown()
+
+
 def _tick_until(driver, condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -147,15 +160,7 @@ def test_dynamic_when_is_evaluated_on_real_results(project):
     inputs = {"marker": str(_marker(project)), "min_files": 5}
     driver, catalog, executor = _driver(project, inputs)
     assert driver.plan.task("sum").when  # reads a step output: left to the driver
-    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
-    try:
-        driver.start()
-        for i in range(3):
-            _attach(catalog, stream, project / f"stf{i}.dat")
-        driver.close_streams()
-        _tick_until(driver, lambda: driver.finished)
-    finally:
-        executor.shutdown()
+    _run_whole_stream(driver, catalog, executor, project)
     total = driver.tasks["sum"]
     assert total.phase is TaskPhase.SKIPPED and total.task_id is None  # 3 files < 5
     out = driver.plan.task("sum").outputs["total"]
@@ -166,15 +171,7 @@ def test_dynamic_when_is_evaluated_on_real_results(project):
 def test_failure_blocks_downstream_then_resume_after_fix(project):
     inputs = {"marker": str(_marker(project))}
     driver, catalog, executor = _driver(project, inputs, attempts=2)
-    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
-    try:
-        driver.start()
-        for i in range(3):
-            _attach(catalog, stream, project / f"stf{i}.dat")
-        driver.close_streams()
-        _tick_until(driver, lambda: driver.finished)
-    finally:
-        executor.shutdown()
+    _run_whole_stream(driver, catalog, executor, project)
     check, total = driver.tasks["check"], driver.tasks["sum"]
     assert check.phase is TaskPhase.FAILED
     assert "after 2 attempt(s), exit code 7" in check.message

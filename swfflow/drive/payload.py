@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from swfflow import ir
 from swfflow.plan.model import TaskSpec

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swfflow.frontends.cwl_compile import plain  # ruamel maps → plain dicts (cwltool mutates)
 from swfflow.runtime.containers import ContainerPolicy
 
 _EXIT_STATUS = re.compile(r"exited with status: (-?\d+)")
@@ -52,7 +53,7 @@ def load_process(tool: str | Mapping[str, Any]) -> Any:
             if tool not in _PROCESS_CACHE:
                 _PROCESS_CACHE[tool] = load_tool(tool, _loading_context(LoadingContext))
             return _PROCESS_CACHE[tool]
-    return load_tool(_plain(tool), _loading_context(LoadingContext))
+    return load_tool(plain(tool), _loading_context(LoadingContext))
 
 
 def _loading_context(factory: Any) -> Any:
@@ -60,15 +61,6 @@ def _loading_context(factory: Any) -> Any:
     ctx.relax_path_checks = True
     ctx.do_validate = True
     return ctx
-
-
-def _plain(value: Any) -> Any:
-    """ruamel maps → plain dicts (cwltool mutates what it is given)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 class _CaptureLog(logging.Handler):
@@ -133,7 +125,7 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     cwl_logger.handlers, cwl_logger.propagate = [capture], False
     cwl_logger.setLevel(logging.INFO)
     try:
-        outputs, status = recorder.execute(process, _plain(dict(job)), runtime,
+        outputs, status = recorder.execute(process, plain(dict(job)), runtime,
                                            logger=cwl_logger)
     except Exception as exc:  # cwltool's WorkflowException/ValidationException: the job failed
         capture.lines.append(f"{type(exc).__name__}: {exc}")
