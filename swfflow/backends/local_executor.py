@@ -29,6 +29,7 @@ from swfflow.backends.base import Catalog, FileRecord, TaskState, TaskStatus
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.checksum import adler32_file
 from swfflow.plan.model import TaskSpec
+from swfflow.runtime.files import file_value, location_path
 from swfflow.runtime.jobrun import execute_job
 
 _META = MetaData()
@@ -65,12 +66,12 @@ class LocalExecutor:
     """An :class:`~swfflow.backends.base.Executor` on this machine."""
 
     def __init__(self, catalog: Catalog, engine: Any, workdir: str | Path, *, jobs: int = 2,
-                 attempts: int = 3, no_container: bool = False):
+                 attempts: int | None = None, no_container: bool = False):
         self.catalog = catalog
         self.engine = engine
         self.workdir = Path(workdir)
         self.max_workers = max(1, jobs)
-        self.attempts = max(1, attempts)
+        self.attempts = attempts  # None: the task's maxAttempt (swf:Retry / profile)
         self.no_container = no_container
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[int, Future] = {}
@@ -253,7 +254,7 @@ class LocalExecutor:
         master = _master_dataset(spec)
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
-            files = [_file_object(records[did]) for did in job.files]
+            files = [file_value(records[did]) for did in job.files]
             port = split_port or _first_dataset_port(spec, master)
             if port:
                 values[port] = files if _is_array_port(payload.get("tool"), port) else files[0]
@@ -261,7 +262,7 @@ class LocalExecutor:
             dids = [dids] if isinstance(dids, str) else dids
             if dids == [master] and port in values:
                 continue  # the master chunk already feeds it (JEDI splits, not gathers)
-            files = [_file_object(f) for did in dids for f in self.catalog.list_files(did)]
+            files = [file_value(f) for did in dids for f in self.catalog.list_files(did)]
             values[port] = files if _is_array_port(payload.get("tool"), port) else \
                 (files[0] if files else None)
         outdir = self.workdir / "jobs" / _safe(spec["name"]) / f"{job.number:06d}"
@@ -292,13 +293,18 @@ class LocalExecutor:
             produced = self._register(task.spec, job.number, result["outputs"] or {},
                                       result["log"])
         state = "done" if ok else (
-            "failed" if result.get("final") or job.attempt >= self.attempts
+            "failed" if result.get("final") or job.attempt >= self._max_attempts(task.spec)
             else "pending")
         with self.engine.begin() as conn:
             conn.execute(JOBS.update().where(JOBS.c.id == job_id).values(
                 state=state, command=result["command"], container=result["container"],
                 exit_code=result["exit_code"], outputs=result["outputs"], produced=produced,
                 log=result["log"]))
+
+    def _max_attempts(self, spec: dict[str, Any]) -> int:
+        if self.attempts is not None:
+            return max(1, self.attempts)
+        return max(1, int(spec["params"].get("maxAttempt") or 3))
 
     def _register(self, spec: dict[str, Any], number: int, outputs: dict[str, Any],
                   log: str) -> list[dict[str, Any]]:
@@ -351,12 +357,6 @@ def _is_array_port(tool: Any, port: str) -> bool:
     return isinstance(kind, dict) and kind.get("type") == "array"
 
 
-def _file_object(record: FileRecord) -> dict[str, Any]:
-    # the pfn keeps the name the producer gave the file; the DID may carry a job prefix
-    return {"class": "File", "location": Path(record.pfn or "").resolve().as_uri(),
-            "basename": Path(record.pfn or record.name).name}
-
-
 def _files_in(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, dict) and value.get("class") == "File":
         return [value]
@@ -365,14 +365,8 @@ def _files_in(value: Any) -> list[dict[str, Any]]:
     return []
 
 
-def _path_of(location: str) -> Path:
-    from urllib.parse import unquote, urlparse
-    parsed = urlparse(location)
-    return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
-
-
 def _record_for(cwl_file: dict[str, Any], did: str) -> FileRecord:
-    path = _path_of(cwl_file["location"])
+    path = location_path(cwl_file["location"])
     return FileRecord(did=did, size=path.stat().st_size, adler32=adler32_file(path),
                       pfn=str(path))
 

@@ -54,8 +54,9 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
               help="Where outputs go; the state store lives in OUTDIR/.swfflow/.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Jobs run at once (default: the number of cores).")
-@click.option("--attempts", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Attempts per job before its step fails.")
+@click.option("--attempts", type=click.IntRange(min=1), default=None,
+              help="Attempts per job before its step fails (default: the step's swf:Retry, "
+                   "else the profile's retries + 1).")
 @click.option("--no-container", is_flag=True,
               help="Never use a container: a DockerRequirement hint runs on the host, a "
                    "requirement fails.")
@@ -64,7 +65,8 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Profile YAML (names, scopes, defaults).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only errors.")
-def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None, attempts: int,
+def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
+            attempts: int | None,
             no_container: bool, run_number: str, profile_path: str | None,
             quiet: bool) -> None:
     """Run WORKFLOW (CWL) with INPUTS (YAML/JSON) on this machine; print the CWL output

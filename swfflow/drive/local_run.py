@@ -77,7 +77,7 @@ def run_expression_locally(workdir: Path) -> Any:
 
 
 def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path, *,
-                     jobs: int, attempts: int, no_container: bool, run: str,
+                     jobs: int, attempts: int | None, no_container: bool, run: str,
                      profile_path: str | None, quiet: bool) -> dict[str, Any]:
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile

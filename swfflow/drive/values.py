@@ -3,26 +3,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from swfflow.backends.base import Catalog, FileRecord
+from swfflow.backends.base import Catalog
 from swfflow.errors import RunFailed, SwfflowError
 from swfflow.frontends.cwl_expr import evaluate
 from swfflow.plan.model import Plan, TaskSpec
+from swfflow.runtime.files import file_value
 
 if TYPE_CHECKING:
     from swfflow.drive.driver import Driver
 
 # run-time evaluation may use JavaScript whatever the tool declared: the workflow validated it
 _EVAL_REQUIREMENTS = ({"class": "InlineJavascriptRequirement"},)
-
-
-def file_object(record: FileRecord) -> dict[str, Any]:
-    """A catalog file as a CWL File value."""
-    path = Path(record.pfn or record.name)
-    return {"class": "File", "location": path.resolve().as_uri() if record.pfn else record.did,
-            "basename": path.name, "size": record.size}
 
 
 def _job_order(cwl_file: dict[str, Any]) -> str:
@@ -36,7 +29,7 @@ class ValueResolver:
         self.driver = driver
 
     def _files(self, did: str) -> list[dict[str, Any]]:
-        return [file_object(r) for r in self.catalog.list_files(did)]
+        return [file_value(r) for r in self.catalog.list_files(did)]
 
     def _from_sources(self, sources: tuple[str, ...] | list[str]) -> list[Any]:
         found = []

@@ -6,6 +6,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from swfflow.backends.base import FileRecord
+
+
+def file_value(record: FileRecord) -> dict[str, Any]:
+    """A catalog file as a CWL File value. The pfn keeps the name the producer gave the file
+    (the DID may carry a job prefix); a URL pfn (root://, https://) is kept as it is."""
+    pfn = record.pfn or ""
+    location = pfn if "://" in pfn else (Path(pfn).resolve().as_uri() if pfn else record.did)
+    return {"class": "File", "location": location, "size": record.size,
+            "basename": Path(pfn.split("://", 1)[-1] or record.name).name}
+
+
+def location_path(location: str) -> Path:
+    """The local path of a ``file://`` URI or a plain path."""
+    parsed = urlparse(location)
+    return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+
 
 def absolute_locations(value: Any, base: Path) -> Any:
     if isinstance(value, list):
@@ -34,7 +51,7 @@ def describe_files(value: Any) -> Any:
         value = dict(value)
         normalizeFilesDirs(value)
         location = str(value.get("location", ""))
-        path = Path(unquote(urlparse(location).path)) if location.startswith("file:") else None
+        path = location_path(location) if location.startswith("file:") else None
         if path is not None and path.is_file():
             value.setdefault("size", path.stat().st_size)
         if "secondaryFiles" in value:
