@@ -222,3 +222,41 @@ def test_unknown_status_fails_after_the_alert_threshold():
     late = TaskStatus("1", TaskState.UNKNOWN, "weird", "JEDI status 'weird' (5 polls); see x")
     assert job_outcome(early, _Job([])) is None
     assert "5 polls" in job_outcome(late, _Job([]))
+
+
+@pytest.mark.slow
+def test_cancel_kills_the_panda_tasks(tmp_path):
+    """Ctrl-C on snakemake: the plugin kills its running tasks (they end aborted)."""
+    import signal
+    import time
+
+    from swfflow.testing.panda_runner import StateMachineRunner
+
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: expand("out/{i}.txt", i=range(3))
+rule slow:
+    output: "out/{i}.txt"
+    shell: "sleep 1000"
+''')
+    with PandaContractServer(runner=StateMachineRunner(run_s=3600), tick_s=0.05) as server:
+        env = {**os.environ, **server.env()}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--executor", "swfpanda", "--jobs", "10",
+             "--seconds-between-status-checks", "1", "-s", str(tmp_path / "Snakefile"),
+             "-d", str(tmp_path)], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not any(t.status == "running" for t in server.store.tasks.values()):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+            assert len(server.store.tasks) == 1  # 3 jobs of one rule: one task
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(t.status != "aborted" for t in server.store.tasks.values()):
+            assert time.monotonic() < deadline, [t.status for t in server.store.tasks.values()]
+            time.sleep(0.1)
+        assert "task/kill" in server.calls
