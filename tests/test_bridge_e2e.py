@@ -170,9 +170,11 @@ def test_kill_9_five_times_mid_run_changes_nothing(tmp_path, stomp_url, rucio_ca
     assert rucio_state(rucio_catalog, expected) == expected
 
 
-def test_broker_restart_mid_run(tmp_path, rucio_catalog):
+def test_broker_restart_mid_run(tmp_path, stomp_url, rucio_catalog):
     from swfflow import services
 
+    # stomp_url: the shared broker is up first and keeps its port, so this test's broker, once
+    # restarted, cannot come back on a port the shared one took meanwhile
     own = tmp_path / "own-activemq"  # a broker of this test only
     (broker,) = services.up(["activemq"], state=own)
     try:
