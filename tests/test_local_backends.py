@@ -80,7 +80,7 @@ def test_catalog_rejects_bad_names(tmp_path):
 
 
 # --- executor ----------------------------------------------------------------------------
-def _setup(tmp_path: Path, attempts: int = 2, jobs: int = 2):
+def _setup(tmp_path: Path, attempts: int | None = 2, jobs: int = 2):
     engine = sqlite_engine(tmp_path / "state.db")
     catalog = LocalCatalog(engine)
     executor = LocalExecutor(catalog, engine, tmp_path / "work", jobs=jobs, attempts=attempts)
@@ -164,6 +164,24 @@ def test_failing_job_is_retried_then_fails_the_task_with_log(tmp_path):
     assert "after 2 attempt(s), exit code 1" in status.message
     assert "completed permanentFail" in status.message
     assert executor.job_rows(task_id)[0].attempt == 2
+
+
+def test_task_max_attempt_applies_unless_overridden(tmp_path):
+    from dataclasses import replace
+
+    catalog, executor, tool = _setup(tmp_path, attempts=None)
+    for did in ("raw:run1", "out:run1.count", "out:run1.count.log"):
+        catalog.create_dataset(did)
+    _add_raw(catalog, tmp_path, ["bad"], content=b"FAIL")
+    catalog.close_dataset("raw:run1")
+    task = _task(tool, files_per_job=1)
+    task = replace(task, params={**task.params, "maxAttempt": 1})  # from swf:Retry
+    task_id = executor.submit(task)
+    try:
+        status = _wait(executor, task_id, lambda s: s.state.terminal)
+    finally:
+        executor.shutdown()
+    assert status.state is TaskState.FAILED and "after 1 attempt(s)" in status.message
 
 
 def test_resume_keeps_intact_outputs_and_redoes_damaged_ones(tmp_path):
