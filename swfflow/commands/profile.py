@@ -20,13 +20,15 @@ PROFILE_NAME = "panda"
 
 
 def bundled_profile() -> Path:
-    """``profiles/panda`` of the swfflow checkout/installation."""
-    candidates = [Path(__file__).resolve().parents[2] / "profiles" / PROFILE_NAME]
+    """``profiles/panda``: inside an installed wheel (hatch force-include), else the checkout."""
+    package = Path(__file__).resolve().parents[1]
+    candidates = [package / "_profiles" / PROFILE_NAME,
+                  package.parent / "profiles" / PROFILE_NAME]
     for folder in candidates:
         if (folder / "config.yaml").is_file():
             return folder
     raise ConfigError("swfflow's Snakemake profile (profiles/panda/config.yaml) is missing",
-                      where=str(candidates[0]), hint="reinstall swfflow from its source tree")
+                      where=str(candidates[-1]), hint="reinstall swfflow from its source tree")
 
 
 def user_profile_dir(name: str = PROFILE_NAME) -> Path:
