@@ -10,13 +10,16 @@
 - All state lives in the state store (SQLite), so a new executor on the same store resumes:
   finished jobs whose outputs still match their checksums are kept, the rest run again.
 
-The executor does its work when asked for :meth:`status` (or :meth:`pump`): one thread, no
-locks, and a driver loop, a bridge or the PanDA test double can each drive it at their pace.
+The executor does its work when asked for :meth:`status` (or :meth:`pump`), so a driver loop,
+a bridge or the PanDA test double each drive it at their pace; public calls hold one lock, so
+several threads (one driver per run, HTTP handler threads) may share an executor.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
@@ -25,11 +28,13 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
 
-from swfflow.backends.base import Catalog, FileRecord, TaskState, TaskStatus
+from swfflow.backends.base import Catalog, TaskState, TaskStatus
+from swfflow.backends.local_jobs import (first_dataset_port, intact, is_array_port, files_in,
+                                         master_dataset, record_for, safe_name,
+                                         task_outputs_of)
 from swfflow.backends.splitting import SplitRule, split_files
-from swfflow.checksum import adler32_file
 from swfflow.plan.model import TaskSpec
-from swfflow.runtime.files import file_value, location_path
+from swfflow.runtime.files import file_value
 from swfflow.runtime.jobrun import execute_job
 
 _META = MetaData()
@@ -62,6 +67,14 @@ JOBS = Table(
 _ACTIVE = ("submitted", "running")
 
 
+def _locked(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(self: LocalExecutor, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class LocalExecutor:
     """An :class:`~swfflow.backends.base.Executor` on this machine."""
 
@@ -75,10 +88,12 @@ class LocalExecutor:
         self.no_container = no_container
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[int, Future] = {}
+        self._lock = threading.RLock()
         _META.create_all(engine)
         self._recover()
 
     # --- Executor protocol ----------------------------------------------------------------
+    @_locked
     def submit(self, task: TaskSpec) -> str:
         with self.engine.begin() as conn:
             row = conn.execute(select(TASKS.c.id).where(TASKS.c.name == task.name)).first()
@@ -88,6 +103,7 @@ class LocalExecutor:
                 name=task.name, spec=asdict(task), state="submitted", message="", assigned=[]))
             return str(result.inserted_primary_key[0])
 
+    @_locked
     def status(self, task_ids: Sequence[str]) -> dict[str, TaskStatus]:
         self.pump()
         ids = [int(t) for t in task_ids]
@@ -107,13 +123,16 @@ class LocalExecutor:
                 n_jobs_failed=states.count("failed"))
         return out
 
+    @_locked
     def kill(self, task_id: str) -> None:
         self._set_task(int(task_id), "aborted", "killed by user")
 
+    @_locked
     def finish(self, task_id: str) -> None:
         """Stop creating jobs; the task ends when its running jobs end (JEDI ``finish``)."""
         self._set_task(int(task_id), "finishing", "")
 
+    @_locked
     def retry(self, task_id: str) -> None:
         """Run the failed jobs of a failed task again, with fresh attempts."""
         with self.engine.begin() as conn:
@@ -125,14 +144,17 @@ class LocalExecutor:
                          .values(state="running", message=""))
 
     # --- beyond the protocol --------------------------------------------------------------
+    @_locked
     def job_rows(self, task_id: str) -> list[Any]:
         with self.engine.connect() as conn:
             return conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
                                 .order_by(JOBS.c.number)).all()
 
+    @_locked
     def task_outputs(self, task_id: str) -> dict[str, Any]:
         return task_outputs_of(self.job_rows(task_id))
 
+    @_locked
     def shutdown(self) -> None:
         """Stop the pool; running jobs go back to pending so a later run redoes them."""
         if self._pool is not None:
@@ -143,6 +165,7 @@ class LocalExecutor:
                          .values(state="pending"))
         self._running.clear()
 
+    @_locked
     def pump(self) -> None:
         """Harvest finished jobs, cut new jobs from new input files, start pending jobs,
         and update task states."""
@@ -163,7 +186,7 @@ class LocalExecutor:
         with self.engine.begin() as conn:
             conn.execute(JOBS.update().where(JOBS.c.state == "running").values(state="pending"))
             for job in conn.execute(select(JOBS).where(JOBS.c.state == "done")).all():
-                if not all(_intact(p) for p in job.produced or []):
+                if not all(intact(p) for p in job.produced or []):
                     conn.execute(JOBS.update().where(JOBS.c.id == job.id)
                                  .values(state="pending", attempt=0))
                     conn.execute(TASKS.update().where(TASKS.c.id == job.task_id)
@@ -176,7 +199,7 @@ class LocalExecutor:
 
     def _cut_jobs(self, row: Any) -> None:
         spec = row.spec
-        master = _master_dataset(spec)
+        master = master_dataset(spec)
         with self.engine.begin() as conn:
             n_jobs = len(conn.execute(select(JOBS.c.id).where(JOBS.c.task_id == row.id)).all())
             if master is None:
@@ -216,7 +239,7 @@ class LocalExecutor:
                            f"job {job.number} failed after {job.attempt} attempt(s), "
                            f"exit code {job.exit_code}\n{tail}")
             return
-        master = _master_dataset(row.spec)
+        master = master_dataset(row.spec)
         drained = master is None or (self.catalog.dataset_exists(master)
                                      and not self.catalog.is_open(master)
                                      and len(row.assigned) >= len(self.catalog.list_files(master)))
@@ -251,21 +274,21 @@ class LocalExecutor:
         tool = payload.get("tool_uri") or payload["tool"]
         values = dict(payload.get("job") or {})
         split_port = payload.get("split_port")
-        master = _master_dataset(spec)
+        master = master_dataset(spec)
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
             files = [file_value(records[did]) for did in job.files]
-            port = split_port or _first_dataset_port(spec, master)
+            port = split_port or first_dataset_port(spec, master)
             if port:
-                values[port] = files if _is_array_port(payload.get("tool"), port) else files[0]
+                values[port] = files if is_array_port(payload.get("tool"), port) else files[0]
         for port, dids in (payload.get("gather_ports") or {}).items():
             dids = [dids] if isinstance(dids, str) else dids
             if dids == [master] and port in values:
                 continue  # the master chunk already feeds it (JEDI splits, not gathers)
             files = [file_value(f) for did in dids for f in self.catalog.list_files(did)]
-            values[port] = files if _is_array_port(payload.get("tool"), port) else \
+            values[port] = files if is_array_port(payload.get("tool"), port) else \
                 (files[0] if files else None)
-        outdir = self.workdir / "jobs" / _safe(spec["name"]) / f"{job.number:06d}"
+        outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
         return {"tool": tool, "job": values, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,
                 "where": spec["step"]}
@@ -311,17 +334,17 @@ class LocalExecutor:
         produced = []
         for port, did in (spec.get("outputs") or {}).items():
             scope, dsname = did.split(":", 1)
-            records = [_record_for(f, f"{scope}:{dsname}._{number:06d}.{f['basename']}")
-                       for f in _files_in(outputs.get(port))]
+            records = [record_for(f, f"{scope}:{dsname}._{number:06d}.{f['basename']}")
+                       for f in files_in(outputs.get(port))]
             self.catalog.add_files(did, records)
             produced += [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
                          for r in records]
         if spec.get("log_dataset"):
             scope, dsname = spec["log_dataset"].split(":", 1)
-            path = self.workdir / "logs" / _safe(spec["name"]) / f"{number:06d}.log"
+            path = self.workdir / "logs" / safe_name(spec["name"]) / f"{number:06d}.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(log)
-            record = _record_for({"location": str(path), "basename": path.name},
+            record = record_for({"location": str(path), "basename": path.name},
                                  f"{scope}:{dsname}._{number:06d}.log")
             self.catalog.add_files(spec["log_dataset"], [record])
         return produced
@@ -330,61 +353,3 @@ class LocalExecutor:
 _STATE_MAP = {"submitted": TaskState.SUBMITTED, "running": TaskState.RUNNING,
               "finishing": TaskState.RUNNING, "done": TaskState.SUCCEEDED,
               "failed": TaskState.FAILED, "aborted": TaskState.FAILED}
-
-
-def _master_dataset(spec: dict[str, Any]) -> str | None:
-    return spec["params"].get("dsForIN") or next(
-        (i["dataset"] for i in spec.get("inputs", ()) if i.get("master")), None)
-
-
-def _first_dataset_port(spec: dict[str, Any], did: str) -> str | None:
-    return next((i["port"] for i in spec.get("inputs", ()) if i.get("dataset") == did), None)
-
-
-def _is_array_port(tool: Any, port: str) -> bool:
-    """Does the tool's input ``port`` take a list (``File[]``, ``type: array``)?"""
-    if not isinstance(tool, dict):
-        return True
-    inputs = tool.get("inputs") or {}
-    if isinstance(inputs, list):
-        inputs = {str(i.get("id", "")).split("#")[-1].split("/")[-1]: i for i in inputs}
-    declared = inputs.get(port)
-    kind = declared.get("type") if isinstance(declared, dict) else declared
-    if isinstance(kind, list):  # optional: [null, X]
-        kind = next((k for k in kind if k != "null"), None)
-    if isinstance(kind, str):
-        return kind.rstrip("?").endswith("[]")
-    return isinstance(kind, dict) and kind.get("type") == "array"
-
-
-def _files_in(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, dict) and value.get("class") == "File":
-        return [value]
-    if isinstance(value, list):
-        return [f for v in value for f in _files_in(v)]
-    return []
-
-
-def _record_for(cwl_file: dict[str, Any], did: str) -> FileRecord:
-    path = location_path(cwl_file["location"])
-    return FileRecord(did=did, size=path.stat().st_size, adler32=adler32_file(path),
-                      pfn=str(path))
-
-
-def _intact(produced: dict[str, Any]) -> bool:
-    path = Path(produced.get("pfn") or "")
-    return path.is_file() and path.stat().st_size == produced["size"] and \
-        adler32_file(path) == produced["adler32"]
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-
-
-def task_outputs_of(rows: list[Any]) -> dict[str, Any]:
-    """The CWL output object of a task: its job's, or per port the list over its jobs."""
-    outputs = [r.outputs or {} for r in rows if r.state == "done"]
-    if len(outputs) == 1:
-        return outputs[0]
-    ports = sorted({p for o in outputs for p in o})
-    return {p: [o.get(p) for o in outputs] for p in ports}

@@ -1,0 +1,69 @@
+"""What one job of a local task reads and writes: which dataset feeds it, how a tool port is
+shaped, how produced files become catalog records — plain functions over the stored spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from swfflow.backends.base import FileRecord
+from swfflow.checksum import adler32_file
+from swfflow.runtime.files import location_path
+
+
+def master_dataset(spec: dict[str, Any]) -> str | None:
+    return spec["params"].get("dsForIN") or next(
+        (i["dataset"] for i in spec.get("inputs", ()) if i.get("master")), None)
+
+
+def first_dataset_port(spec: dict[str, Any], did: str) -> str | None:
+    return next((i["port"] for i in spec.get("inputs", ()) if i.get("dataset") == did), None)
+
+
+def is_array_port(tool: Any, port: str) -> bool:
+    """Does the tool's input ``port`` take a list (``File[]``, ``type: array``)?"""
+    if not isinstance(tool, dict):
+        return True
+    inputs = tool.get("inputs") or {}
+    if isinstance(inputs, list):
+        inputs = {str(i.get("id", "")).split("#")[-1].split("/")[-1]: i for i in inputs}
+    declared = inputs.get(port)
+    kind = declared.get("type") if isinstance(declared, dict) else declared
+    if isinstance(kind, list):  # optional: [null, X]
+        kind = next((k for k in kind if k != "null"), None)
+    if isinstance(kind, str):
+        return kind.rstrip("?").endswith("[]")
+    return isinstance(kind, dict) and kind.get("type") == "array"
+
+
+def files_in(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict) and value.get("class") == "File":
+        return [value]
+    if isinstance(value, list):
+        return [f for v in value for f in files_in(v)]
+    return []
+
+
+def record_for(cwl_file: dict[str, Any], did: str) -> FileRecord:
+    path = location_path(cwl_file["location"])
+    return FileRecord(did=did, size=path.stat().st_size, adler32=adler32_file(path),
+                      pfn=str(path))
+
+
+def intact(produced: dict[str, Any]) -> bool:
+    path = Path(produced.get("pfn") or "")
+    return path.is_file() and path.stat().st_size == produced["size"] and \
+        adler32_file(path) == produced["adler32"]
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def task_outputs_of(rows: list[Any]) -> dict[str, Any]:
+    """The CWL output object of a task: its job's, or per port the list over its jobs."""
+    outputs = [r.outputs or {} for r in rows if r.state == "done"]
+    if len(outputs) == 1:
+        return outputs[0]
+    ports = sorted({p for o in outputs for p in o})
+    return {p: [o.get(p) for o in outputs] for p in ports}
