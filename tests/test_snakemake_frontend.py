@@ -229,6 +229,10 @@ def test_checkpoints_are_not_supported():
     ("checkpoint.smk", 33, "checkpoint"),
     ("mode.smk", 2, "swf_mode='sometimes'"),
     ("syntax.smk", 2, "Snakemake could not build the job graph"),
+    ("missing_input.smk", 2, "missing_input.smk:4: Snakemake could not build the job graph: "
+                             "Missing input files for rule a"),
+    ("name_error.smk", 2, "name_error.smk:6: Snakemake could not build the job graph: "
+                          "name 'undefined_name' is not defined"),
 ])
 def test_bad_snakefiles_exit_cleanly(name, exit_code, text, tmp_path):
     result = swfflow("compile", str(DATA / "bad" / name), "-o", str(tmp_path / "p.json"))

@@ -75,15 +75,16 @@ def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = N
     """Parse ``snakefile`` with ``config`` and return its full job graph (nothing runs)."""
     check_version()
     from snakemake.api import SnakemakeApi
-    from snakemake.exceptions import WorkflowError as SnakemakeError
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings,
                                           ResourceSettings)
 
     path = Path(snakefile).resolve()
     noise = io.StringIO()
     with _kept_cwd(), _quiet_snakemake(noise):
-        try:
-            with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+            # A Snakefile is Python: whatever it raises while Snakemake reads it and builds the
+            # DAG is the user's error (missing inputs, bad resources, a typo), not swfflow's.
+            try:
                 wf_api = api.workflow(resource_settings=ResourceSettings(cores=_NO_CORE_CAP),
                                       config_settings=ConfigSettings(config=dict(config or {})),
                                       snakefile=path, workdir=path.parent)
@@ -91,12 +92,12 @@ def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = N
                 workflow = wf_api._workflow
                 workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
                 workflow._build_dag()
-                return _snapshot(workflow, path)
-        except (SnakemakeError, SyntaxError, NameError, KeyError, TypeError, ValueError) as exc:
-            raise WorkflowError(f"Snakemake could not build the job graph: {_first_line(exc)}",
-                                where=_error_where(exc, path),
-                                hint="run `snakemake -n` in the workflow folder for details"
-                                ) from None
+            except Exception as exc:  # noqa: BLE001 (see above)
+                raise WorkflowError(
+                    f"Snakemake could not build the job graph: {_first_line(exc)}",
+                    where=_error_where(exc, path),
+                    hint="run `snakemake -n` in the workflow folder for details") from None
+            return _snapshot(workflow, path)
 
 
 def _snapshot(workflow: Any, path: Path) -> SnakeDag:
@@ -192,6 +193,21 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _error_where(exc: BaseException, path: Path) -> str:
+    """file:line of a Snakefile error, the line mapped back from Snakemake's generated Python
+    (the Workflow object in the traceback holds the line maps)."""
+    snakefile = str(getattr(exc, "snakefile", None) or getattr(exc, "filename", None) or path)
     lineno = getattr(exc, "lineno", None)
-    snakefile = getattr(exc, "snakefile", None) or getattr(exc, "filename", None) or str(path)
-    return f"{snakefile}:{lineno}" if lineno else str(snakefile)
+    linemaps: Mapping[Any, Mapping[int, int]] = {}
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(getattr(owner, "linemaps", None), Mapping):
+            linemaps = owner.linemaps
+        if tb.tb_frame.f_code.co_filename == snakefile and lineno is None:
+            lineno = tb.tb_lineno
+        tb = tb.tb_next
+    if not lineno:
+        return snakefile
+    if not linemaps:
+        return snakefile  # an unmapped line number would point at the wrong line
+    return _source_line(snakefile, lineno, linemaps)
