@@ -307,9 +307,10 @@ def start(home: ServiceHome, *, fresh_session: str | None = None) -> ServiceStat
         write_atomic(home.dir / "database.json", "{}")
         _fresh_database(home, venv)
     log = home.dir / "log" / "gunicorn.log"
+    # no --preload: the app opens database connections at import, which forked workers would
+    # then share (seen: crossed replies, a UUID where the VO name belongs, hung requests)
     argv = [str(venv / "bin" / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2",
-            "--threads", "4", "--timeout", "120", "--no-control-socket", "--preload",
-            WSGI_APP]
+            "--threads", "4", "--timeout", "120", "--no-control-socket", WSGI_APP]
     env = dict(os.environ, RUCIO_CONFIG=str(home.dir / "etc" / "rucio.cfg"))
     pid = start_detached(argv, log=log, pid_file=home.pid_file, env=env, cwd=home.dir)
     home.write_endpoint(port=port, url=url, log=str(log), config=str(client_config(home)),
