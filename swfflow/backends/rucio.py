@@ -101,6 +101,8 @@ class RucioCatalog:
             raise ConfigError("not a Rucio client configuration (no [client] section)",
                               where=str(path))
         section = parser["client"]
+        if not section.get("rucio_host"):
+            raise ConfigError("the [client] section has no rucio_host", where=str(path))
         creds = {key: section[key] for key in ("username", "password") if key in section}
         return cls(section.get("rucio_host", ""), account=section.get("account", "root"),
                    auth_type=section.get("auth_type", "userpass"), creds=creds, **options)

@@ -24,7 +24,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from swfflow.errors import ServiceError
 from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, file_lock,
                                     pid_alive, run_checked, start_detached, stop_pid, wait_ready,
                                     write_atomic)
@@ -45,16 +44,6 @@ SERVER_CFG = """\
 [common]
 logdir = {log_dir}
 loglevel = WARNING
-
-[client]
-rucio_host = {url}
-auth_host = {url}
-auth_type = userpass
-username = {user}
-password = {password}
-account = root
-request_retries = 1
-auth_token_file_path = {home}/token/server-root
 
 [database]
 default = {db_url}
