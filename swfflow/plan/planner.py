@@ -399,9 +399,11 @@ def _relative(value: Any, bases: tuple[str, ...]) -> Any:
 
 
 def _display_path(source_path: str) -> str:
+    """The workflow path relative to the working directory when it lies below it (so a plan
+    compiled at the top of a checkout names ``examples/calib.cwl`` wherever the checkout is),
+    else absolute."""
     if not source_path:
         return ""
-    try:
-        return os.path.relpath(source_path)
-    except ValueError:
-        return source_path
+    path = Path(source_path).resolve()
+    cwd = Path.cwd().resolve()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
