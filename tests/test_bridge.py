@@ -262,6 +262,8 @@ def test_cli_errors_are_clear(tmp_path, capsys, args, message):
 
     (tmp_path / "x.jsonl").write_text("")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--state" not in args:  # never the default store in the working directory
+        args += ["--state", f"sqlite:///{tmp_path / 'state.db'}"]
     with pytest.raises(SystemExit) as exit_info:
         main(["bridge", str(setup_for(tmp_path).workflow), *args,
               "--workdir", str(tmp_path / "w")])
