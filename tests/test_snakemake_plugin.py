@@ -18,7 +18,8 @@ import pytest
 
 from snakemake_executor_plugin_swfpanda import job_outcome
 from snakemake_executor_plugin_swfpanda.tasks import WaveJob, decode_jobs, wave_task
-from swfflow.backends.base import TaskState, TaskStatus
+from swfflow.backends.base import FileRecord, TaskState, TaskStatus
+from swfflow.checksum import adler32_file
 from swfflow.plan.profile import load_profile
 from swfflow.testing.panda_runner import RunReport
 from swfflow.testing.panda_server import PandaContractServer
@@ -33,15 +34,19 @@ class WorkerRunner:
 
     lanes = 2
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, catalog: Any = None):
         self.workdir = workdir
+        self.catalog = catalog  # a RucioCatalog: job logs go to the task's log dataset
         self.runs: dict[int, dict[str, Any]] = {}
         self.started: list[dict[str, Any]] = []
 
     def start(self, task_id: int, params: Mapping[str, Any]) -> None:
         command = params["jobParameters"][0]["value"]
         n_jobs = int(params["nEvents"])
-        run = {"name": params["taskName"], "codes": [None] * n_jobs, "stopped": False}
+        run = {"name": params["taskName"], "codes": [None] * n_jobs, "stopped": False,
+               "log_ds": params["log"]["dataset"]}
+        if self.catalog is not None:
+            self.catalog.create_dataset(run["log_ds"])
         self.runs[task_id] = run
         self.started.append({"task_id": task_id, "params": dict(params)})
         for lane in range(self.lanes):  # JEDI jobs run in parallel, like pilots on 2 slots
@@ -55,7 +60,15 @@ class WorkerRunner:
                 continue
             argv = shlex.split(command.replace("${FIRSTEVENT}", str(index)))
             argv[0:3] = [sys.executable, "-m", argv[2]]  # python3 of the image = the test venv
-            run["codes"][index] = subprocess.call(argv, cwd=self.workdir)
+            log = self.workdir / "pilot-logs" / f"{run['name']}.{index}.log"
+            log.parent.mkdir(exist_ok=True)
+            with log.open("wb") as sink:
+                code = subprocess.call(argv, cwd=self.workdir, stdout=sink, stderr=sink)
+            if self.catalog is not None:  # as a pilot does: the job's log into Rucio
+                scope = run["log_ds"].split(":")[0]
+                self.catalog.add_files(run["log_ds"], [FileRecord(
+                    f"{scope}:{log.name}", log.stat().st_size, adler32_file(log), str(log))])
+            run["codes"][index] = code
 
     def poll(self, task_id: int) -> RunReport:
         codes = self.runs[task_id]["codes"]
@@ -65,6 +78,8 @@ class WorkerRunner:
             return RunReport("running", n_files=len(codes), n_files_finished=done,
                              n_files_failed=failed)
         state = "succeeded" if not failed else "partial" if done else "failed"
+        if self.catalog is not None and self.catalog.is_open(self.runs[task_id]["log_ds"]):
+            self.catalog.close_dataset(self.runs[task_id]["log_ds"])
         return RunReport(state, n_files=len(codes), n_files_finished=done, n_files_failed=failed,
                          message="" if not failed else f"{failed} job(s) failed")
 
@@ -76,12 +91,13 @@ class WorkerRunner:
 
 
 @pytest.fixture
-def panda_env(tmp_path):
-    """A contract server with the worker runner, an installed 'panda' profile in a temporary
-    XDG config folder, and the environment snakemake runs with."""
+def panda_env(tmp_path, rucio_catalog):
+    """A contract server with the worker runner (job logs into the real Rucio server), an
+    installed 'panda' profile in a temporary XDG config folder, and the environment snakemake
+    runs with."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    runner = WorkerRunner(workdir)
+    runner = WorkerRunner(workdir, rucio_catalog)
     with PandaContractServer(runner=runner, tick_s=0.05) as server:
         env = {**os.environ, **server.env(), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
         installed = subprocess.run([sys.executable, "-m", "swfflow.cli", "profile", "install"],
@@ -91,16 +107,22 @@ def panda_env(tmp_path):
         yield server, runner, workdir, env
 
 
+# the test Rucio server's scope for workflow outputs (the default profile says user.swf)
+SCOPE = "user.swfflow"
+
+
 def snakemake(env: dict, workdir: Path, snakefile: Path, *args: str,
               timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", "panda", "-s", str(snakefile),
          "-d", str(workdir), "--seconds-between-status-checks", "1", "--latency-wait", "2",
-         *args], env=env, capture_output=True, text=True, timeout=timeout)
+         f"--swfpanda-scope={SCOPE}", *args], env=env, capture_output=True, text=True,
+        timeout=timeout)
 
 
 @pytest.mark.slow
-def test_profile_runs_the_stf_chain_on_panda(panda_env):
+@pytest.mark.services
+def test_profile_runs_the_stf_chain_on_panda(panda_env, rucio_catalog):
     server, runner, workdir, env = panda_env
     result = snakemake(env, workdir, ROOT / "Snakefile", "--config",
                        f"stf_dir={ROOT / 'examples' / 'data'}")
@@ -124,9 +146,19 @@ def test_profile_runs_the_stf_chain_on_panda(panda_env):
     assert tasks["stf_reco"]["site"] == load_profile().site
     statuses = [c for c in server.calls if "get_tasks_detailed_info_since" in c]
     assert statuses, "the plugin polled PanDA"
+    # every JEDI job left its log in the task's (closed) Rucio log dataset, checksums intact
+    for params in tasks.values():
+        log_ds = params["log"]["dataset"]
+        assert log_ds.startswith(f"{SCOPE}:") and not rucio_catalog.is_open(log_ds)
+        files = rucio_catalog.list_files(log_ds)
+        assert len(files) == params["nEvents"]
+        for record in files:
+            local = workdir / "pilot-logs" / record.name
+            assert record.adler32 == adler32_file(local) and record.size == local.stat().st_size
 
 
 @pytest.mark.slow
+@pytest.mark.services
 def test_failing_rule_is_retried_then_reported(panda_env):
     server, runner, workdir, env = panda_env
     result = snakemake(env, workdir, DATA / "retry" / "Snakefile", "--keep-going")
