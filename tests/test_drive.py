@@ -319,3 +319,43 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_keeps_finished_jobs(tmp_path):
     with sqlite3.connect(db) as conn:
         attempts = dict(conn.execute("select number, attempt from exec_jobs").fetchall())
     assert all(attempts[n] == 1 for n in finished_before)  # not run again
+
+
+PARAM_WORKFLOW = """\
+cwlVersion: v1.2
+class: Workflow
+requirements: {ScatterFeatureRequirement: {}}
+inputs:
+  words: string[]
+outputs:
+  echoed: {type: 'File[]', outputSource: say/out}
+steps:
+  say:
+    scatter: w
+    in: {w: words}
+    out: [out]
+    run:
+      class: CommandLineTool
+      baseCommand: echo
+      stdout: said.txt
+      inputs:
+        w: {type: string, inputBinding: {position: 1}}
+      outputs:
+        out: {type: stdout}
+"""
+
+
+def test_engine_run_records_provenance_and_reuses_jobs_on_rerun(tmp_path):
+    (tmp_path / "say.cwl").write_text(PARAM_WORKFLOW)
+    (tmp_path / "in.json").write_text(json.dumps({"words": ["a", "b", "c"]}))
+    args = ["run", "say.cwl", "in.json", "--outdir", "out", "-q"]
+    first = _run(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    files = json.loads(first.stdout)["echoed"]
+    assert [Path(f["location"][7:]).read_text() for f in files] == ["a\n", "b\n", "c\n"]
+    second = _run(args, tmp_path)
+    assert second.returncode == 0 and json.loads(second.stdout) == json.loads(first.stdout)
+    status = json.loads(_run(["status", "--outdir", "out", "--json"], tmp_path).stdout)
+    jobs = [(j["step"], j["status"], j["command"]) for j in status["engine_jobs"]]
+    assert jobs[:3] == [(f"say[{i}]", "success", ["echo", w]) for i, w in enumerate("abc")]
+    assert [s for _, s, _ in jobs[3:]] == ["reused"] * 3  # nothing ran the second time

@@ -22,14 +22,16 @@ log = logging.getLogger("swfflow.run")
 def run_workflow_file(workflow_path: str | Path, inputs: dict[str, Any] | None,
                       outdir: str | Path, *, no_container: bool = False,
                       provenance: ProvenanceSink | None = None,
-                      workdir: str | Path | None = None) -> dict[str, Any]:
+                      workdir: str | Path | None = None,
+                      reuse_jobs: bool = False) -> dict[str, Any]:
     from swfflow.frontends.cwl import load_workflow
 
     outdir = Path(outdir).resolve()
     workdir = Path(workdir or outdir / ".swfflow" / "work")
     inputs = describe_files(inputs or {})
     workflow = load_workflow(workflow_path, inputs)
-    runner = LeafRunner(workdir, ContainerPolicy(forbid=no_container), provenance)
+    runner = LeafRunner(workdir, ContainerPolicy(forbid=no_container), provenance,
+                        cache_dir=workdir / "cache" if reuse_jobs else None)
     outputs = Engine(runner).run(workflow, inputs)
     return relocate(outputs, outdir, workdir)
 

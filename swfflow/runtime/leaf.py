@@ -55,6 +55,7 @@ class LeafRunner:
     workdir: Path
     policy: ContainerPolicy = ContainerPolicy()
     provenance: ProvenanceSink | None = None
+    cache_dir: Path | None = None  # cwltool's job cache: a re-run reuses finished jobs
     counter: int = 0
     _tools: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -65,7 +66,7 @@ class LeafRunner:
         self.counter += 1
         outdir = self.workdir / "steps" / f"{self.counter:05d}-{_safe(label)}"
         result = run_tool(tool, job, outdir, policy=self.policy, workdir=self.workdir,
-                          where=step.where or label)
+                          where=step.where or label, cache_dir=self.cache_dir)
         if self.provenance is not None:
             self.provenance(label, job, result)
         if not result.ok:

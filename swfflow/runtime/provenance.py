@@ -34,7 +34,7 @@ class ProvenanceStore:
     def __call__(self, label: str, job: dict[str, Any], result: ToolResult) -> None:
         with self.engine.begin() as conn:
             conn.execute(PROV_JOBS.insert().values(
-                step=label, status=result.status, inputs=json.loads(json.dumps(job, default=str)),
+                step=label, status="reused" if result.reused else result.status, inputs=json.loads(json.dumps(job, default=str)),
                 command=result.command, container=result.container,
                 exit_code=result.exit_code,
                 outputs=json.loads(json.dumps(result.outputs, default=str)),

@@ -34,6 +34,7 @@ class ToolResult:
     container: str | None = None
     exit_code: int | None = None
     log: str = ""
+    reused: bool = False  # cwltool's job cache answered: nothing ran
 
     @property
     def ok(self) -> bool:
@@ -87,8 +88,11 @@ def _container_of(process: Any) -> tuple[str | None, bool]:
 
 def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str | Path, *,
              policy: ContainerPolicy = ContainerPolicy(), workdir: str | Path | None = None,
-             where: str = "") -> ToolResult:
-    """Run ``tool`` on the job object ``job``; outputs end up under ``outdir``."""
+             where: str = "", cache_dir: str | Path | None = None) -> ToolResult:
+    """Run ``tool`` on the job object ``job``; outputs end up under ``outdir``.
+
+    With ``cache_dir``, cwltool's own job cache (keyed by the command line and the inputs'
+    checksums) makes a re-run reuse a finished job's outputs instead of running it again."""
     from cwltool.context import RuntimeContext
     from cwltool.executors import SingleJobExecutor
     from cwltool.stdfsaccess import StdFsAccess
@@ -109,12 +113,15 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     runtime.tmp_outdir_prefix = str(scratch / "out")
     runtime.stagedir = str(scratch / "stage")
     runtime.basedir = os.getcwd()
-    runtime.move_outputs = "move"
+    runtime.move_outputs = "copy" if cache_dir is not None else "move"  # keep the cache whole
     runtime.compute_checksum = True
     runtime.use_container = engine is not None
     runtime.singularity = engine in ("apptainer", "singularity")
     runtime.podman = engine == "podman"
     runtime.make_fs_access = StdFsAccess
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        runtime.cachedir = str(Path(cache_dir).resolve()) + "/"
 
     recorder = _RecordingExecutor()
     capture = _CaptureLog()
@@ -138,7 +145,7 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
         exit_code = 0
     return ToolResult(status=status, outputs=outputs, command=recorder.commands,
                       container=image if engine else None, exit_code=exit_code,
-                      log="\n".join(capture.lines))
+                      log="\n".join(capture.lines), reused=recorder.reused)
 
 
 def _recording_executor_class() -> type:
@@ -150,6 +157,7 @@ def _recording_executor_class() -> type:
         def __init__(self) -> None:
             super().__init__()
             self.commands: list[str] = []
+            self.reused = False
 
         def run_jobs(self, process: Any, job_order: Any, logger: Any, runtime: Any) -> None:
             for job in process.job(job_order, self.output_callback, runtime):
@@ -159,6 +167,7 @@ def _recording_executor_class() -> type:
                 if job.outdir is not None:
                     self.output_dirs.add(job.outdir)
                 self.commands.extend(getattr(job, "command_line", None) or [])
+                self.reused = self.reused or type(job).__name__ == "CallbackJob"
                 job.run(runtime)
 
     return RecordingExecutor
