@@ -15,6 +15,7 @@ from swfflow.errors import UnsupportedFeature, WorkflowError
 from swfflow.frontends import load_any
 from swfflow.frontends.snakemake import load_workflow
 from swfflow.frontends.snakemake_dag import build_dag
+from swfflow.plan.compare import plan_shape
 from swfflow.plan.planner import compile_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,27 +146,6 @@ rule sim:
 
 
 # --- the same chain in CWL and Snakemake -----------------------------------------------------
-def _shape(plan) -> dict:
-    """What "equivalent plans" means: the same steps; per step the same parents with the same
-    edge modes, the same release rule, streaming flag and input kind (stream / a step's
-    output / none), the same JEDI splitting and the same resources, retries and container."""
-    keys = ("nFilesPerJob", "nMaxFilesPerJob", "nGBPerJob", "runUntilClosed", "noInput",
-            "respectSplitRule", "noWaitParent", "coreCount", "ramCount", "ramUnit",
-            "workDiskCount", "walltime", "maxAttempt", "container_name")
-    stream_dids = {d.did for d in plan.datasets if d.role == "stream"}
-    producer_of = {d.did: d.producer for d in plan.datasets if d.role == "output"}
-    shape = {}
-    for task in plan.tasks:
-        master = task.params.get("dsForIN")
-        shape[task.key] = {
-            "parents": sorted((p.key, p.mode) for p in task.parents),
-            "release": task.release, "streaming": task.streaming,
-            "input": "stream" if master in stream_dids else producer_of.get(master),
-            "params": {k: task.params.get(k) for k in keys},
-        }
-    return shape
-
-
 def _compose(spec: Path, outdir: Path) -> Path:
     result = swfflow("template", "compose", str(spec), "-o", str(outdir), "--json")
     assert result.returncode == 0, result.stderr
@@ -176,17 +156,17 @@ def test_top_level_snakefile_plan_equals_the_cwl_version(tmp_path, top):
     cwl = _compose(DATA / "stf-chain" / "spec.yaml", tmp_path)
     cwl_plan = compile_workflow(load_any(cwl))
     smk_plan = compile_workflow(top)
-    assert _shape(smk_plan) == _shape(cwl_plan)
+    assert plan_shape(smk_plan) == plan_shape(cwl_plan)
     assert len(smk_plan.tasks) == 4
-    assert _shape(smk_plan)["stf_reco"]["input"] == "stream"
-    assert _shape(smk_plan)["merge"]["parents"] == [("stf_reco", "complete")]
+    assert plan_shape(smk_plan)["stf_reco"]["input"] == "stream"
+    assert plan_shape(smk_plan)["merge"]["parents"] == [("stf_reco", "complete")]
 
 
 def test_templated_example_snakefile_and_cwl_give_equivalent_plans():
     folder = ROOT / "examples" / "templated"
     cwl_plan = compile_workflow(load_any(folder / "ecal-prompt.cwl"))
     smk_plan = compile_workflow(load_any(folder / "Snakefile"))
-    assert _shape(smk_plan) == _shape(cwl_plan)
+    assert plan_shape(smk_plan) == plan_shape(cwl_plan)
     assert len(smk_plan.tasks) == 6
 
 
