@@ -232,6 +232,15 @@ def _write_configs(home: ServiceHome, url: str) -> None:
     write_atomic(client_config(home), CLIENT_CFG.format(**values))
 
 
+def _scopes() -> list[str]:
+    """The fixed scopes plus those the active swfflow profile writes to, so a workflow
+    compiled with that profile can create its datasets on this server."""
+    from swfflow.plan.profile import load_profile
+
+    profile = load_profile()
+    return sorted({*SCOPES, profile.scopes.stream, profile.scopes.output})
+
+
 def _bootstrap_content(home: ServiceHome, url: str) -> None:
     """Scopes, RSEs with posix protocols and quotas; each step tolerates 'already exists'."""
     from rucio.client import Client
@@ -246,7 +255,7 @@ def _bootstrap_content(home: ServiceHome, url: str) -> None:
         except (Duplicate, RSEProtocolPriorityError):
             pass
 
-    for scope in SCOPES:
+    for scope in _scopes():
         tolerate(client.add_scope, "root", scope)
     prefixes = {DAQ_RSE: "/"} | {rse: str(home.dir / "rse" / rse) + "/" for rse in E1_RSES}
     for rse, prefix in prefixes.items():
