@@ -1,0 +1,261 @@
+"""``swfflow submit``, ``swfflow kill`` and ``swfflow retry``: a workflow instance on PanDA + Rucio.
+
+The work is in :mod:`swfflow.submission`; this module parses options and renders (a rich table
+or progress on stderr, ``--json`` on stdout).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from swfflow.errors import RunFailed
+
+_EXAMPLES_ENV = """
+    \b
+    Servers come from the usual client environment:
+      PANDA_URL_SSL / PANDA_URL (+ PANDA_AUTH, PANDA_AUTH_VO, a token or X509_USER_PROXY)
+      RUCIO_CONFIG (or RUCIO_HOME/etc/rucio.cfg, /opt/rucio/etc/rucio.cfg)
+"""
+
+
+def _server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every command here shares: where the state is, the servers, retries, output."""
+    options = [
+        click.option("--state", "state", type=click.Path(file_okay=False), default=None,
+                     help="State directory of submitted instances [env SWFFLOW_STATE; "
+                          "default ./.swfflow]."),
+        click.option("--panda-url", default=None,
+                     help="PanDA server (default: the instance's, else $PANDA_URL_SSL, "
+                          "$PANDA_URL)."),
+        click.option("--rucio-config", type=click.Path(dir_okay=False), default=None,
+                     help="rucio.cfg with a [client] section (default: $RUCIO_CONFIG)."),
+        click.option("--attempts", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Attempts per server call before giving up (exponential backoff)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the instance report as JSON on stdout."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress, only errors."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+def _follow_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--follow", is_flag=True,
+                     help="Keep driving until every task is done or failed: release merges "
+                          "when their parents finish, close datasets, show progress."),
+        click.option("--poll", "poll_s", type=click.FloatRange(min=0.05), default=10.0,
+                     show_default=True, help="Seconds between status polls with --follow."),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=None,
+                     help="With --follow: give up after this many seconds (the tasks keep "
+                          "running; exit 1)."),
+    ]
+    return functools.reduce(lambda cmd, option: option(cmd), reversed(options), command)
+
+
+@click.command("submit")
+@click.argument("workflow", type=click.Path(dir_okay=False, exists=True))
+@click.argument("inputs", required=False, type=click.Path(dir_okay=False, exists=True))
+@click.option("--run", "run", metavar="N", default=None,
+              help="Run number (needed unless the plan.json is instantiated).")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
+              envvar="SWFFLOW_PROFILE", help="Profile YAML: VO, user, label, scopes, names.")
+@_follow_options
+@_server_options
+def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path: str | None,
+               follow: bool, poll_s: float, timeout_s: float | None, state: str | None,
+               panda_url: str | None, rucio_config: str | None, attempts: int, as_json: bool,
+               quiet: bool) -> None:
+    """Submit WORKFLOW (CWL, Snakefile, or a plan.json) for one run to PanDA + Rucio.
+
+    Creates the run's datasets in Rucio (the stream dataset open, with its replication
+    rules), submits the tasks that may start now (streaming steps, pipelined children),
+    and records the instance under --state. Submitting the same instance again resumes
+    it: existing tasks are found by name, never duplicated; failed ones are retried.
+    With --follow it keeps driving until every task is final: merges and fits are
+    released once their parents are done (after the DAQ closes the run dataset).
+
+    \b
+    Examples:
+      swfflow submit examples/calib.cwl --run 100123
+      swfflow submit plan.json --follow --poll 30
+      swfflow status; swfflow kill calib:100123; swfflow retry calib:100123
+    """
+    from swfflow import submission as sub
+
+    _logging(quiet or as_json)
+    plan = sub.load_plan(workflow, inputs, profile_path, run)
+    store = sub.SubmissionStore(sub.state_dir(state))
+    known = store.submissions().get(f"{plan.workflow}:{plan.run}", {})
+    backends = sub.connect(sub.servers(panda_url or known.get("panda_url"), rucio_config),
+                           attempts=attempts)
+    driver = sub.submit(plan, store, backends, workflow)
+    if follow:
+        _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
+    _finish(store, driver.instance, backends, as_json, must_succeed=follow)
+
+
+submit_cmd.help = (submit_cmd.help or "") + _EXAMPLES_ENV
+
+
+@click.command("kill")
+@click.argument("instance")
+@_server_options
+def kill_cmd(instance: str, state: str | None, panda_url: str | None, rucio_config: str | None,
+             attempts: int, as_json: bool, quiet: bool) -> None:
+    """Kill every task of a submitted workflow INSTANCE (WORKFLOW:RUN, or just RUN).
+
+    Tasks not yet released are never submitted. `swfflow retry INSTANCE` (or submitting
+    it again) brings the killed tasks back.
+    """
+    from swfflow import submission as sub
+
+    _logging(quiet or as_json)
+    store = sub.SubmissionStore(sub.state_dir(state), create=False)
+    name = store.find(instance)
+    executor = _executor_for(store, name, panda_url, attempts)
+    killed = sub.kill_instance(store, name, executor)
+    if not as_json and not quiet:
+        click.echo(f"{name}: killed {len(killed)} task(s): {', '.join(killed) or '-'}", err=True)
+    report = sub.instance_report(store, name, executor.last)
+    _print(report, as_json)
+
+
+@click.command("retry")
+@click.argument("instance")
+@_follow_options
+@_server_options
+def retry_cmd(instance: str, follow: bool, poll_s: float, timeout_s: float | None,
+              state: str | None, panda_url: str | None, rucio_config: str | None, attempts: int,
+              as_json: bool, quiet: bool) -> None:
+    """Retry the failed tasks of a submitted workflow INSTANCE (WORKFLOW:RUN, or just RUN).
+
+    Only failed, partial (JEDI finished), exhausted and killed tasks are retried (PanDA
+    re-runs their failed inputs only); tasks they blocked are released again once they
+    succeed. Succeeded tasks are left alone.
+    """
+    from swfflow import submission as sub
+
+    _logging(quiet or as_json)
+    store = sub.SubmissionStore(sub.state_dir(state), create=False)
+    name = store.find(instance)
+    where = store.submissions()[name]
+    backends = sub.connect(sub.servers(panda_url or where["panda_url"], rucio_config),
+                           attempts=attempts)
+    driver = sub.retry_instance(store, name, backends)
+    if follow:
+        _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
+    _finish(store, name, backends, as_json, must_succeed=follow)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _executor_for(store: Any, name: str, panda_url: str | None, attempts: int) -> Any:
+    from swfflow import submission as sub
+    from swfflow.backends.panda import PandaExecutor
+
+    url = panda_url or store.submissions()[name]["panda_url"]
+    return sub.WatchedExecutor(PandaExecutor(url, attempts=attempts))
+
+
+def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,
+            quiet: bool) -> None:
+    from swfflow import submission as sub
+
+    progress = TaskProgress(driver, backends.executor, enabled=not quiet)
+    try:
+        with progress:
+            sub.follow(driver, poll_s=poll_s, on_tick=lambda _d: progress.update(),
+                       timeout_s=timeout_s)
+    except TimeoutError as exc:
+        raise RunFailed(str(exc), hint="the tasks keep running on PanDA; `swfflow status` "
+                                       "shows them, `swfflow submit` again follows them") from None
+    except KeyboardInterrupt:
+        logging.getLogger("swfflow.submit").warning(
+            "stopped following %s; its tasks keep running on PanDA and the state is saved: "
+            "submit the same way again to resume", driver.instance)
+        raise
+
+
+def _finish(store: Any, name: str, backends: Any, as_json: bool, *, must_succeed: bool) -> None:
+    from swfflow import submission as sub
+
+    report = sub.instance_report(store, name, backends.executor.last)
+    _print(report, as_json)
+    if must_succeed and report["state"] != "done":
+        raise RunFailed(sub.failure_text(report), where=name,
+                        hint=f"see `swfflow status`; fix, then `swfflow retry {name}`")
+
+
+def _print(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+
+    Console(stderr=True).print(report_table(report))
+
+
+def report_table(report: dict[str, Any]) -> Any:
+    """A rich table of one instance: task, PanDA id, phase, JEDI status, files, why."""
+    from rich.table import Table
+
+    table = Table(title=f"{report['instance']}  [{report['state']}]  on {report['panda_url']}",
+                  title_justify="left")
+    for column in ("task", "PanDA id", "state", "JEDI", "files done/all", "why"):
+        table.add_column(column, overflow="fold")
+    for task in report["tasks"]:
+        files = "" if task["files"] is None else f"{task['files_done']}/{task['files']}"
+        table.add_row(task["key"], task["task_id"] or "-", task["phase"],
+                      task["jedi_status"] or "", files,
+                      task["message"].splitlines()[0][:100] if task["message"] else "")
+    return table
+
+
+class TaskProgress:
+    """Rich progress on stderr: one bar per task, input files done out of those known."""
+
+    def __init__(self, driver: Any, executor: Any, *, enabled: bool = True):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.driver = driver
+        self.executor = executor
+        self.bars = Progress(TextColumn("{task.description:<28}"), BarColumn(),
+                             MofNCompleteColumn(), TextColumn("{task.fields[phase]}"),
+                             console=Console(stderr=True), disable=not enabled)
+        self.ids: dict[str, Any] = {}
+
+    def __enter__(self) -> TaskProgress:
+        self.bars.start()
+        for key in self.driver.tasks:
+            self.ids[key] = self.bars.add_task(key, total=None, phase="pending")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.update()
+        self.bars.stop()
+
+    def update(self) -> None:
+        for key, task in self.driver.tasks.items():
+            status = self.executor.last.get(task.task_id or "")
+            phase = task.phase.value + (f" ({status.raw})" if status and status.raw else "")
+            self.bars.update(self.ids[key], completed=status.n_jobs_done if status else 0,
+                             total=(status.n_jobs or None) if status else None, phase=phase)
+
+
+def _logging(quiet: bool) -> None:
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, show_time=False, console=Console(stderr=True))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s",
+                        force=True)
+    logging.getLogger("swfflow").setLevel(logging.ERROR if quiet else logging.INFO)
+    # panda-client logs each failed exchange itself; swfflow retries and reports it once
+    logging.getLogger("panda-client").propagate = False

@@ -1,0 +1,366 @@
+"""``swfflow submit`` / ``kill`` / ``retry`` (and the status of a submission): the glue between
+the command line and the SAME driver as ``swfflow run``, over PanDA + Rucio.
+
+- :func:`connect` builds the two backends from the usual upstream configuration: panda-client's
+  ``PANDA_URL_SSL``/``PANDA_URL`` (+ its auth variables) and rucio-clients' ``RUCIO_CONFIG``
+  (or ``$RUCIO_HOME/etc/rucio.cfg``, ``/opt/rucio/etc/rucio.cfg``); command-line options win.
+- :class:`SubmissionStore` is the persistent state directory: the driver's own tables (one row
+  per task: phase, PanDA task id, message) plus one row per workflow instance saying which
+  servers it was submitted to, so ``status``/``kill``/``retry`` find it by name and a re-run
+  after a crash resumes it (task submission is idempotent by task name).
+- :func:`refresh` asks PanDA (one bulk call) where the live tasks are and writes it down;
+  :func:`kill_instance` and :func:`retry_instance` act on every task of an instance;
+  :func:`submitted_status` is what ``swfflow status`` shows for submitted instances.
+
+Nothing here prints: the command module renders.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, MetaData, String, Table, select
+
+from swfflow.backends.base import TaskStatus
+from swfflow.drive.driver import _FROM_BACKEND as BACKEND_TO_PHASE
+from swfflow.drive.driver import DONE, FINAL, Driver, TaskPhase
+from swfflow.drive.store import DriverStore
+from swfflow.errors import ConfigError
+from swfflow.plan.model import RUN, Plan
+
+STATE_FILE = "submit.db"
+DEFAULT_STATE_DIR = ".swfflow"  # the same place `swfflow run --outdir .` keeps its state
+STATE_ENV = "SWFFLOW_STATE"
+RUCIO_CONFIG_PLACES = ("{RUCIO_HOME}/etc/rucio.cfg", "/opt/rucio/etc/rucio.cfg")
+LIVE = (TaskPhase.SUBMITTED, TaskPhase.RUNNING)
+
+_META = MetaData()
+SUBMISSIONS = Table(
+    "submissions", _META,
+    Column("instance", String, primary_key=True),
+    Column("panda_url", String, nullable=False),
+    Column("rucio_host", String, nullable=False),
+    Column("source", String, nullable=False),  # the workflow or plan file submitted
+    Column("submitted_at", String, nullable=False),  # first submission, ISO UTC
+)
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+def load_plan(source: str, inputs: str | None, profile: str | None, run: str | None) -> Plan:
+    """The plan instance to submit: a workflow compiled for ``run``, or a plan.json
+    (instantiated for ``run`` if it still has the ``${RUN}`` placeholder)."""
+    if not source.endswith(".json"):
+        if run is None:
+            raise ConfigError("a workflow is submitted for one run: --run N is missing",
+                              where=source, hint="e.g. swfflow submit calib.cwl --run 100123")
+        from swfflow.commands.compile import build_plan
+
+        return build_plan(source, inputs, profile, run)
+    try:
+        plan = Plan.from_json(Path(source).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the plan: {exc.strerror}", where=source) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"not a swfflow plan: {exc}", where=source,
+                          hint="write one with `swfflow compile WORKFLOW -o plan.json`") from None
+    if plan.run == RUN:
+        if run is None:
+            raise ConfigError("the plan is not instantiated for a run: --run N is missing",
+                              where=source, hint="or compile with --run N")
+        return plan.instantiate(run)
+    if run is not None and str(run) != plan.run:
+        raise ConfigError(f"the plan is for run {plan.run}, not {run}", where=source,
+                          hint="drop --run, or compile the workflow without --run")
+    return plan
+
+
+# --- servers --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Servers:
+    panda_url: str | None  # None: panda-client's own default
+    rucio_config: str
+
+
+def rucio_config_path(explicit: str | None = None) -> str:
+    """Where rucio-clients would read its configuration, or a clear error."""
+    if explicit:
+        return explicit
+    if os.environ.get("RUCIO_CONFIG"):
+        return os.environ["RUCIO_CONFIG"]
+    home = os.environ.get("RUCIO_HOME")
+    for place in RUCIO_CONFIG_PLACES:
+        if "{RUCIO_HOME}" in place and not home:
+            continue
+        path = place.format(RUCIO_HOME=home)
+        if Path(path).is_file():
+            return path
+    raise ConfigError("no Rucio client configuration found",
+                      hint="set RUCIO_CONFIG (or RUCIO_HOME) as for the rucio client, or pass "
+                           "--rucio-config; `swfflow services status` prints the local one")
+
+
+def servers(panda_url: str | None = None, rucio_config: str | None = None) -> Servers:
+    return Servers(panda_url=panda_url or os.environ.get("PANDA_URL_SSL")
+                   or os.environ.get("PANDA_URL"), rucio_config=rucio_config_path(rucio_config))
+
+
+@dataclass
+class Backends:
+    catalog: Any  # RucioCatalog
+    executor: WatchedExecutor
+
+
+def connect(where: Servers, *, attempts: int = 5, backoff_s: float = 1.0) -> Backends:
+    """A RucioCatalog and a PandaExecutor for ``where`` (nothing is contacted yet)."""
+    from swfflow.backends.panda import PandaExecutor
+    from swfflow.backends.rucio import RucioCatalog
+
+    catalog = RucioCatalog.from_config(where.rucio_config, attempts=attempts,
+                                       backoff_s=backoff_s / 2, max_backoff_s=8 * backoff_s)
+    executor = PandaExecutor(where.panda_url, attempts=attempts, backoff_s=backoff_s)
+    return Backends(catalog=catalog, executor=WatchedExecutor(executor))
+
+
+class WatchedExecutor:
+    """The PanDA executor, keeping the last status of every task it was asked about (the
+    progress display and the reports read it; no extra server call)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.last: dict[str, TaskStatus] = {}
+
+    def status(self, task_ids: Any) -> dict[str, TaskStatus]:
+        result = self.inner.status(task_ids)
+        self.last.update(result)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+# --- state ----------------------------------------------------------------------------------
+
+def state_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR)
+
+
+class SubmissionStore:
+    """The state directory of submitted workflow instances (SQLite, WAL)."""
+
+    def __init__(self, directory: Path, *, create: bool = True):
+        from swfflow.backends.local_catalog import sqlite_engine
+
+        path = directory / STATE_FILE
+        if not create and not path.is_file():
+            raise ConfigError(f"no submitted workflows under {directory}", where=str(path),
+                              hint="submit with `swfflow submit ... --state DIR` first, and "
+                                   "pass the same --state (or set SWFFLOW_STATE)")
+        self.path = path
+        self.engine = sqlite_engine(path)
+        self.driver_store = DriverStore(self.engine)
+        _META.create_all(self.engine)
+
+    def record(self, instance: str, panda_url: str, rucio_host: str, source: str) -> None:
+        """Remember where an instance lives; the first submission time is kept."""
+        with self.engine.begin() as conn:
+            where = SUBMISSIONS.c.instance == instance
+            values = {"panda_url": panda_url, "rucio_host": rucio_host, "source": source}
+            if conn.execute(select(SUBMISSIONS.c.instance).where(where)).first():
+                conn.execute(SUBMISSIONS.update().where(where).values(**values))
+            else:
+                conn.execute(SUBMISSIONS.insert().values(
+                    instance=instance, submitted_at=_now(), **values))
+
+    def submissions(self) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(SUBMISSIONS)).all()
+        return {r.instance: dict(r._mapping) for r in rows}
+
+    def find(self, name: str) -> str:
+        """The instance called ``name`` ("workflow:run"), or the only one of run ``name``."""
+        known = self.submissions()
+        if name in known:
+            return name
+        matches = [i for i in known if i.rsplit(":", 1)[-1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        listing = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"no single submitted workflow instance {name!r} in {self.path}",
+                          hint=f"give WORKFLOW:RUN; known instances: {listing}")
+
+    def plan(self, instance: str) -> Plan:
+        for row in self.driver_store.instances():
+            if row.instance == instance:
+                return Plan.from_dict(row.plan)
+        raise ConfigError(f"instance {instance} has no plan in {self.path}")
+
+    def instance_state(self, instance: str) -> str:
+        return next((r.state for r in self.driver_store.instances()
+                     if r.instance == instance), "unknown")
+
+    def set_instance_state(self, instance: str, state: str) -> None:
+        plan = self.plan(instance)
+        self.driver_store.save_instance(instance, plan.workflow, plan.run, plan.to_dict(), state)
+
+
+# --- acting on an instance ------------------------------------------------------------------
+
+def make_driver(plan: Plan, store: SubmissionStore, backends: Backends) -> Driver:
+    """The driver of `swfflow run`, over PanDA + Rucio. No payload preparation: PanDA gets the
+    task parameters, and the plan (with payloads) stays with the submitter."""
+    return Driver(plan, backends.catalog, backends.executor, store.driver_store)
+
+
+def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
+    """Create the datasets, record the instance, submit what may be released now."""
+    driver = make_driver(plan, store, backends)
+    store.record(driver.instance, backends.executor.url, backends.catalog.host, source)
+    driver.start()
+    driver.tick()
+    return driver
+
+
+def follow(driver: Driver, *, poll_s: float, on_tick: Callable[[Driver], None] | None = None,
+           timeout_s: float | None = None) -> None:
+    """Keep driving (release complete edges, close datasets) until every task is final."""
+    import time
+
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        finished = driver.tick()
+        if on_tick is not None:
+            on_tick(driver)
+        if finished:
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{driver.instance} not finished after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def refresh(store: SubmissionStore, instance: str, executor: Any) -> None:
+    """One bulk status call for the instance's live tasks; their new phases are saved."""
+    rows = store.driver_store.load(instance)
+    live = {r["task_id"]: key for key, r in rows.items()
+            if r["task_id"] and TaskPhase(r["phase"]) in LIVE}
+    if not live:
+        return
+    for task_id, status in executor.status(list(live)).items():
+        phase = BACKEND_TO_PHASE[status.state]
+        if phase.value != rows[live[task_id]]["phase"]:
+            store.driver_store.save(instance, live[task_id], phase=phase.value,
+                                    message=status.message if phase is TaskPhase.FAILED else "")
+
+
+def kill_instance(store: SubmissionStore, instance: str, executor: Any) -> list[str]:
+    """Kill every task of the instance that is not final; tasks never submitted will not be.
+    Returns the keys of the tasks killed."""
+    refresh(store, instance, executor)
+    killed = []
+    for key, row in store.driver_store.load(instance).items():
+        phase = TaskPhase(row["phase"])
+        if row["task_id"] and phase in LIVE:
+            executor.kill(row["task_id"])
+            store.driver_store.save(instance, key, phase=TaskPhase.FAILED.value,
+                                    message="killed (swfflow kill)")
+            killed.append(key)
+    rows = store.driver_store.load(instance)
+    for spec in store.plan(instance).tasks:  # never released: never will be
+        row = rows.get(spec.key)
+        if row is None or TaskPhase(row["phase"]) is TaskPhase.PENDING:
+            store.driver_store.save(instance, spec.key, name=spec.name,
+                                    phase=TaskPhase.BLOCKED.value, task_id=None,
+                                    message="not started: the instance was killed")
+    store.set_instance_state(instance, "killed")
+    return killed
+
+
+def retry_instance(store: SubmissionStore, instance: str, backends: Backends) -> Driver:
+    """Retry the failed (failed, partial, exhausted, killed) tasks of the instance and release
+    again what they blocked; succeeded tasks are left alone. Returns the driver, ticked once."""
+    refresh(store, instance, backends.executor)
+    driver = make_driver(store.plan(instance), store, backends)
+    driver.start()  # re-arms failed tasks (executor.retry) and blocked ones, like a re-run
+    driver.tick()
+    return driver
+
+
+# --- reports --------------------------------------------------------------------------------
+
+def instance_report(store: SubmissionStore, instance: str,
+                    statuses: dict[str, TaskStatus] | None = None) -> dict[str, Any]:
+    """One instance as plain data: where it was submitted and each task's phase, PanDA task
+    id, JEDI status and file counts (from ``statuses`` when the caller polled)."""
+    plan = store.plan(instance)
+    rows = store.driver_store.load(instance)
+    where = store.submissions().get(instance, {})
+    tasks = []
+    for spec in plan.tasks:
+        row = rows.get(spec.key, {})
+        status = (statuses or {}).get(row.get("task_id") or "")
+        tasks.append({"key": spec.key, "name": spec.name, "task_id": row.get("task_id"),
+                      "phase": row.get("phase", TaskPhase.PENDING.value),
+                      "message": row.get("message") or "",
+                      "jedi_status": status.raw if status else None,
+                      "files": status.n_jobs if status else None,
+                      "files_done": status.n_jobs_done if status else None,
+                      "files_failed": status.n_jobs_failed if status else None})
+    return {"instance": instance, "workflow": plan.workflow, "run": plan.run,
+            "state": _instance_state(store.instance_state(instance), tasks),
+            "panda_url": where.get("panda_url"), "rucio_host": where.get("rucio_host"),
+            "source": where.get("source"), "submitted_at": where.get("submitted_at"),
+            "tasks": tasks}
+
+
+def submitted_status(directory: Path, run: str | None = None, *, refresh_live: bool = True,
+                     panda_url: str | None = None) -> dict[str, Any]:
+    """What ``swfflow status`` shows for the instances submitted from ``directory``: the same
+    shape as :func:`swfflow.drive.report.collect_status` (``instances`` → ``tasks``) plus, per
+    task, the PanDA task id, JEDI status and file counts. With ``refresh_live`` the live tasks
+    are polled first (one bulk call per PanDA server)."""
+    store = SubmissionStore(Path(directory), create=False)
+    instances = []
+    for instance, where in sorted(store.submissions().items()):
+        plan = store.plan(instance)
+        if run is not None and plan.run != str(run):
+            continue
+        statuses = None
+        if refresh_live:
+            from swfflow.backends.panda import PandaExecutor
+
+            executor = WatchedExecutor(PandaExecutor(panda_url or where["panda_url"]))
+            refresh(store, instance, executor)
+            statuses = executor.last
+        instances.append(instance_report(store, instance, statuses))
+    return {"instances": instances, "datasets": []}
+
+
+def _instance_state(recorded: str, tasks: list[dict[str, Any]]) -> str:
+    phases = {TaskPhase(t["phase"]) for t in tasks}
+    if recorded == "killed":
+        return "killed"
+    if phases <= DONE:
+        return "done"
+    if phases <= FINAL:
+        return "failed"
+    return "running"
+
+
+def failure_text(report: dict[str, Any]) -> str:
+    """Why an instance did not succeed: each failed task, then what it blocked."""
+    lines = [f"task {t['name']} (PanDA {t['task_id']}) {t['phase']}: {t['message']}"
+             for t in report["tasks"] if t["phase"] == TaskPhase.FAILED.value]
+    blocked = [t["key"] for t in report["tasks"] if t["phase"] == TaskPhase.BLOCKED.value]
+    if blocked:
+        lines.append(f"not started because of it: {', '.join(blocked)}")
+    return "\n".join(lines) or f"{report['instance']} did not finish"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
