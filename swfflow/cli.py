@@ -91,7 +91,8 @@ def cli() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one clear message and exit non-zero, no traceback."""
     try:
-        cli.main(args=argv, prog_name="swfflow", standalone_mode=False)
+        # without standalone mode click returns ctx.exit(n)'s code instead of exiting
+        code = cli.main(args=argv, prog_name="swfflow", standalone_mode=False)
     except SwfflowError as exc:
         click.echo(f"swfflow: error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

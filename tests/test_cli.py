@@ -48,3 +48,11 @@ def test_bad_profile_is_exit_2(tmp_path):
     assert result.returncode == 2
     assert "defaults.cores" in result.stderr and str(profile) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_a_snakefile_with_exit_33_and_a_hint(tmp_path):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text("rule all:\n    shell: 'true'\n")
+    result = swfflow("run", str(snakefile), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 33
+    assert "snakemake --profile panda" in result.stderr and "Traceback" not in result.stderr

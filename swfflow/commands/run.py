@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from swfflow.errors import RunFailed, SwfflowError
+from swfflow.errors import RunFailed, SwfflowError, UnsupportedFeature
 
 STATE_DIR = ".swfflow"
 
@@ -82,8 +82,13 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     """
     import os
 
-    from swfflow.frontends import load_any, load_inputs_file
+    from swfflow.frontends import kind_of, load_any, load_inputs_file
 
+    if kind_of(workflow) != "cwl":
+        raise UnsupportedFeature(
+            "swfflow run executes CWL workflows; Snakemake jobs are run by Snakemake itself",
+            where=workflow, hint="run a Snakefile locally with `snakemake --cores N`, on PanDA "
+                                 "with `snakemake --profile panda`; `swfflow compile` shows its plan")
     _logging(quiet)
     out = Path(outdir).resolve()
     values = load_inputs_file(inputs)
@@ -116,11 +121,22 @@ def _logging(quiet: bool) -> None:
 @click.command("status")
 @click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="The --outdir of the run.")
+@click.option("--state", "state_url", default=None, metavar="URL",
+              help="A bridge's state store (sqlite:///… or postgresql://…) instead of --outdir.")
 @click.option("--run", "run_number", default=None, help="Only this run.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(outdir: str, run_number: str | None, as_json: bool) -> None:
-    """Show each step/task/job of the runs under OUTDIR: state, jobs, and why a step failed
-    or was not started."""
+def status_cmd(outdir: str, state_url: str | None, run_number: str | None,
+               as_json: bool) -> None:
+    """Show each step/task/job of the runs under OUTDIR (or of the runs a bridge drives, with
+    --state): state, jobs, and why a step failed or was not started."""
+    if state_url:
+        from swfflow.stream.store import run_status
+        report = run_status(state_url, run_number)
+        if as_json:
+            click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        else:
+            _render_bridge_status(report)
+        return
     from swfflow.drive.report import collect_status, render_status
 
     db = Path(outdir) / STATE_DIR / "state.db"
@@ -133,3 +149,23 @@ def status_cmd(outdir: str, run_number: str | None, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         render_status(report)
+
+
+def _render_bridge_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for run in report.get("runs", []):
+        table = Table(title=f"run {run['run']} ({run['namespace'] or '-'}): {run['phase']}, DAQ "
+                            f"{run['daq_state']}/{run['daq_substate']}, STF "
+                            f"{run['stf_attached']}/{run['stf_announced'] or '?'} attached",
+                      title_justify="left")
+        for column in ("task", "name", "phase", "task id", "message"):
+            table.add_column(column, overflow="fold")
+        for task in run["tasks"]:
+            table.add_row(task["key"], task["name"], task["phase"], str(task["task_id"] or ""),
+                          task["message"])
+        console.print(table)
+    if not report.get("runs"):
+        console.print("no runs recorded in this state store")
