@@ -18,15 +18,16 @@ Nothing here prints: the command module renders.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, select
+from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 
-from swfflow.backends.base import TaskStatus
+from swfflow.backends.base import TaskState, TaskStatus
 from swfflow.drive.driver import _FROM_BACKEND as BACKEND_TO_PHASE
 from swfflow.drive.driver import DONE, FINAL, Driver, TaskPhase
 from swfflow.drive.store import DriverStore
@@ -48,6 +49,16 @@ SUBMISSIONS = Table(
     Column("source", String, nullable=False),  # the workflow or plan file submitted
     Column("submitted_at", String, nullable=False),  # first submission, ISO UTC
 )
+# A retry is a command JEDI acts on "in a few minutes": until then the task still shows the
+# status it failed with. Remembered here so that no poll (of this or a later swfflow process)
+# takes that stale status for a new failure.
+PENDING_RETRIES = Table(
+    "pending_retries", _META,
+    Column("task_id", String, primary_key=True),
+    Column("status_before", String, nullable=False),  # the JEDI status the retry was sent in
+    Column("sent_at", Float, nullable=False),  # time.time()
+)
+RETRY_GRACE_S = 900.0  # after this long, a task still in its old status has failed again
 
 
 # --- plans ----------------------------------------------------------------------------------
@@ -117,7 +128,8 @@ class Backends:
     executor: WatchedExecutor
 
 
-def connect(where: Servers, *, attempts: int = 5, backoff_s: float = 1.0) -> Backends:
+def connect(where: Servers, store: SubmissionStore, *, attempts: int = 5,
+            backoff_s: float = 1.0) -> Backends:
     """A RucioCatalog and a PandaExecutor for ``where`` (nothing is contacted yet)."""
     from swfflow.backends.panda import PandaExecutor
     from swfflow.backends.rucio import RucioCatalog
@@ -125,21 +137,36 @@ def connect(where: Servers, *, attempts: int = 5, backoff_s: float = 1.0) -> Bac
     catalog = RucioCatalog.from_config(where.rucio_config, attempts=attempts,
                                        backoff_s=backoff_s / 2, max_backoff_s=8 * backoff_s)
     executor = PandaExecutor(where.panda_url, attempts=attempts, backoff_s=backoff_s)
-    return Backends(catalog=catalog, executor=WatchedExecutor(executor))
+    return Backends(catalog=catalog, executor=WatchedExecutor(executor, store))
 
 
 class WatchedExecutor:
-    """The PanDA executor, keeping the last status of every task it was asked about (the
-    progress display and the reports read it; no extra server call)."""
+    """The PanDA executor, plus: the last status of every task it was asked about (for the
+    progress display and reports, no extra server call), and retries that JEDI has not acted
+    on yet reported as submitted rather than as the failure they are retrying."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, store: SubmissionStore | None = None):
         self.inner = inner
+        self.store = store
         self.last: dict[str, TaskStatus] = {}
 
     def status(self, task_ids: Any) -> dict[str, TaskStatus]:
         result = self.inner.status(task_ids)
+        pending = self.store.pending_retries(list(result)) if self.store else {}
+        for task_id, (before, sent_at) in pending.items():
+            status = result[task_id]
+            if status.raw == before and time.time() - sent_at < RETRY_GRACE_S:
+                result[task_id] = replace(status, state=TaskState.SUBMITTED, message="")
+            else:  # JEDI took it: from now on its status is news again
+                self.store.forget_retry(task_id)  # type: ignore[union-attr]
         self.last.update(result)
         return result
+
+    def retry(self, task_id: str) -> None:
+        before = self.inner.status([task_id])[task_id].raw
+        self.inner.retry(task_id)
+        if self.store is not None:
+            self.store.note_retry(task_id, before)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -177,6 +204,22 @@ class SubmissionStore:
             else:
                 conn.execute(SUBMISSIONS.insert().values(
                     instance=instance, submitted_at=_now(), **values))
+
+    def note_retry(self, task_id: str, status_before: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(PENDING_RETRIES).where(PENDING_RETRIES.c.task_id == task_id))
+            conn.execute(PENDING_RETRIES.insert().values(
+                task_id=task_id, status_before=status_before, sent_at=time.time()))
+
+    def pending_retries(self, task_ids: list[str]) -> dict[str, tuple[str, float]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(PENDING_RETRIES)
+                                .where(PENDING_RETRIES.c.task_id.in_(task_ids))).all()
+        return {r.task_id: (r.status_before, r.sent_at) for r in rows}
+
+    def forget_retry(self, task_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(PENDING_RETRIES).where(PENDING_RETRIES.c.task_id == task_id))
 
     def submissions(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -334,7 +377,7 @@ def submitted_status(directory: Path, run: str | None = None, *, refresh_live: b
         if refresh_live:
             from swfflow.backends.panda import PandaExecutor
 
-            executor = WatchedExecutor(PandaExecutor(panda_url or where["panda_url"]))
+            executor = WatchedExecutor(PandaExecutor(panda_url or where["panda_url"]), store)
             refresh(store, instance, executor)
             statuses = executor.last
         instances.append(instance_report(store, instance, statuses))

@@ -187,3 +187,189 @@ def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, r
     assert inst["state"] == "done" and inst["panda_url"] == server.url
     assert {t["key"]: t["task_id"] for t in inst["tasks"]} == {
         step: str(t.jediTaskID) for step, t in tasks.items()}
+
+
+# --- kill, retry, failures: the contract server's state machine (no payloads run) ------------
+
+@pytest.fixture(scope="module")
+def slow_panda():
+    """Tasks run for a minute: long enough to be killed."""
+    from swfflow.testing.panda_runner import StateMachineRunner
+    from swfflow.testing.panda_server import PandaContractServer
+
+    with PandaContractServer(runner=StateMachineRunner(run_s=60), tick_s=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def flaky_panda():
+    """Tasks end quickly; every merge fails its first attempt."""
+    from swfflow.testing.panda_runner import StateMachineRunner
+    from swfflow.testing.panda_server import PandaContractServer
+
+    runner = StateMachineRunner(run_s=0.3, outcomes={r"\.merge$": ["failed", "succeeded"]})
+    with PandaContractServer(runner=runner, tick_s=0.05) as server:
+        yield server
+
+
+def _plan(profile: Path, run: str):
+    from swfflow.commands.compile import build_plan
+
+    return build_plan(str(CALIB), None, str(profile), run)
+
+
+@pytest.mark.services
+def test_kill_then_retry_a_whole_instance(slow_panda, rucio_env, profile, tmp_path):
+    run, state = _run_number(), str(tmp_path / "state")
+    plan = _plan(profile, run)
+    env = _env(slow_panda, rucio_env)
+    submitted = _swfflow(["submit", str(CALIB), "--run", run, "--profile", str(profile),
+                          "--state", state, "--json"], env)
+    assert submitted.returncode == 0, submitted.stderr
+    phases = {t["key"]: t["phase"] for t in json.loads(submitted.stdout)["tasks"]}
+    # released at once: the streaming step and its pipelined child; the rest waits
+    assert phases["reconstruct"] == "submitted" and phases["fast_qa"] == "submitted"
+    assert {phases[k] for k in ("merge", "fit", "validate/checksum")} == {"pending"}
+
+    killed = _swfflow(["kill", run, "--state", state, "--json"], env)  # the run number will do
+    assert killed.returncode == 0, killed.stderr
+    report = json.loads(killed.stdout)
+    assert report["state"] == "killed"
+    phases = {t["key"]: t["phase"] for t in report["tasks"]}
+    assert phases["reconstruct"] == phases["fast_qa"] == "failed"
+    assert {phases[k] for k in ("merge", "fit", "validate/checksum", "validate/integrity")} == {
+        "blocked"}
+    tasks = _server_tasks(slow_panda, plan)
+    assert sorted(tasks) == ["fast_qa", "reconstruct"]  # nothing else was ever submitted
+    _wait(lambda: all(t.status == "aborted" for t in tasks.values()), 10, "tasks aborted")
+
+    retried = _swfflow(["retry", f"calib:{run}", "--state", state, "--json"], env)
+    assert retried.returncode == 0, retried.stderr
+    phases = {t["key"]: t["phase"] for t in json.loads(retried.stdout)["tasks"]}
+    assert phases["reconstruct"] == "submitted" and phases["merge"] == "pending"
+    # JEDI does not retry an aborted task: it re-executes it under the same id
+    assert all("toincexec" in t.history for t in tasks.values())
+    assert sorted(_server_tasks(slow_panda, plan)) == ["fast_qa", "reconstruct"]
+    assert len(slow_panda.store.tasks) == len({t.taskName for t in
+                                               slow_panda.store.tasks.values()})
+
+
+@pytest.mark.services
+def test_failed_merge_is_reported_then_retried_alone(flaky_panda, rucio_env, rucio_catalog,
+                                                     profile, tmp_path):
+    run, state = _run_number(), str(tmp_path / "state")
+    plan = _plan(profile, run)
+    env = _env(flaky_panda, rucio_env)
+    common = ["--state", state, "--follow", "--poll", "0.2", "--timeout", "60"]
+    failed = _swfflow(["submit", str(CALIB), "--run", run, "--profile", str(profile), *common],
+                      env)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    error = failed.stderr[failed.stderr.index("swfflow: error:"):]
+    assert f"swf.calib.{run}.merge" in error and "simulated failed" in error
+    assert "not started because of it: fit, validate/checksum, validate/integrity" in error
+    merge_output = plan.task("merge").outputs["merged"]
+    assert rucio_catalog.is_open(merge_output)  # kept open for the retry
+
+    retried = _swfflow(["retry", f"calib:{run}", *common, "--json"], env)
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout)["state"] == "done"
+    tasks = _server_tasks(flaky_panda, plan)
+    assert sorted(tasks) == sorted(t.key for t in plan.tasks)  # each exactly once
+    assert "toretry" in tasks["merge"].history
+    assert not any("toretry" in t.history for k, t in tasks.items() if k != "merge")
+    assert not rucio_catalog.is_open(merge_output)
+
+
+@pytest.mark.services
+def test_rejected_task_names_the_task_and_the_servers_message(flaky_panda, rucio_env, profile,
+                                                              tmp_path):
+    run = _run_number()
+    plan = json.loads(_plan(profile, run).to_json())
+    reco = next(t for t in plan["tasks"] if t["key"] == "reconstruct")
+    del reco["params"]["vo"]  # the server refuses to register a task without a VO
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    result = _swfflow(["submit", str(plan_file), "--state", str(tmp_path / "state")],
+                      _env(flaky_panda, rucio_env))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"PanDA rejected task swf.calib.{run}.reconstruct: failed to register task "
+            "(code 4)") in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.services
+def test_unreachable_panda_is_one_clear_error(rucio_env, profile, tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/server/panda"
+    env = {**_env_without_panda(), **rucio_env, "PANDA_URL_SSL": url, "PANDA_URL": url}
+    result = _swfflow(["submit", str(CALIB), "--run", _run_number(), "--profile", str(profile),
+                       "--state", str(tmp_path / "state"), "--attempts", "2"], env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("swfflow: error:")]
+    assert url in line and "get_tasks_detailed_info_since" in line and "2 attempt(s)" in line
+
+
+@pytest.mark.services
+def test_unreachable_rucio_is_one_clear_error(rucio_env, profile, tmp_path):
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(rucio_env["RUCIO_CONFIG"])
+    host = f"http://127.0.0.1:{_free_port()}"
+    parser["client"]["rucio_host"] = parser["client"]["auth_host"] = host
+    config = tmp_path / "rucio.cfg"
+    with config.open("w") as fh:
+        parser.write(fh)
+    env = {**_env_without_panda(), "RUCIO_CONFIG": str(config),
+           "PANDA_URL_SSL": "http://127.0.0.1:1/server/panda"}
+    result = _swfflow(["submit", str(CALIB), "--run", _run_number(), "--profile", str(profile),
+                       "--state", str(tmp_path / "state"), "--attempts", "2"], env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("swfflow: error:")]
+    assert host in line and "add_dataset" in line
+
+
+def _env_without_panda() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PANDA_", "RUCIO_", "SWFFLOW_STATE"))}
+
+
+# --- bad input: exit 2, one message, nothing contacted -------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["submit", str(CALIB)], "--run N is missing"),
+    (["kill", "calib:1", "--state", "{tmp}/nothing"], "no submitted workflows under"),
+    (["retry", "1", "--state", "{tmp}/nothing"], "no submitted workflows under"),
+])
+def test_bad_input_is_exit_2_without_traceback(args, message, tmp_path):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = _swfflow(args, _env_without_panda())
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_instantiated_plan_with_another_run_is_refused(profile, tmp_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(_plan(profile, "1234567").to_json())
+    result = _swfflow(["submit", str(plan_file), "--run", "7654321"], _env_without_panda(),
+                      cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the plan is for run 1234567, not 7654321" in result.stderr
+    assert not (tmp_path / ".swfflow").exists()  # refused before anything was recorded
+
+
+def test_unknown_instance_lists_the_known_ones(tmp_path):
+    from swfflow.errors import ConfigError
+    from swfflow.submission import SubmissionStore
+
+    store = SubmissionStore(tmp_path)
+    store.record("calib:1", "http://p", "http://r", "calib.cwl")
+    store.record("calib:2", "http://p", "http://r", "calib.cwl")
+    assert store.find("2") == "calib:2" and store.find("calib:1") == "calib:1"
+    with pytest.raises(ConfigError, match="known instances: calib:1, calib:2"):
+        store.find("3")

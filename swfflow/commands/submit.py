@@ -93,7 +93,7 @@ def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path:
     store = sub.SubmissionStore(sub.state_dir(state))
     known = store.submissions().get(f"{plan.workflow}:{plan.run}", {})
     backends = sub.connect(sub.servers(panda_url or known.get("panda_url"), rucio_config),
-                           attempts=attempts)
+                           store, attempts=attempts)
     driver = sub.submit(plan, store, backends, workflow)
     if follow:
         _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
@@ -146,7 +146,7 @@ def retry_cmd(instance: str, follow: bool, poll_s: float, timeout_s: float | Non
     name = store.find(instance)
     where = store.submissions()[name]
     backends = sub.connect(sub.servers(panda_url or where["panda_url"], rucio_config),
-                           attempts=attempts)
+                           store, attempts=attempts)
     driver = sub.retry_instance(store, name, backends)
     if follow:
         _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
@@ -160,7 +160,7 @@ def _executor_for(store: Any, name: str, panda_url: str | None, attempts: int) -
     from swfflow.backends.panda import PandaExecutor
 
     url = panda_url or store.submissions()[name]["panda_url"]
-    return sub.WatchedExecutor(PandaExecutor(url, attempts=attempts))
+    return sub.WatchedExecutor(PandaExecutor(url, attempts=attempts), store)
 
 
 def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,
