@@ -111,8 +111,15 @@ class TcpGate:
     def down(self) -> None:
         import socket
 
-        listener, self.listener = self.listener, None
+        with self.lock:
+            listener, self.listener = self.listener, None
         if listener is not None:
+            # shutdown first: a bare close() does not wake the thread blocked in accept(),
+            # which would then accept one more connection through the "cut" gate
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self.lock:
             for sock in self.open_sockets:
@@ -138,6 +145,10 @@ class TcpGate:
                 client.close()
                 continue
             with self.lock:
+                if self.listener is not listener:  # cut meanwhile: this one is refused too
+                    client.close()
+                    server.close()
+                    return
                 self.open_sockets += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()

@@ -270,3 +270,30 @@ def test_cli_errors_are_clear(tmp_path, capsys, args, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_while_handling_is_recorded_and_the_message_retried(tmp_path):
+    """Errors in the bridge thread never vanish: counted, in the summary, message redelivered."""
+    from sqlalchemy.exc import OperationalError
+
+    from swfflow.stream.bridge.setup import summary
+
+    log, _ = recorded(tmp_path)
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path), stack)
+        real_add_file, failures = bridge.store.add_file, [1]
+
+        def add_file_once_locked(row):
+            if failures[0]:
+                failures[0] -= 1
+                raise OperationalError("INSERT", {}, Exception("database is locked"))
+            return real_add_file(row)
+
+        bridge.store.add_file = add_file_once_locked
+        replay(bridge, log)
+        run_until(bridge, all_closed)
+        assert bridge.counters["errors"] == 1
+        assert bridge.store.file_counts(RUN) == (6, 6)  # the failed stf_gen came again
+        errors = summary(bridge)["errors"]
+        assert errors["handling"]["failures"] == 1
+        assert "database is locked" in errors["handling"]["last_error"]

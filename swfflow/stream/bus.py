@@ -13,6 +13,12 @@
 Consumers get a :class:`Delivery` and must call ``ack()`` (done) or ``nack()`` (redeliver) when
 subscribed with ``ack="client-individual"`` (the default: at-least-once). A handler that raises
 is nacked for it. Make handlers idempotent: redelivery means duplicates.
+
+By default the handler settles each delivery before it returns (over STOMP, what it called by
+then is what the broker gets). With ``late_ack=True`` the handler may keep the delivery and call ``ack()``/``nack()`` later, from
+any thread — e.g. once the message's effect is committed elsewhere; until then the message is
+unacked (redelivered after a reconnect). ``prefetch`` bounds how many unacked messages the
+broker hands one subscription.
 """
 
 from __future__ import annotations
@@ -82,7 +88,10 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     def subscribe(self, destination: str, handler: Handler, *, durable_name: str | None = None,
-                  ack: str = "client-individual") -> Subscription: ...
+                  ack: str = "client-individual", late_ack: bool = False,
+                  prefetch: int | None = None) -> Subscription:
+        """Deliver messages of ``destination`` to ``handler`` (see the module docstring for
+        ``ack``, ``late_ack`` and ``prefetch``)."""
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -248,7 +257,10 @@ class MemoryBus(Bus):
         body, out_headers = encode(message, headers)
         self.broker.publish(check_destination(destination), body, out_headers)
 
-    def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual"):
+    def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual",
+                  late_ack=False, prefetch=None):
+        # deliveries settle through the broker's lock, from any thread: late acks need nothing
+        # more here; there is no prefetch window to bound in-process
         subscription = _MemorySubscription(self.broker, check_destination(destination), handler,
                                            durable_name, check_ack_mode(ack))
         self._subscriptions.append(subscription)

@@ -42,6 +42,7 @@ from swfflow.stream.bus import (
 log = logging.getLogger(__name__)
 
 CONFIRM_EVERY = 200
+DEFAULT_PREFETCH = 100  # unacked messages the broker hands one subscription
 MAX_UNCONFIRMED = 20000  # publishers block beyond this many sends without a receipt
 RECEIPT_TIMEOUT_S = 30.0
 CONNECT_DEADLINE_S = 30.0
@@ -152,15 +153,16 @@ class _Link(stomp.ConnectionListener):
 
 class StompSubscription(Subscription):
     def __init__(self, link: _Link, destination: str, handler: Handler, durable_name: str | None,
-                 ack: str):
+                 ack: str, *, late_ack: bool = False, prefetch: int | None = None):
         self.link, self.destination, self.handler = link, destination, handler
         self.durable_name, self.ack_mode = durable_name, ack
+        self.late_ack, self.prefetch = late_ack, prefetch or DEFAULT_PREFETCH
         self.id = "1"
         link.subscription = self
         self.send_subscribe()
 
     def send_subscribe(self) -> None:
-        headers = {"activemq.prefetchSize": "100"}
+        headers = {"activemq.prefetchSize": str(self.prefetch)}
         if self.durable_name:
             headers["activemq.subscriptionName"] = self.durable_name
         self.link.conn.subscribe(self.destination, id=self.id, ack=self.ack_mode, headers=headers)
@@ -174,6 +176,9 @@ class StompSubscription(Subscription):
         conn = self.link.conn
         if self.ack_mode != "client-individual":
             self._call(Delivery(self.destination, body, headers, False, _noop, _noop))
+            return
+        if self.late_ack:
+            self._dispatch_late(conn, body, headers, attempt=0)
             return
         outcome: list[str] = []
         for attempt in range(MAX_REDELIVERIES + 1):
@@ -190,6 +195,35 @@ class StompSubscription(Subscription):
         elif outcome:  # nacked every time: to the dead-letter queue
             conn.nack(message_id, subscription)
         # neither: stays unacked, redelivered by the broker after a reconnect
+
+    def _dispatch_late(self, conn: stomp.Connection11, body: str, headers: dict[str, str],
+                       attempt: int) -> None:
+        """Hand the delivery over; its ack/nack reach the broker whenever they are called.
+
+        Settled on the connection it came from: after a reconnect that connection is gone, the
+        broker redelivers the message anyway, so a late ack is dropped (consumers deduplicate).
+        A nack re-runs the handler after a pause, as in :meth:`dispatch`."""
+        message_id, subscription = headers.get("message-id", ""), headers.get("subscription", "")
+
+        def settle(frame: Callable[[str, str], None]) -> None:
+            try:
+                frame(message_id, subscription)
+            except (stomp.exception.NotConnectedException, OSError):
+                log.info("settling %s lost with its connection; the broker redelivers it",
+                         message_id)
+
+        def nack() -> None:
+            if attempt >= MAX_REDELIVERIES:  # nacked every time: to the dead-letter queue
+                settle(conn.nack)
+                return
+            timer = threading.Timer(min(0.05 * 2**attempt, 1.0), self._dispatch_late,
+                                    (conn, body, headers, attempt + 1))
+            timer.daemon = True
+            timer.start()
+
+        self._call(Delivery(self.destination, body, headers,
+                            attempt > 0 or headers.get("redelivered") == "true",
+                            ack=lambda: settle(conn.ack), nack=nack))
 
     def _call(self, delivery: Delivery) -> None:
         try:
@@ -275,12 +309,14 @@ class StompBus(Bus):
                 clean = {k: v for k, v in headers.items() if k != "receipt"}
                 self._send(link, destination, body, clean)
 
-    def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual"):
+    def subscribe(self, destination, handler, *, durable_name=None, ack="client-individual",
+                  late_ack=False, prefetch=None):
         check_destination(destination)
         check_ack_mode(ack)
         client_id = durable_name or f"{self.client_id}-sub{next(self._counter)}"
         subscription = StompSubscription(_Link(self, client_id), destination, handler,
-                                         durable_name, ack)
+                                         durable_name, ack, late_ack=late_ack,
+                                         prefetch=prefetch)
         self._subscriptions.append(subscription)
         return subscription
 

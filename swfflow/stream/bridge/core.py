@@ -91,6 +91,7 @@ class Bridge:
         self.drivers: dict[str, Driver] = {}
         self.pending: list[StfRow] = []  # recorded, not attached
         self.counters: Counter[str] = Counter()
+        self.last_error = ""  # the last unexpected error while handling a message
         self.source_done = threading.Event()
         self.stop_event = threading.Event()
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
@@ -172,6 +173,16 @@ class Bridge:
             HANDLERS[message.msg_type](self, message, waiter)
         except Rejected as exc:
             self._dead(delivery, str(exc), message.msg_type, message.run_id)
+        except Exception as exc:  # the store unreachable, a bug: never lost, never silent
+            self.counters["errors"] += 1
+            self.last_error = f"{message.msg_type} run {message.run_id}: " \
+                f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.exception("handling %s of run %s failed; it will be redelivered",
+                          message.msg_type, message.run_id)
+            for waiters in self.waiters.values():  # not half-registered
+                if waiter in waiters:
+                    waiters.remove(waiter)
+            delivery.nack()
 
     def _dead(self, delivery: Delivery, reason: str, msg_type: str | None,
               run_id: str | None) -> None:

@@ -113,7 +113,13 @@ def summary(bridge: Any) -> dict[str, Any]:
     """Counters and the per-run view, for --json and logs."""
     from swfflow.stream.store import run_status_of
 
-    return {"counters": dict(bridge.counters), **run_status_of(bridge.store.engine)}
+    errors = {name: {"failures": gate.total_failures, "last_error": gate.last_error}
+              for name, gate in bridge.gates.items() if gate.total_failures}
+    if bridge.last_error:
+        errors["handling"] = {"failures": bridge.counters["errors"],
+                              "last_error": bridge.last_error}
+    return {"counters": dict(bridge.counters), "errors": errors,
+            **run_status_of(bridge.store.engine)}
 
 
 def default_subscription(template: Plan, namespace: str | None) -> str:

@@ -3,12 +3,10 @@
 Both put :class:`~swfflow.stream.bus.Delivery` objects into the bridge's inbox, so a replayed
 log goes through exactly the handling a live broker does.
 
-**Late acks over STOMP.** The bridge acks a message only when its effect is committed, which
-for an STF is after the batched attach — long after the STOMP receiver thread handed it over.
-:class:`~swfflow.stream.stomp_bus.StompSubscription` acks when its handler returns, so the
-bridge subscribes through :class:`LateAckSubscription`, which leaves the ack to the delivery
-(client-individual: each message acked on its own, from the bridge thread; stomp.py serialises
-socket writes). An ack that cannot be sent (connection lost) is simply dropped: the broker
+**Late acks.** The bridge acks a message only when its effect is committed, which for an STF
+is after the batched attach — long after the bus's receiver thread handed it over. So it
+subscribes with ``late_ack=True`` (client-individual: each message acked on its own, from the
+bridge thread). An ack that cannot be sent (connection lost) is dropped by the bus: the broker
 redelivers the message and the bridge recognises it as done.
 """
 
@@ -18,10 +16,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import stomp.exception
-
 from swfflow.errors import ConfigError
-from swfflow.stream.bus import Bus, Delivery, MemoryBus, Subscription
+from swfflow.stream.bus import MAX_REDELIVERIES, Bus, Delivery, Subscription
 
 if TYPE_CHECKING:
     from swfflow.stream.bridge.core import Bridge
@@ -51,48 +47,26 @@ def replay(bridge: Bridge, path: str | Path) -> int:
             if not line.strip():
                 continue
             count += 1
-            bridge.inbox.put(Delivery(f"replay:{path.name}", line.strip(),
-                                      {"message-id": f"{path.name}:{number}"}, False,
-                                      ack=_noop, nack=_noop))
+            _replay_one(bridge, f"replay:{path.name}", line.strip(),
+                        {"message-id": f"{path.name}:{number}"}, attempt=0)
     bridge.source_done.set()
     return count
 
 
+def _replay_one(bridge: Bridge, source: str, body: str, headers: dict[str, str],
+                attempt: int) -> None:
+    """Queue one logged message; a nack (handling failed) queues it again, as a broker would
+    redeliver it, up to MAX_REDELIVERIES times."""
+    def nack() -> None:
+        if attempt < MAX_REDELIVERIES:
+            _replay_one(bridge, source, body, headers, attempt + 1)
+        else:
+            log.error("giving up on %s after %d attempts", headers["message-id"], attempt + 1)
+
+    bridge.inbox.put(Delivery(source, body, headers, attempt > 0, ack=_noop, nack=nack))
+
+
 def subscribe(bridge: Bridge, bus: Bus, destination: str, durable_name: str) -> Subscription:
-    """A durable, client-individual subscription whose deliveries go to the bridge's inbox."""
-    if isinstance(bus, MemoryBus):  # in-process: its deliveries can be acked from any thread
-        return bus.subscribe(destination, bridge.inbox.put, durable_name=durable_name)
-    return _stomp_late_ack(bus, destination, bridge.inbox.put, durable_name)
-
-
-def _stomp_late_ack(bus, destination: str, handler, durable_name: str) -> Subscription:
-    from swfflow.stream.bus import check_destination
-    from swfflow.stream.stomp_bus import StompSubscription, _Link
-
-    class LateAckSubscription(StompSubscription):
-        def send_subscribe(self) -> None:
-            self.link.conn.subscribe(self.destination, id=self.id, ack="client-individual",
-                                     headers={"activemq.prefetchSize": str(PREFETCH),
-                                              "activemq.subscriptionName": durable_name})
-
-        def dispatch(self, frame) -> None:
-            headers = dict(frame.headers)
-            conn = self.link.conn
-            message_id, subscription = headers.get("message-id", ""), headers.get("subscription", "")
-            body = frame.body if isinstance(frame.body, str) else frame.body.decode("utf-8")
-
-            def ack() -> None:
-                try:
-                    conn.ack(message_id, subscription)
-                except (stomp.exception.NotConnectedException, OSError):
-                    log.info("ack of %s lost with its connection; it will be redelivered",
-                             message_id)
-
-            handler(Delivery(self.destination, body, headers,
-                             headers.get("redelivered") == "true", ack=ack, nack=_noop))
-
-    check_destination(destination)
-    subscription = LateAckSubscription(_Link(bus, durable_name), destination, handler,
-                                       durable_name, "client-individual")
-    bus._subscriptions.append(subscription)  # closed with the bus
-    return subscription
+    """A durable, client-individual, late-ack subscription feeding the bridge's inbox."""
+    return bus.subscribe(destination, bridge.inbox.put, durable_name=durable_name,
+                         late_ack=True, prefetch=PREFETCH)
