@@ -109,9 +109,9 @@ def _stf_record(path: Path, run: str, sequence: int) -> FileRecord:
 @pytest.mark.services
 @pytest.mark.slow
 def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, rucio_catalog,
-                                                        profile, tmp_path):
+                                                        profile, tmp_path, capsys):
     from swfflow.commands.compile import build_plan
-    from swfflow.submission import submitted_status
+    from swfflow.commands.submit import show_submitted_status
 
     server, plans = real_panda
     run = _run_number()
@@ -182,8 +182,9 @@ def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, r
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "done" and len(server.store.tasks) == before
     # what `swfflow status` shows for it, refreshed from PanDA
-    status = submitted_status(state, run, panda_url=server.url)
-    (inst,) = status["instances"]
+    capsys.readouterr()
+    assert show_submitted_status(state, run, as_json=True)
+    (inst,) = json.loads(capsys.readouterr().out)["instances"]
     assert inst["state"] == "done" and inst["panda_url"] == server.url
     assert {t["key"]: t["task_id"] for t in inst["tasks"]} == {
         step: str(t.jediTaskID) for step, t in tasks.items()}
