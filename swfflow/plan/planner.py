@@ -16,9 +16,7 @@ Mapping rules (docs/design.md has the reasoning):
 from __future__ import annotations
 
 import itertools
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from swfflow.errors import WorkflowError
@@ -29,6 +27,7 @@ from swfflow.plan.model import (
     RELEASE_WITH_PARENTS, RUN, DatasetSpec, ParentLink, Plan, ReplicationRule, TaskInput,
     TaskSpec,
 )
+from swfflow.plan.paths import base_dirs, display_path, relative
 from swfflow.plan.profile import Profile, load_profile
 from swfflow.plan.sources import OriginMap, resolve_origins, workflow_output_origins
 
@@ -54,7 +53,7 @@ class _Planner:
         self.inputs = inputs
         self.profile = profile
         self.run = run
-        self.base = _base_dirs(workflow.source_path)
+        self.base = base_dirs(workflow.source_path)
         self.names = {"run": run, "user": profile.user, "workflow": safe_name(workflow.name)}
         self.leaves = list(iter_leaves(workflow))
         self.flat = qualified_graph(workflow)
@@ -230,7 +229,7 @@ class _Planner:
         whens = [c.expression for c in (*leaf.enclosing_when, step.when)
                  if c is not None and c.static is None]
         payload = {"kind": _payload_kind(step.kind), "step": path,
-                   "tool": _relative(step.tool, self.base), "job": _relative(job, self.base),
+                   "tool": relative(step.tool, self.base), "job": relative(job, self.base),
                    "split_port": split_port,
                    "gather_ports": {p: d[0] if len(d) == 1 else d for p, d in datasets.items()
                                     if p != split_port}}
@@ -300,7 +299,7 @@ class _Planner:
             expression = binding.value_from
             if known and expression is None:
                 job[port] = value
-                inputs.append(TaskInput(port=port, value=_relative(value, self.base),
+                inputs.append(TaskInput(port=port, value=relative(value, self.base),
                                         sources=sources))
             else:
                 inputs.append(TaskInput(port=port, expression=expression, sources=sources))
@@ -350,9 +349,9 @@ class _Planner:
     def plan(self) -> Plan:
         outputs = {name: [f"{o.name}/{o.port}" if o.kind == "step" else o.name for o in origins]
                    for name, origins in workflow_output_origins(self.wf).items()}
-        return Plan(workflow=self.wf.name, source=_display_path(self.wf.source_path),
+        return Plan(workflow=self.wf.name, source=display_path(self.wf.source_path),
                     run=self.run, profile=self.profile.as_dict(), datasets=self.datasets(),
-                    tasks=self.tasks(), inputs=_relative(self.inputs, self.base),
+                    tasks=self.tasks(), inputs=relative(self.inputs, self.base),
                     outputs=outputs, skipped=tuple(sorted(self.skipped)))
 
 
@@ -371,39 +370,3 @@ def _rules(rules: list) -> tuple[ReplicationRule, ...]:
 
 def _payload_kind(kind: StepKind) -> str:
     return {StepKind.COMMAND: "cwl", StepKind.EXPRESSION: "cwl-expression"}.get(kind, kind.value)
-
-
-def _base_dirs(source_path: str) -> tuple[str, ...]:
-    """Prefixes that make plan JSON machine-dependent: the workflow's folder as URI and path."""
-    if not source_path:
-        return ()
-    folder = Path(source_path).resolve().parent
-    return (folder.as_uri() + "/", str(folder) + os.sep)
-
-
-def _relative(value: Any, bases: tuple[str, ...]) -> Any:
-    """Strip the workflow folder from every string (plan JSON must not depend on where the
-    checkout lives); the driver resolves them against the plan's ``source`` folder."""
-    if not bases:
-        return value
-    if isinstance(value, str):
-        for base in bases:
-            if base in value:
-                value = value.replace(base, "")
-        return value
-    if isinstance(value, dict):
-        return {k: _relative(v, bases) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_relative(v, bases) for v in value]
-    return value
-
-
-def _display_path(source_path: str) -> str:
-    """The workflow path relative to the working directory when it lies below it (so a plan
-    compiled at the top of a checkout names ``examples/calib.cwl`` wherever the checkout is),
-    else absolute."""
-    if not source_path:
-        return ""
-    path = Path(source_path).resolve()
-    cwd = Path.cwd().resolve()
-    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
