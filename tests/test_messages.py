@@ -18,7 +18,6 @@ from swfflow.checksum import (
 from swfflow.errors import SwfflowError
 from swfflow.stream.messages import (
     SCHEMA_VERSION,
-    EndRun,
     MessageError,
     RunImminent,
     StfGen,

@@ -13,7 +13,7 @@ from .. import ir
 from ..errors import UnsupportedFeature, WorkflowError
 from . import cwl_reqs as reqs
 from .cwl_expr import UNKNOWN, evaluate, referenced_inputs
-from .cwl_loader import DocumentCache, Loaded, line_of, uri_to_path
+from .cwl_loader import DocumentCache, Loaded, line_of
 from .cwl_pchain import is_pchain_run, pchain_step
 from .cwl_types import port_kind, type_str
 from .cwl_values import apply_value_from, condition, gathered, resolved_binding

@@ -94,7 +94,6 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     With ``cache_dir``, cwltool's own job cache (keyed by the command line and the inputs'
     checksums) makes a re-run reuse a finished job's outputs instead of running it again."""
     from cwltool.context import RuntimeContext
-    from cwltool.executors import SingleJobExecutor
     from cwltool.stdfsaccess import StdFsAccess
 
     process = load_process(tool)

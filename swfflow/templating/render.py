@@ -189,7 +189,7 @@ def standalone_io(meta: Meta, rule: str) -> RuleIO:
             inputs[name] = f"expand({pattern}, stf=glob_wildcards({pattern}).stf)"
         else:
             inputs[name] = f'config.get("{name}", "data/{name}{port.suffix}")'
-    results = f'config.get("results", "results")'
+    results = 'config.get("results", "results")'
     outputs = {
         name: (f'os.path.join({results}, "{rule}", "{{stf}}{port.suffix}")' if port.name_from
                else f'os.path.join({results}, "{rule}", "{rule}{port.suffix}")')
