@@ -46,6 +46,7 @@ class ToolResult:
 
 def load_process(tool: str | Mapping[str, Any]) -> Any:
     """The cwltool Process for a tool URI (cached) or a self-contained process dict."""
+    import cwltool.workflow  # noqa: F401  (importing it installs cwltool's default tool factory)
     from cwltool.context import LoadingContext
     from cwltool.load_tool import load_tool
 
