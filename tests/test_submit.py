@@ -111,14 +111,13 @@ def _stf_record(path: Path, run: str, sequence: int) -> FileRecord:
 def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, rucio_catalog,
                                                         profile, tmp_path, capsys):
     from swfflow.commands.compile import build_plan
-    from swfflow.commands.submit import show_submitted_status
 
     server, plans = real_panda
     run = _run_number()
     plan = build_plan(str(CALIB), None, str(profile), run)
     plans.append(plan)  # what the pilots would get from the task's job parameters
     stream = next(d.did for d in plan.datasets if d.role == "stream")
-    state = tmp_path / "state"
+    state = tmp_path / "work" / ".swfflow"  # where `swfflow status --outdir work` looks
     env = _env(server, rucio_env)
     follower = subprocess.Popen(
         [sys.executable, "-m", "swfflow.cli", "submit", str(CALIB), "--run", run,
@@ -184,9 +183,10 @@ def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, r
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["state"] == "done" and len(server.store.tasks) == before
     # what `swfflow status` shows for it, refreshed from PanDA
-    capsys.readouterr()
-    assert show_submitted_status(state, run, as_json=True)
-    (inst,) = json.loads(capsys.readouterr().out)["instances"]
+    status = _swfflow(["status", "--outdir", str(tmp_path / "work"), "--run", run, "--json"],
+                      env)
+    assert status.returncode == 0, status.stderr
+    (inst,) = json.loads(status.stdout)["submitted"]
     assert inst["state"] == "done" and inst["panda_url"] == server.url
     assert {t["key"]: t["task_id"] for t in inst["tasks"]} == {
         step: str(t.jediTaskID) for step, t in tasks.items()}

@@ -138,17 +138,31 @@ def status_cmd(outdir: str, state_url: str | None, run_number: str | None,
             _render_bridge_status(report)
         return
     from swfflow.drive.report import collect_status, render_status
+    from swfflow.submission import STATE_FILE, submitted_status
 
-    db = Path(outdir) / STATE_DIR / "state.db"
-    if not db.is_file():
+    state = Path(outdir) / STATE_DIR
+    db = state / "state.db"
+    # instances `swfflow submit` sent to PanDA from here, refreshed with one bulk call each
+    submitted = (submitted_status(state, run_number)["instances"]
+                 if (state / STATE_FILE).is_file() else [])
+    if not db.is_file() and not submitted:
         raise RunFailed(f"no swfflow state under {outdir}", where=str(db),
-                        hint="run `swfflow run ... --outdir DIR` first, then "
-                             "`swfflow status --outdir DIR`")
-    report = collect_status(db, run_number)
+                        hint="run `swfflow run ... --outdir DIR` (or `swfflow submit` there) "
+                             "first, then `swfflow status --outdir DIR`")
+    report = (collect_status(db, run_number) if db.is_file()
+              else {"instances": [], "datasets": []})
     if as_json:
+        report["submitted"] = submitted
         click.echo(json.dumps(report, indent=2, sort_keys=True))
-    else:
+        return
+    if db.is_file():
         render_status(report)
+    if submitted:
+        from rich.console import Console
+
+        from swfflow.commands.submit import report_table
+        for instance in submitted:
+            Console().print(report_table(instance))
 
 
 def _render_bridge_status(report: dict[str, Any]) -> None:

@@ -259,24 +259,3 @@ def _logging(quiet: bool) -> None:
     logging.getLogger("swfflow").setLevel(logging.ERROR if quiet else logging.INFO)
     # panda-client logs each failed exchange itself; swfflow retries and reports it once
     logging.getLogger("panda-client").propagate = False
-
-
-def show_submitted_status(state_dir: Any, run: str | None, as_json: bool) -> bool:
-    """For ``swfflow status``: print the submitted instances under ``state_dir`` (refreshed from
-    PanDA, one bulk call per instance). False when nothing was submitted from there."""
-    from pathlib import Path
-
-    from swfflow import submission as sub
-
-    if not (Path(state_dir) / sub.STATE_FILE).is_file():
-        return False
-    report = sub.submitted_status(Path(state_dir), run)
-    if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        from rich.console import Console
-
-        console = Console()
-        for instance in report["instances"]:
-            console.print(report_table(instance))
-    return True
