@@ -45,11 +45,34 @@ def all_done(bridge) -> bool:
         r["phase"] == PHASE_DONE for r in runs)
 
 
-def test_replay_drives_a_run_to_the_end(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def state_url(request, tmp_path):
+    """The bridge's state store: SQLite in tmp, or a fresh PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'bridge.db'}"
+        return
+    import uuid
+
+    import psycopg2
+
+    name = f"swfflow_bridge_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def test_replay_drives_a_run_to_the_end(tmp_path, state_url):
     log, sim = recorded(tmp_path)
     published = []
     with contextlib.ExitStack() as stack:
-        bridge = build_bridge(setup_for(tmp_path), stack,
+        bridge = build_bridge(setup_for(tmp_path, state=state_url), stack,
                               publish=lambda dest, msg: published.append((dest, msg)))
         assert replay(bridge, log) == 11
         run_until(bridge, all_done)
@@ -72,20 +95,20 @@ def test_replay_drives_a_run_to_the_end(tmp_path):
     ready = sorted(published, key=lambda p: p[1].sequence)
     assert [m.filename for _, m in ready] == sorted(f.name for f in files)
     assert all(m.per_file and m.checksum for _, m in ready)
-    status = run_status(setup_for(tmp_path).state, RUN)["runs"][0]
+    status = run_status(state_url, RUN)["runs"][0]
     assert (status["phase"], status["stf_announced"], status["stf_attached"]) == ("done", 6, 6)
     assert status["daq_state"] == "run" and status["daq_substate"] == "physics"
     assert [t["phase"] for t in status["tasks"]] == ["succeeded", "succeeded"]
     assert sim.stf_files == 6
 
 
-def test_duplicates_and_a_second_replay_change_nothing(tmp_path):
+def test_duplicates_and_a_second_replay_change_nothing(tmp_path, state_url):
     log, _ = recorded(tmp_path)
     doubled = tmp_path / "doubled.jsonl"
     body = lines(log)
     doubled.write_text("\n".join(body[:5] + body[2:5] + body[5:] + body) + "\n")
     with contextlib.ExitStack() as stack:
-        bridge = build_bridge(setup_for(tmp_path), stack)
+        bridge = build_bridge(setup_for(tmp_path, state=state_url), stack)
         replay(bridge, doubled)
         run_until(bridge, all_done)
         first = sorted((f.did, f.adler32) for f in bridge.catalog.list_files(STREAM))
@@ -93,7 +116,7 @@ def test_duplicates_and_a_second_replay_change_nothing(tmp_path):
         assert bridge.counters["received"] == 11 + 3 + 11
         assert bridge.counters["attached"] == 6
     with contextlib.ExitStack() as stack:  # a new bridge on the same store: the same log again
-        bridge = build_bridge(setup_for(tmp_path), stack)
+        bridge = build_bridge(setup_for(tmp_path, state=state_url), stack)
         replay(bridge, log)
         run_until(bridge, lambda b: b.idle and b.source_done.is_set())
         assert bridge.counters["duplicates"] == 11 and not bridge.counters["attached"]
@@ -297,3 +320,35 @@ def test_an_unexpected_error_while_handling_is_recorded_and_the_message_retried(
         errors = summary(bridge)["errors"]
         assert errors["handling"]["failures"] == 1
         assert "database is locked" in errors["handling"]["last_error"]
+
+
+@pytest.mark.services
+def test_a_permanent_rucio_refusal_fails_the_run_visibly(tmp_path, rucio_env):
+    """A scope the real Rucio server does not have: no endless retries; the run is failed with
+    the reason (store and status) and its waiting messages are dead letters saying why."""
+    import dataclasses
+
+    from tests.bridge_support import first_run_number
+
+    run = str(first_run_number())
+    log, _ = recorded(tmp_path, first_run=int(run))
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("scopes:\n  output: user.nosuchscope\n")
+    setup = dataclasses.replace(setup_for(tmp_path, catalog="rucio",
+                                          rucio_config=rucio_env["RUCIO_CONFIG"]),
+                                profile=str(profile))
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup, stack)
+        replay(bridge, log)
+        run_until(bridge, lambda b: b.idle and b.source_done.is_set() and
+                  (b.store.run(run) or {}).get("phase") == "failed", timeout=60)
+        assert bridge.gates["prepare"].total_failures == 0  # refused once, not retried
+        row = bridge.store.run(run)
+        assert "prepare failed permanently" in row["message"]
+        assert "ScopeNotFound" in row["message"] or "nosuchscope" in row["message"]
+        dead = [d["msg_type"] for d in bridge.store.dead_letters()]
+        # what waited on the run's effects; state changes (start/pause/resume) are recorded
+        assert dead.count("run_imminent") == 1 and dead.count("stf_gen") == 6
+        assert set(dead) <= {"run_imminent", "stf_gen", "end_run"}
+        status = run_status(setup.state, run)["runs"][0]
+        assert status["phase"] == "failed" and status["message"] == row["message"]

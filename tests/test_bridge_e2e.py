@@ -99,6 +99,9 @@ def precreate_subscription(url: str, name: str) -> None:
 
 
 def run_bridge_in_process(tmp, url, name, until_runs, timeout, live=None, **options):
+    # the subscription name is also the test's namespace: tests running at once on the shared
+    # broker (pytest -n) each see only their own runs
+    options.setdefault("namespace", name)
     with contextlib.ExitStack() as stack:
         bus = stack.enter_context(open_bus(url))
         bridge = build_bridge(setup_for(tmp, catalog="rucio",
@@ -118,13 +121,9 @@ def run_bridge_in_process(tmp, url, name, until_runs, timeout, live=None, **opti
 def test_two_overlapping_runs_over_activemq_and_rucio(tmp_path, stomp_url, rucio_catalog):
     name = f"bridge-e2e-{uuid.uuid4().hex[:8]}"
     precreate_subscription(stomp_url, name)
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(
-        bridge=run_bridge_in_process(tmp_path, stomp_url, name, 2, 150)))
-    worker.start()
-    summaries = simulate_runs(tmp_path, stomp_url)
-    worker.join(timeout=200)
-    bridge = result["bridge"]
+    worker = Worker(lambda: run_bridge_in_process(tmp_path, stomp_url, name, 2, 150))
+    summaries = simulate_runs(tmp_path, stomp_url, namespace=name)
+    bridge = worker.result(timeout=200)
     expected = expected_state(tmp_path, summaries)
     assert rucio_state(rucio_catalog, expected) == expected
     first, second = (bridge.store.run(r) for r in expected)
@@ -138,7 +137,7 @@ def _start_bridge(tmp: Path, url: str, name: str, log) -> subprocess.Popen:
             str(setup_for(tmp).workflow), "--profile", str(setup_for(tmp).profile), "--broker", url, "--subscription", name,
             "--catalog", "rucio", "--state", f"sqlite:///{tmp / 'state' / 'bridge.db'}",
             "--workdir", str(tmp / "work"), "--no-container", "--tick", "0.3",
-            "--batch-ms", "20", "--exit-after", "2", "--json"]
+            "--batch-ms", "20", "--exit-after", "2", "--json", "--namespace", name]
     return subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True,
                             env=dict(os.environ))
 
@@ -149,7 +148,8 @@ def test_kill_9_five_times_mid_run_changes_nothing(tmp_path, stomp_url, rucio_ca
     rng = random.Random(7)
     sims: dict = {}
     sim = threading.Thread(target=lambda: sims.update(
-        s=simulate_runs(tmp_path, stomp_url, stfs=12, factor=0.8, stagger_s=3.0)))
+        s=simulate_runs(tmp_path, stomp_url, stfs=12, factor=0.8, stagger_s=3.0,
+                         namespace=name)))
     kills = 0
     with open(tmp_path / "bridge.log", "ab") as log:
         sim.start()
@@ -188,7 +188,8 @@ def test_broker_restart_mid_run(tmp_path, stomp_url, rucio_catalog):
         worker.start()
         sims: dict = {}
         sim = threading.Thread(target=lambda: sims.update(
-            s=simulate_runs(tmp_path, broker.url, runs=1, stfs=20, factor=0.5)))
+            s=simulate_runs(tmp_path, broker.url, runs=1, stfs=20, factor=0.5,
+                             namespace=name)))
         sim.start()
         time.sleep(4.0)  # mid-run
         services.down(["activemq"], state=own)
@@ -219,7 +220,8 @@ def test_rucio_outage_mid_run(tmp_path, stomp_url, rucio_catalog, rucio_env):
         worker = Worker(lambda: run_bridge_in_process(tmp_path, stomp_url, name, 1, 180,
                                                       live=live, retry_max_s=2.0))
         wait_for(lambda: "bridge" in live, 30, "the bridge did not start")
-    sim = Worker(lambda: simulate_runs(tmp_path, stomp_url, runs=1, stfs=24, factor=1.0))
+    sim = Worker(lambda: simulate_runs(tmp_path, stomp_url, runs=1, stfs=24, factor=1.0,
+                                       namespace=name))
     bridge = live["bridge"]
     wait_for(lambda: bridge.counters["attached"] >= 3, 60, "no STF attached before the cut")
     gate.down()

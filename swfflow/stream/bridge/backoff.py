@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import time
 
+from swfflow.errors import ServiceError, SwfflowError
+
 log = logging.getLogger("swfflow.bridge")
 
 
@@ -36,3 +38,22 @@ class Backoff:
         self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         log.warning("%s failed (attempt %d, next in %.1f s): %s", self.name, self.failures,
                     self.delay_s, self.last_error)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Will trying again never help? Permanent refusals fail the run (or action) visibly;
+    everything else — a server down or slow, a connection lost, a broken worker pool — is
+    retried with backoff (and shows in the gate's ``last_error``).
+
+    The Rucio catalog raises :class:`ServiceError` both after its own retries of a transient
+    failure and for a refusal; the cause tells them apart. A raw Rucio refusal (a missing
+    scope, access denied) or another swfflow error (a missing RSE, a bad DID) is permanent."""
+    from rucio.common.exception import RucioException
+
+    from swfflow.backends.rucio import is_transient
+
+    if isinstance(exc, ServiceError):
+        return exc.__cause__ is not None and is_permanent(exc.__cause__)
+    if isinstance(exc, SwfflowError):
+        return True
+    return isinstance(exc, RucioException) and not is_transient(exc)

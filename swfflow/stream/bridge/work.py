@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from swfflow.backends.base import FileRecord
 from swfflow.drive.driver import Driver, TaskPhase
 from swfflow.errors import ConfigError
+from swfflow.stream.bridge.backoff import is_permanent
 from swfflow.stream.messages import StfReady
 from swfflow.stream.store import (PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING,
                                   PHASE_FAILED, PHASE_PREPARED, StfRow)
@@ -89,14 +90,9 @@ class Work:
         for run_id, row in list(bridge.runs.items()):
             if row["phase"] != PHASE_ANNOUNCED:
                 continue
-            try:
-                driver = self.driver(run_id)
-                driver.tick()  # submits the tasks released at start (runUntilClosed)
-            except ConfigError as exc:  # e.g. an RSE or scope that does not exist: permanent
-                bridge.update_run(run_id, phase=PHASE_FAILED, message=str(exc))
-                bridge.release(("prepared", run_id))
-                log.error("run %s cannot be prepared: %s", run_id, exc)
-                continue
+            if not self._for_run("prepare", run_id, lambda: self.driver(run_id).tick()):
+                continue  # tick() submitted the tasks released at start (runUntilClosed)
+            driver = self.driver(run_id)
             phase = PHASE_ENDING if row["end_seen_at"] is not None else PHASE_PREPARED
             bridge.update_run(run_id, phase=phase)
             bridge.release(("prepared", run_id))
@@ -118,7 +114,7 @@ class Work:
         for row in ready[:MAX_ATTACH_PER_FLUSH]:
             by_run[row.run_id].append(row)
         for run_id, rows in by_run.items():
-            self._attach_run(run_id, rows)
+            self._for_run("attach", run_id, lambda: self._attach_run(run_id, rows))
 
     def _attach_run(self, run_id: str, rows: list[StfRow]) -> None:
         bridge = self.bridge
@@ -138,6 +134,33 @@ class Work:
             bridge.release(("file", run_id, row.filename))
         bridge.counters["attached"] += len(rows)
         self.unannounced = True
+
+    # --- permanent failures ---------------------------------------------------------------
+    def _for_run(self, action: str, run_id: str, body) -> bool:
+        """Run one run's part of an action. A transient error propagates (the action's gate
+        backs off and retries); a permanent one fails this run, visibly, and the others go on.
+        True if ``body`` completed."""
+        try:
+            body()
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            self.fail_run(run_id, f"{action} failed permanently: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0]}")
+            return False
+        return True
+
+    def fail_run(self, run_id: str, reason: str) -> None:
+        """The run can never complete: its phase is failed with the reason (``swfflow status``),
+        and the messages waiting on it go to the dead letters with that reason."""
+        bridge = self.bridge
+        log.error("run %s failed: %s", run_id, reason)
+        bridge.update_run(run_id, phase=PHASE_FAILED, message=reason)
+        bridge.pending = [r for r in bridge.pending if r.run_id != run_id]
+        for key in [k for k in bridge.waiters if k[1] == run_id]:
+            for waiter in bridge.waiters.pop(key):
+                bridge._dead(waiter.delivery, f"run {run_id} failed: {reason}",
+                             waiter.msg_type, waiter.run_id)
 
     def _reject(self, rows: list[StfRow], reason: str) -> None:
         bridge = self.bridge
@@ -183,7 +206,8 @@ class Work:
                 if waited < bridge.config.end_timeout_s:
                     continue  # STFs announced by end_run have not all arrived yet
                 missing = _missing(bridge.store.sequences(run_id), total)
-            self.driver(run_id).close_streams()
+            if not self._for_run("close", run_id, lambda: self.driver(run_id).close_streams()):
+                continue
             short = total - attached if total is not None else 0
             message = (f"closed after waiting {waited:.0f} s with {short} of {total} announced "
                        "STF(s) missing") if short > 0 else ""
@@ -199,8 +223,11 @@ class Work:
         for run_id, row in list(bridge.runs.items()):
             if row["phase"] not in FOLLOWED:
                 continue
-            driver = self.driver(run_id)
-            finished = driver.tick()
+            outcome: list[bool] = []
+            if not self._for_run("follow", run_id,
+                                 lambda: outcome.append(self.driver(run_id).tick())):
+                continue
+            driver, finished = self.driver(run_id), outcome[0]
             if finished and row["phase"] == PHASE_CLOSED:
                 stuck = [t.spec.key for t in driver.tasks.values()
                          if t.phase in (TaskPhase.FAILED, TaskPhase.BLOCKED)]
