@@ -29,9 +29,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
 
 from swfflow.backends.base import Catalog, TaskState, TaskStatus
-from swfflow.backends.local_jobs import (first_dataset_port, intact, is_array_port, files_in,
-                                         master_dataset, record_for, safe_name,
-                                         task_outputs_of)
+from swfflow.backends.local_jobs import (bind_job_files, files_in, intact, master_dataset,
+                                         record_for, safe_name, task_outputs_of)
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
 from swfflow.runtime.files import file_value
@@ -272,22 +271,13 @@ class LocalExecutor:
     def _request(self, spec: dict[str, Any], job: Any) -> dict[str, Any]:
         payload = spec["payload"]
         tool = payload.get("tool_uri") or payload["tool"]
-        values = dict(payload.get("job") or {})
-        split_port = payload.get("split_port")
         master = master_dataset(spec)
+        files = []
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
             files = [file_value(records[did]) for did in job.files]
-            port = split_port or first_dataset_port(spec, master)
-            if port:
-                values[port] = files if is_array_port(payload.get("tool"), port) else files[0]
-        for port, dids in (payload.get("gather_ports") or {}).items():
-            dids = [dids] if isinstance(dids, str) else dids
-            if dids == [master] and port in values:
-                continue  # the master chunk already feeds it (JEDI splits, not gathers)
-            files = [file_value(f) for did in dids for f in self.catalog.list_files(did)]
-            values[port] = files if is_array_port(payload.get("tool"), port) else \
-                (files[0] if files else None)
+        values = bind_job_files(spec, files, lambda did: [
+            file_value(f) for f in self.catalog.list_files(did)])
         outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
         return {"tool": tool, "job": values, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,

@@ -3,6 +3,7 @@ shaped, how produced files become catalog records — plain functions over the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,29 @@ def is_array_port(tool: Any, port: str) -> bool:
     if isinstance(kind, str):
         return kind.rstrip("?").endswith("[]")
     return isinstance(kind, dict) and kind.get("type") == "array"
+
+
+def bind_job_files(spec: dict[str, Any], master_files: list[dict[str, Any]],
+                   dataset_files: Callable[[str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The CWL job object of one job: the payload's constant values, the job's chunk of the
+    master dataset (``master_files``) on the split port (or the first port reading it), and
+    each gather port's files (``dataset_files(did)``). Shared by the local executor and
+    ``swfflow job`` on a worker node."""
+    payload = spec["payload"]
+    tool = payload.get("tool")
+    values = dict(payload.get("job") or {})
+    master = master_dataset(spec)
+    if master is not None:
+        port = payload.get("split_port") or first_dataset_port(spec, master)
+        if port:
+            values[port] = master_files if is_array_port(tool, port) else master_files[0]
+    for port, dids in (payload.get("gather_ports") or {}).items():
+        dids = [dids] if isinstance(dids, str) else dids
+        if dids == [master] and port in values:
+            continue  # the master chunk already feeds it (JEDI splits, not gathers)
+        files = [f for did in dids for f in dataset_files(did)]
+        values[port] = files if is_array_port(tool, port) else (files[0] if files else None)
+    return values
 
 
 def files_in(value: Any) -> list[dict[str, Any]]:
