@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from pathlib import Path
@@ -12,6 +13,7 @@ from swfflow.backends.base import Catalog, Executor, FileRecord, TaskState
 from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
 from swfflow.backends.splitting import GB, SplitRule, split_files
+from swfflow.errors import ServiceError
 from swfflow.plan.model import TaskInput, TaskSpec
 
 COUNT_TOOL = """\
@@ -228,3 +230,48 @@ def test_container_hint_runs_on_host_and_requirement_fails_clearly(tmp_path, cap
             ContainerPolicy().decide("img", required=True, where="x")
     else:
         assert ContainerPolicy().decide("img", required=True, where="x") == engine
+
+
+class _OutageCatalog:
+    """The local catalog behind a switch: while ``down``, registering files fails as a
+    Rucio outage would."""
+
+    def __init__(self, inner: LocalCatalog):
+        self.inner, self.down, self.refused = inner, False, 0
+
+    def add_files(self, dataset, files, **kwargs):
+        if self.down and not dataset.startswith("raw:"):
+            self.refused += 1
+            raise ServiceError("catalog unreachable (test outage)")
+        return self.inner.add_files(dataset, files, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_job_finishing_during_a_catalog_outage_is_recorded_when_it_returns(tmp_path):
+    engine = sqlite_engine(tmp_path / "state.db")
+    catalog = _OutageCatalog(LocalCatalog(engine))
+    executor = LocalExecutor(catalog, engine, tmp_path / "work", jobs=1, attempts=1)
+    tool = tmp_path / "count.cwl"
+    tool.write_text(COUNT_TOOL)
+    for did in ("raw:run1", "out:run1.count", "out:run1.count.log"):
+        catalog.create_dataset(did)
+    _add_raw(catalog, tmp_path, ["a", "b"])
+    catalog.close_dataset("raw:run1")
+    catalog.down = True
+    task_id = executor.submit(_task(tool, files_per_job=2))
+    try:
+        deadline = time.monotonic() + 90
+        while catalog.refused < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(ServiceError):
+                executor.status([task_id])
+            time.sleep(0.1)
+        assert catalog.refused >= 2  # the finished job's outputs were refused, more than once
+        catalog.down = False
+        status = _wait(executor, task_id, lambda s: s.state.terminal)
+    finally:
+        executor.shutdown()
+    assert status.state is TaskState.SUCCEEDED
+    (count,) = catalog.list_files("out:run1.count")
+    assert Path(count.pfn).read_text().strip() == "8"  # both 4-byte files, counted once

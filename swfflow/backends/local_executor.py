@@ -22,6 +22,7 @@ import multiprocessing
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -287,14 +288,18 @@ class LocalExecutor:
         for job_id, future in list(self._running.items()):
             if not future.done():
                 continue
-            del self._running[job_id]
             try:
                 result = future.result()
             except Exception as exc:  # the worker died (killed, out of memory)
+                if isinstance(exc, BrokenProcessPool):
+                    self._pool = None  # a broken pool takes no more work: start a new one
                 result = {"status": "permanentFail", "outputs": None, "command": [],
                           "container": None, "exit_code": None, "final": False,
                           "log": f"worker process failed: {exc!r}"}
+            # forget the job only once its result is recorded: if the catalog is down now,
+            # the next pump records it again instead of leaving it "running" for ever
             self._record(job_id, result)
+            del self._running[job_id]
 
     def _record(self, job_id: int, result: dict[str, Any]) -> None:
         with self.engine.connect() as conn:
