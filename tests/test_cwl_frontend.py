@@ -172,6 +172,38 @@ def test_resources_and_container_from_requirements_and_hints():
     assert {"class": "DockerRequirement", "dockerPull": "debian:12"} in cat.requirements
 
 
+def test_expression_on_partly_known_file_stays_dynamic_but_invalid_one_fails(tmp_path):
+    # A File named by location has no size before staging: coresMin reading it is decided per
+    # job (None here), for a null step input falling back to the tool default too.
+    tool = tmp_path / "tool.cwl"
+    tool.write_text("""cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  InlineJavascriptRequirement: {}
+  ResourceRequirement: {coresMin: $(inputs.f.size), ramMin: "${ return inputs.f.size; }",
+                        tmpdirMin: "$(inputs.n * 2)"}
+inputs:
+  f: {type: File, default: {class: File, location: data.txt}}
+  n: {type: int, default: 3}
+outputs: []
+baseCommand: "true"
+""")
+    workflow = tmp_path / "wf.cwl"
+    workflow.write_text("""cwlVersion: v1.2
+class: Workflow
+inputs: {maybe: File?}
+outputs: []
+steps:
+  given: {run: tool.cwl, in: {f: maybe}, out: []}
+""")
+    step = cwl.load_workflow(workflow, {}).step("given")
+    assert step.resources == ir.Resources(cores=None, mem_mb=None, disk_mb=6)
+    tool.write_text(tool.read_text().replace("return inputs.f.size;", "return inputs.f.size +;"))
+    with pytest.raises(WorkflowError) as err:  # a syntax error is the user's, File or not
+        cwl.load_workflow(workflow, {})
+    assert "SyntaxError" in err.value.what
+
+
 def test_requirement_inheritance_most_specific_wins():
     wf = load("inherit.cwl")
     inherited = wf.step("from_workflow")

@@ -12,7 +12,7 @@ import networkx as nx
 from .. import ir
 from ..errors import UnsupportedFeature, WorkflowError
 from . import cwl_reqs as reqs
-from .cwl_expr import UNKNOWN, evaluate, referenced_inputs
+from .cwl_expr import UNKNOWN, evaluate_if_known
 from .cwl_loader import DocumentCache, Loaded, line_of
 from .cwl_pchain import is_pchain_run, pchain_step
 from .cwl_types import port_kind, type_str
@@ -229,12 +229,13 @@ class Compiler:
             if any(s.step is None and s.port in stream_names for s in b.sources)
             and modes.get(p) is not ir.EdgeMode.COMPLETE))
 
+        # the tool sees its own default where the step passes null (CWL input `default`)
+        tool_values = {p: inputs[p].default if v is None and p in inputs and inputs[p].has_default
+                       else v for p, v in values.items()}
+
         def evaluate_now(expression: Any) -> Any:
-            known = {p: v for p, v in values.items() if v is not UNKNOWN}
-            if any(values.get(p) is UNKNOWN for p in referenced_inputs(str(expression), inputs)):
-                return UNKNOWN
-            return evaluate(expression, known, requirements=requirements,
-                            cwl_version=scope.cwl_version, where=where)
+            return evaluate_if_known(expression, tool_values, inputs, requirements=requirements,
+                                     cwl_version=scope.cwl_version, where=where)
 
         step = ir.Step(
             name=name, kind=kind, inputs=inputs, outputs=outputs, bindings=bindings,

@@ -26,6 +26,10 @@ _BARE_INPUTS = re.compile(r"\binputs\b(?!\s*(?:\.\w|\[\s*[\"']))")
 
 UNKNOWN = object()  # a value not known at compile time
 
+# File/Directory fields that exist only once the runner stages the object (a job file or a
+# default names a File by location; its size, contents, checksum or path come later)
+_STAGED_CLASSES = ("File", "Directory")
+
 
 def is_expression(value: Any) -> bool:
     return needs_parsing(value)
@@ -69,15 +73,27 @@ def evaluate(expression: Any, inputs: Mapping[str, Any], *, self_value: Any = No
                                       "tmpdirSize": 1024},
                            context=self_value, cwlVersion=cwl_version, timeout=30)
     except (WorkflowException, Exception) as exc:  # node errors, JS syntax errors, ...
-        message = str(exc).strip().splitlines()
         uses_js = "${" in expression or not _is_parameter_reference(expression)
         raise WorkflowError(
-            f"expression {expression!r} failed on the known input values: "
-            f"{message[-1] if message else type(exc).__name__}",
+            f"expression {expression!r} failed on the known input values: {_reason(exc)}",
             where=where,
             hint="JavaScript needs InlineJavascriptRequirement on the workflow"
             if uses_js else "check the input names the expression reads",
         ) from None
+
+
+# node's "TypeError: ..." / "SyntaxError: ..." line, inside cwl-utils' long report
+_JS_ERROR_LINE = re.compile(r"^\s*([A-Z]\w*Error: .*)$", re.MULTILINE)
+
+
+def _reason(exc: Exception) -> str:
+    """The line of an evaluation failure that says what went wrong."""
+    text = str(exc).strip()
+    found = _JS_ERROR_LINE.search(text)
+    if found:
+        return found.group(1)
+    lines = text.splitlines()
+    return lines[-1] if lines else type(exc).__name__
 
 
 _PARAMETER_REFERENCE = re.compile(r"^\$\((inputs|self|runtime)(\.\w+|\[\d+\]|\[['\"][^'\"]*['\"]\])*\)$")
@@ -90,3 +106,44 @@ def _is_parameter_reference(expression: str) -> bool:
 
 def known(value: Any) -> bool:
     return value is not UNKNOWN
+
+
+def partly_known(value: Any) -> bool:
+    """True if ``value`` holds a File or Directory: known by location at compile time, but its
+    staged fields (size, contents, checksum, path, listing) are filled only at run time."""
+    if isinstance(value, Mapping):
+        return value.get("class") in _STAGED_CLASSES or any(map(partly_known, value.values()))
+    if isinstance(value, list | tuple):
+        return any(map(partly_known, value))
+    return False
+
+
+def evaluate_if_known(expression: Any, values: Mapping[str, Any], ports: Iterable[str], *,
+                      self_port: str | None = None, requirements: Sequence[Mapping[str, Any]] = (),
+                      cwl_version: str = "v1.2", where: str | None = None) -> Any:
+    """Compile-time evaluation of ``expression`` over step input ``values``.
+
+    UNKNOWN (decide at run time) when it reads a value not known now, or when it fails or
+    yields null on a value only partly known now (a File whose size is read, say): the runner
+    evaluates it again on the staged values. Only an expression that is invalid in itself (a
+    JavaScript syntax error) or that fails on fully known values is a user error.
+    """
+    if not is_expression(expression):
+        return expression
+    reads = set(referenced_inputs(str(expression), ports))
+    if self_port is not None and reads_self(str(expression)):
+        reads.add(self_port)
+    read_values = [values.get(p) for p in reads]
+    if any(v is UNKNOWN for v in read_values):
+        return UNKNOWN
+    partial = any(map(partly_known, read_values))
+    known_values = {p: v for p, v in values.items() if v is not UNKNOWN}
+    try:
+        result = evaluate(expression, known_values, requirements=requirements,
+                          self_value=values.get(self_port) if self_port else None,
+                          cwl_version=cwl_version, where=where)
+    except WorkflowError as error:
+        if partial and "SyntaxError" not in error.what:
+            return UNKNOWN
+        raise
+    return UNKNOWN if partial and result is None else result

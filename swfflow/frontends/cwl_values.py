@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import WorkflowError
 from ..ir import Binding, Condition
-from .cwl_expr import UNKNOWN, evaluate, is_expression, reads_self, referenced_inputs
+from .cwl_expr import UNKNOWN, evaluate_if_known, referenced_inputs
 
 
 def _merge(values: list[Any], link_merge: str | None) -> Any:
@@ -72,17 +72,9 @@ def apply_value_from(bindings: Mapping[str, Binding], before: Mapping[str, Any],
         expression = binding.value_from
         if expression is None:
             continue
-        if not is_expression(expression):
-            after[port] = expression
-            continue
-        needed = set(referenced_inputs(expression, bindings)) | (
-            {port} if reads_self(expression) else set())
-        if any(before.get(p, None) is UNKNOWN for p in needed):
-            after[port] = UNKNOWN
-            continue
-        after[port] = evaluate(expression, {p: v for p, v in before.items() if v is not UNKNOWN},
-                               self_value=before.get(port), requirements=requirements,
-                               cwl_version=cwl_version, where=where)
+        after[port] = evaluate_if_known(expression, before, bindings, self_port=port,
+                                        requirements=requirements, cwl_version=cwl_version,
+                                        where=where)
     return after
 
 
@@ -90,10 +82,10 @@ def condition(expression: str, values: Mapping[str, Any], ports: list[str],
               requirements: list[dict], cwl_version: str, where: str) -> Condition:
     """A ``when``: static True/False when every input it reads is known, else dynamic."""
     reads = referenced_inputs(expression, ports)
-    if any(values.get(p, None) is UNKNOWN for p in reads):
+    result = evaluate_if_known(expression, values, ports, requirements=requirements,
+                               cwl_version=cwl_version, where=where)
+    if result is UNKNOWN:
         return Condition(expression, None, reads)
-    result = evaluate(expression, {p: v for p, v in values.items() if v is not UNKNOWN},
-                      requirements=requirements, cwl_version=cwl_version, where=where)
     if not isinstance(result, bool):
         raise WorkflowError(f"when: {expression!r} returned {result!r}, not a boolean",
                             where=where, hint="a CWL `when` must evaluate to true or false")
