@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import re
 from typing import Any
+from urllib.parse import urldefrag
 
 from swfflow.errors import WorkflowError
 from swfflow.ir import Leaf, PortKind, StepKind, Workflow, iter_leaves, qualified_graph
@@ -238,6 +239,11 @@ class _Planner:
                                   "method": step.scatter.method.value}
         if step.native:
             payload["native"] = step.native
+        if step.tool is not None:  # what `swfflow job` needs to rebuild the standalone tool
+            payload["tool_file"] = relative(urldefrag(step.tool_uri or "")[0], self.base)
+            payload["inherited"] = {
+                key: relative(_not_in_tool(getattr(step, key), step.tool.get(key)), self.base)
+                for key in ("requirements", "hints")}
         return TaskSpec(key=key, step=path, name=name, kind=step.kind.value, params=params,
                         inputs=inputs, outputs=outputs, log_dataset=log_ds, parents=parents,
                         release=release, streaming=split.run_until_closed,
@@ -366,6 +372,12 @@ def _statically_false(leaf: Leaf) -> bool:
 
 def _rules(rules: list) -> tuple[ReplicationRule, ...]:
     return tuple(ReplicationRule(r.rse_expression, r.copies, r.lifetime_s) for r in rules)
+
+
+def _not_in_tool(items: tuple[dict[str, Any], ...], own: Any) -> list[dict[str, Any]]:
+    """The requirements/hints a step inherits from its workflows (the tool has its own)."""
+    own_classes = set(own) if isinstance(own, dict) else {str(i.get("class")) for i in own or ()}
+    return [dict(i) for i in items if str(i.get("class")) not in own_classes]
 
 
 def _payload_kind(kind: StepKind) -> str:

@@ -1,0 +1,375 @@
+"""One PanDA job of a compiled plan, on a worker node: what ``swfflow job`` does.
+
+A task's ``jobParameters`` (:func:`swfflow.plan.jedi.job_parameters`) make runGen call
+``swfflow job --task KEY -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …`` in the job's
+working directory, where the pilot has staged the input files and the sandbox: the workflow's
+folder with ``plan.json`` at its top (every relative path of the plan resolves against it).
+
+The job:
+
+1. finds the task in the plan and rebuilds its standalone CWL tool (the same
+   :func:`~swfflow.runtime.leaf.standalone_tool` a local run uses, from the payload's ``tool``,
+   ``tool_file`` and ``inherited`` requirements/hints);
+2. binds the input files with :func:`~swfflow.backends.local_jobs.bind_job_files` (the helper the
+   local executor uses): ``-i`` is the job's chunk of the master dataset, ``--secondaryN`` the
+   files of the N-th secondary dataset. A split port that takes one ``File`` gets one tool
+   invocation per input file (scatter semantics); an array port gets the whole list;
+3. runs each invocation with cwltool (:func:`~swfflow.runtime.tool.run_tool`);
+4. puts each output port's result under the name JEDI gave it (``--out port=NAME``): one file
+   is moved to ``NAME``; several files (a per-file scatter, an array output, secondary files)
+   or none become a *bundle*: an uncompressed tar named ``NAME`` whose first member is
+   :data:`BUNDLE_MANIFEST`. JEDI registers exactly one file per port and job, so a bundle is
+   the only way nothing is lost; an input that is a bundle is unpacked again before binding,
+   so a consumer task sees the files, not the tar;
+5. writes :data:`REPORT_NAME` (exit code, each output's adler32 and size) and
+   :data:`LOG_NAME` (the tool log) into the working directory, where the pilot's log tarball
+   picks them up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swfflow import ir
+from swfflow.backends.local_jobs import bind_job_files, files_in, is_array_port, master_dataset
+from swfflow.checksum import adler32_file
+from swfflow.errors import ConfigError, UnsupportedFeature
+from swfflow.plan.model import Plan, TaskSpec
+from swfflow.runtime.containers import ContainerPolicy
+from swfflow.runtime.files import absolute_locations, describe_files, location_path
+from swfflow.runtime.jobrun import clean_outputs
+from swfflow.runtime.leaf import standalone_tool
+from swfflow.runtime.tool import ToolResult, run_tool
+
+PLAN_NAME = "plan.json"
+PLAN_ENV = "SWFFLOW_PLAN"
+REPORT_NAME = "swfflow-job.json"
+LOG_NAME = "swfflow-job.log"
+BUNDLE_MANIFEST = ".swfflow-bundle.json"
+SCRATCH = ".swfflow-job"  # staging and tool output directories; removed when the job ends
+_RUNNABLE_KINDS = ("cwl",)  # payload kinds a worker runs; the others never call `swfflow job`
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the job's command line says (parsed, not yet checked against the plan)."""
+
+    task: str
+    plan: Path
+    workdir: Path
+    inputs: tuple[str, ...] = ()
+    secondaries: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # port → JEDI file name
+    no_container: bool = False
+
+
+@dataclass(frozen=True)
+class PlacedOutput:
+    port: str
+    name: str  # the file in the working directory (the JEDI name, or the tool's if not given)
+    adler32: str
+    size: int
+    files: int  # how many tool files it holds (a bundle when not exactly one)
+    bundle: bool
+
+
+@dataclass
+class JobReport:
+    task: str
+    step: str
+    exit_code: int
+    status: str  # "success" or the first failing invocation's cwltool status
+    invocations: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[PlacedOutput] = field(default_factory=list)
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the command line ---------------------------------------------------------------------
+def find_plan(explicit: str | None, workdir: Path, environ: dict[str, str]) -> Path:
+    """``--plan``, else ``$SWFFLOW_PLAN``, else ``plan.json`` in the working directory."""
+    chosen = explicit or environ.get(PLAN_ENV) or str(workdir / PLAN_NAME)
+    path = Path(chosen)
+    path = path if path.is_absolute() else (workdir / path)
+    if not path.is_file():
+        raise ConfigError(f"plan file {path} not found", where="swfflow job",
+                          hint=f"ship the compiled plan as {PLAN_NAME} in the job's sandbox, "
+                               f"or give --plan / ${PLAN_ENV}")
+    return path
+
+
+def parse_file_list(text: str | None) -> tuple[str, ...]:
+    """runGen's ``${IN/T}``: comma-separated file names (brackets and quotes tolerated)."""
+    if not text:
+        return ()
+    names = (n.strip().strip("'\"") for n in text.strip().strip("[]").split(","))
+    return tuple(n for n in names if n)
+
+
+def parse_outputs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``--out port=NAME`` pairs."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        port, sep, name = pair.partition("=")
+        port, name = port.strip(), name.strip()
+        if not sep or not port or not name or "/" in name:
+            raise ConfigError(f"--out {pair!r} is not PORT=FILENAME", where="swfflow job",
+                              hint="e.g. --out hist=swf.calib.100.reco.hist.42._000001.hist")
+        if port in out:
+            raise ConfigError(f"--out names port {port!r} twice", where="swfflow job")
+        out[port] = name
+    return out
+
+
+def parse_secondaries(args: list[str]) -> dict[int, tuple[str, ...]]:
+    """``--secondaryN "g1,g2"`` (or ``--secondaryN=…``) from the extra arguments."""
+    found: dict[int, tuple[str, ...]] = {}
+    items = list(args)
+    while items:
+        arg = items.pop(0)
+        flag, sep, value = arg.partition("=")
+        index = flag.removeprefix("--secondary")
+        if not flag.startswith("--secondary") or not index.isdigit():
+            raise ConfigError(f"unexpected argument {arg!r}", where="swfflow job",
+                              hint="see `swfflow job --help`")
+        if not sep:
+            if not items:
+                raise ConfigError(f"{flag} needs a comma-separated file list", where="swfflow job")
+            value = items.pop(0)
+        found[int(index)] = parse_file_list(value)
+    return found
+
+
+# --- the plan -----------------------------------------------------------------------------
+def load_task(plan_path: Path, key: str) -> TaskSpec:
+    try:
+        plan = Plan.from_json(plan_path.read_text())
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"cannot read plan {plan_path}: {exc}", where="swfflow job",
+                          hint="write it with `swfflow compile WORKFLOW -o plan.json`") from None
+    try:
+        task = plan.task(key)
+    except KeyError:
+        known = ", ".join(t.key for t in plan.tasks if t.payload.get("kind") in _RUNNABLE_KINDS)
+        raise ConfigError(f"no task {key!r} in plan {plan_path}", where="swfflow job",
+                          hint=f"tasks a job can run: {known}") from None
+    kind = task.payload.get("kind")
+    if kind not in _RUNNABLE_KINDS:
+        raise UnsupportedFeature(f"task {key!r} is of kind {kind!r}, which no worker job runs",
+                                 where="swfflow job",
+                                 hint="expression steps run in the driver; pchain steps (prun, "
+                                      "phpo, junction) run their own payload")
+    return task
+
+
+def runnable_tool(task: TaskSpec, sandbox: Path) -> dict[str, Any]:
+    """The task's CWL tool, self-contained, with relative references resolving in the sandbox
+    as they did next to the workflow."""
+    payload = task.payload
+    tool_file = payload.get("tool_file") or ""
+    uri = tool_file if "://" in tool_file else (sandbox / tool_file).resolve().as_uri()
+    inherited = payload.get("inherited") or {}
+    step = ir.Step(name=task.key.replace("/", "_"), kind=ir.StepKind.COMMAND,
+                   tool=payload["tool"], tool_uri=uri,
+                   requirements=tuple(inherited.get("requirements") or ()),
+                   hints=tuple(inherited.get("hints") or ()))
+    return standalone_tool(step)
+
+
+def secondary_datasets(task: TaskSpec) -> dict[int, str]:
+    """``--secondaryN`` → the dataset JEDI fills it from (the task's own jobParameters)."""
+    found = {}
+    for item in task.params.get("jobParameters") or []:
+        flag = str(item.get("value", "")).split(" ", 1)[0]
+        index = flag.removeprefix("--secondary")
+        if item.get("param_type") == "input" and flag != index and index.isdigit():
+            found[int(index)] = item["dataset"]
+    return found
+
+
+# --- files --------------------------------------------------------------------------------
+def staged_files(names: tuple[str, ...], workdir: Path, unpack: Path) -> list[dict[str, Any]]:
+    """CWL File values for the staged inputs (a URL stays a URL); bundles are unpacked."""
+    values: list[dict[str, Any]] = []
+    for name in names:
+        if "://" in name:
+            values.append({"class": "File", "location": name})
+            continue
+        path = Path(name) if Path(name).is_absolute() else workdir / name
+        if not path.is_file():
+            raise ConfigError(f"input file {name} is not in the working directory {workdir}",
+                              where="swfflow job",
+                              hint="the pilot stages -i files into the job's directory")
+        members = unpack_bundle(path, unpack / f"{len(values):04d}")
+        values += [describe_files({"class": "File", "location": p.resolve().as_uri()})
+                   for p in (members if members is not None else [path])]
+    return values
+
+
+def is_bundle(path: Path) -> bool:
+    if not tarfile.is_tarfile(path):
+        return False
+    with tarfile.open(path) as tar:
+        first = tar.next()
+        return first is not None and first.name == BUNDLE_MANIFEST
+
+
+def unpack_bundle(path: Path, dest: Path) -> list[Path] | None:
+    """The files of a bundle, extracted under ``dest`` in manifest order; None if ``path`` is
+    an ordinary file."""
+    if not is_bundle(path):
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path) as tar:
+        manifest = json.load(tar.extractfile(BUNDLE_MANIFEST))
+        names = [entry["name"] for entry in manifest["files"]]
+        for name in names:  # only the manifest's plain names: nothing escapes dest
+            if "/" in name or name in ("", ".", ".."):
+                raise ConfigError(f"bundle {path.name} holds a bad member name {name!r}",
+                                  where="swfflow job")
+            tar.extract(name, dest, filter="data")
+    return [dest / name for name in names]
+
+
+def write_bundle(paths: list[Path], target: Path) -> None:
+    """An uncompressed tar: the manifest (name, adler32, size of each file) first, then the
+    files under unique plain names, in order."""
+    entries, seen = [], set()
+    for i, path in enumerate(paths):
+        name = path.name if path.name not in seen and path.name != BUNDLE_MANIFEST \
+            else f"{i:04d}.{path.name}"
+        seen.add(name)
+        entries.append({"name": name, "adler32": adler32_file(path),
+                        "size": path.stat().st_size, "path": path})
+    manifest = json.dumps({"files": [{k: v for k, v in e.items() if k != "path"}
+                                     for e in entries]}, indent=1).encode()
+    tmp = target.with_name(target.name + ".part")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(BUNDLE_MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for entry in entries:
+            tar.add(entry["path"], arcname=entry["name"], recursive=False)
+    tmp.replace(target)
+
+
+def output_paths(value: Any) -> list[Path]:
+    """The local files of a CWL output value, secondary files after their primary."""
+    paths = []
+    for f in files_in(value):
+        paths.append(location_path(f["location"]))
+        paths += [location_path(s["location"]) for s in f.get("secondaryFiles") or []
+                  if s.get("class") == "File"]
+    return paths
+
+
+def place_output(port: str, paths: list[Path], name: str | None, workdir: Path) -> PlacedOutput:
+    if name is None:  # no --out for it (a run by hand): keep the tool's name(s)
+        name = paths[0].name if len(paths) == 1 else f"{port}.bundle.tar"
+    target = workdir / name
+    bundle = len(paths) != 1
+    if bundle:
+        write_bundle(paths, target)
+    else:
+        shutil.move(paths[0], target)
+    return PlacedOutput(port=port, name=name, adler32=adler32_file(target),
+                        size=target.stat().st_size, files=len(paths), bundle=bundle)
+
+
+# --- the job ------------------------------------------------------------------------------
+def job_objects(task: TaskSpec, tool: dict[str, Any], sandbox: Path,
+                master_files: list[dict[str, Any]],
+                dataset_files: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One CWL job object per tool invocation."""
+    spec = asdict(task)
+    spec["payload"] = {**spec["payload"], "tool": tool,
+                       "job": absolute_locations(spec["payload"].get("job") or {}, sandbox)}
+    missing = [i.port for i in task.inputs if i.expression and i.port not in spec["payload"]["job"]]
+    if missing:
+        raise UnsupportedFeature(
+            f"task {task.key!r}: input(s) {', '.join(missing)} are computed by the driver at "
+            "run time and are not in the plan", where="swfflow job",
+            hint="give them constant values, or run the workflow with `swfflow run`")
+    split_port = spec["payload"].get("split_port")
+    per_file = split_port and not is_array_port(tool, split_port) and len(master_files) > 1
+    chunks = [[f] for f in master_files] if per_file else [master_files]
+
+    def files_of(did: str) -> list[dict[str, Any]]:
+        return dataset_files.get(did, [])
+    return [bind_job_files(spec, chunk, files_of) for chunk in chunks]
+
+
+def run_job(request: JobRequest) -> JobReport:
+    task = load_task(request.plan, request.task)
+    unknown = sorted(set(request.outputs) - set(task.outputs))
+    if unknown:
+        raise ConfigError(f"--out names port(s) {', '.join(unknown)} that task {task.key!r} "
+                          f"does not have", where="swfflow job",
+                          hint=f"its output ports: {', '.join(sorted(task.outputs)) or 'none'}")
+    master = master_dataset(asdict(task))
+    if master is not None and not request.inputs:
+        raise ConfigError(f"task {task.key!r} reads dataset {master} but no -i files were given",
+                          where="swfflow job", hint='-i "file1,file2" (runGen: -i "${IN/T}")')
+    if master is None and request.inputs:
+        raise ConfigError(f"task {task.key!r} has no input dataset but -i was given",
+                          where="swfflow job")
+    secondary = secondary_datasets(task)
+    extra = sorted(set(request.secondaries) - set(secondary))
+    if extra:
+        raise ConfigError(f"task {task.key!r} has no --secondary{extra[0]}", where="swfflow job")
+
+    sandbox = request.plan.parent.resolve()
+    workdir = request.workdir.resolve()
+    scratch = workdir / SCRATCH
+    try:
+        master_files = staged_files(request.inputs, workdir, scratch / "in" / "master")
+        dataset_files = {secondary[i]: staged_files(names, workdir, scratch / "in" / f"s{i}")
+                         for i, names in request.secondaries.items()}
+        if master is not None:
+            dataset_files[master] = master_files
+        tool = runnable_tool(task, sandbox)
+        jobs = job_objects(task, tool, sandbox, master_files, dataset_files)
+        report = _run_invocations(task, tool, jobs, request, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    (workdir / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True)
+                                       + "\n")
+    return report
+
+
+def _run_invocations(task: TaskSpec, tool: dict[str, Any], jobs: list[dict[str, Any]],
+                     request: JobRequest, scratch: Path) -> JobReport:
+    workdir = request.workdir.resolve()
+    policy = ContainerPolicy(forbid=request.no_container)
+    results: list[ToolResult] = []
+    report = JobReport(task=task.key, step=task.step, exit_code=0, status="success")
+    with (workdir / LOG_NAME).open("w") as log:
+        for number, job in enumerate(jobs):
+            result = run_tool(tool, job, scratch / "out" / f"{number:04d}", policy=policy,
+                              workdir=scratch, where=task.step)
+            log.write(f"--- invocation {number}: {' '.join(result.command)}\n{result.log}\n")
+            report.invocations.append({"command": result.command, "exit_code": result.exit_code,
+                                       "container": result.container, "status": result.status})
+            if not result.ok:
+                # a tool that exited 0 but broke its output contract still failed the job
+                report.exit_code = result.exit_code or 1
+                report.status, report.log_tail = result.status, result.log_tail(20)
+                return report
+            results.append(result)
+    outputs = [clean_outputs(r.outputs or {}) for r in results]
+    for port in sorted(task.outputs):
+        paths = [p for out in outputs for p in output_paths(out.get(port))]
+        report.outputs.append(place_output(port, paths, request.outputs.get(port), workdir))
+    return report
