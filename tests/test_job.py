@@ -189,3 +189,21 @@ def test_output_and_secondary_options():
         {0: ("a", "b"), 1: ("c",)}
     with pytest.raises(ConfigError):
         parse_secondaries(["--what", "x"])
+
+
+def test_secondary_datasets_feed_the_gather_port(sandbox, tmp_path):
+    """validate/checksum gathers three datasets: the master through -i, the others through
+    --secondary0/1 as its jobParameters name them."""
+    files = []
+    for i, text in enumerate(("constants", "feedback", "merged")):
+        path = tmp_path / f"swf.calib.100.{text}.9._000001.{text}"
+        path.write_text(json.dumps({"kind": text, "i": i}))
+        files.append(path)
+    work = job_dir(sandbox, tmp_path, "checksum", files)
+    out = "swf.calib.100.validate.checksum.checksums.9._000001.checksums"
+    done = swfflow("job", "--task", "validate/checksum", "-i", files[0].name,
+                   "--secondary0", files[1].name, f"--secondary1={files[2].name}",
+                   "--out", f"checksums={out}", cwd=work)
+    assert done.returncode == 0, done.stderr
+    lines = (work / out).read_text().splitlines()
+    assert sorted(lines) == sorted(f"{adler32_file(f)}  {f.name}" for f in files)
