@@ -72,6 +72,7 @@ class Port:
     has_default: bool = False
     doc: str = ""
     secondary_files: tuple[str, ...] = ()
+    load_contents: bool = False  # CWL loadContents: a File value carries its first 64 KiB
 
 
 @dataclass(frozen=True)

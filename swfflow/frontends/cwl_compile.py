@@ -295,8 +295,11 @@ def _port(param: Any) -> ir.Port:
     default = getattr(param, "default", None)
     secondary = getattr(param, "secondaryFiles", None) or ()
     patterns = tuple(str(getattr(s, "pattern", s)) for s in _as_list(secondary))
+    binding = getattr(param, "inputBinding", None)
+    load_contents = bool(getattr(param, "loadContents", None)
+                         or getattr(binding, "loadContents", None))
     return ir.Port(local_name(param.id), port_kind(text), text, plain(default),
-                   default is not None, _doc(param), patterns)
+                   default is not None, _doc(param), patterns, load_contents)
 
 
 def _tool_dict(target: Loaded) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class Engine:
             if value is None and wi.port.has_default:
                 # a default's relative file locations are relative to the workflow file
                 value = describe_files(absolute_locations(wi.port.default, self._base(wf)))
-            values[(None, name)] = value
+            values[(None, name)] = _load_contents(value) if wi.port.load_contents else value
         for step in wf.steps:
             outputs = self._step(wf, step, values, prefix)
             for port in step.outputs:

@@ -1,0 +1,50 @@
+"""The run-time CWL engine (swfflow.runtime.engine) on real files, through cwltool's leaf runner."""
+
+from __future__ import annotations
+
+from swfflow.frontends import cwl
+from swfflow.runtime.batch import run_workflow_file
+
+# The workflow input loads its contents; the step reads them in a valueFrom and in a `when`.
+LOAD_CONTENTS_WORKFLOW = """cwlVersion: v1.2
+class: Workflow
+requirements:
+  StepInputExpressionRequirement: {}
+  InlineJavascriptRequirement: {}
+inputs:
+  number_file: {type: File, loadContents: true}
+  bound_file: {type: File, inputBinding: {loadContents: true}}
+  plain_file: File
+outputs:
+  doubled: {type: int?, outputSource: double/result}
+steps:
+  double:
+    when: $(inputs.other.contents.trim() == "go")
+    run:
+      class: ExpressionTool
+      inputs: {n: int, other: File, plain: File}
+      outputs: {result: int}
+      expression: '${ return {"result": 2 * inputs.n + ("contents" in inputs.plain ? 1000 : 0)}; }'
+    in:
+      n: {source: number_file, valueFrom: $(parseInt(self.contents))}
+      other: bound_file
+      plain: plain_file
+    out: [result]
+"""
+
+
+def test_workflow_input_load_contents_reaches_value_from_and_when(tmp_path):
+    workflow = tmp_path / "wf.cwl"
+    workflow.write_text(LOAD_CONTENTS_WORKFLOW)
+    for name, text in (("n.txt", "21\n"), ("go.txt", "go\n"), ("plain.txt", "7\n")):
+        (tmp_path / name).write_text(text)
+    inputs = {"number_file": {"class": "File", "location": (tmp_path / "n.txt").as_uri()},
+              "bound_file": {"class": "File", "location": (tmp_path / "go.txt").as_uri()},
+              "plain_file": {"class": "File", "location": (tmp_path / "plain.txt").as_uri()}}
+    ports = {n: wi.port.load_contents for n, wi in cwl.load_workflow(workflow, inputs).inputs.items()}
+    assert ports == {"number_file": True, "bound_file": True, "plain_file": False}
+    outputs = run_workflow_file(workflow, inputs, tmp_path / "out", no_container=True)
+    assert outputs == {"doubled": 42}  # contents loaded for both forms, not for the plain File
+    (tmp_path / "go.txt").write_text("stop\n")
+    assert run_workflow_file(workflow, inputs, tmp_path / "out2", no_container=True) \
+        == {"doubled": None}
