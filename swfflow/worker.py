@@ -10,7 +10,7 @@ The job:
 1. finds the task in the plan and rebuilds its standalone CWL tool (the same
    :func:`~swfflow.runtime.leaf.standalone_tool` a local run uses, from the payload's ``tool``,
    ``tool_file`` and ``inherited`` requirements/hints);
-2. binds the input files with :func:`~swfflow.backends.local_jobs.bind_job_files` (the helper the
+2. binds the input files with :func:`~swfflow.backends.local_jobs.job_invocations` (the helper the
    local executor uses): ``-i`` is the job's chunk of the master dataset, ``--secondaryN`` the
    files of the N-th secondary dataset. A split port that takes one ``File`` gets one tool
    invocation per input file (scatter semantics); an array port gets the whole list;
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from swfflow import ir
-from swfflow.backends.local_jobs import bind_job_files, files_in, is_array_port, master_dataset
+from swfflow.backends.local_jobs import files_in, job_invocations, master_dataset
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.plan.model import Plan, TaskSpec
@@ -302,13 +302,7 @@ def job_objects(task: TaskSpec, tool: dict[str, Any], sandbox: Path,
             f"task {task.key!r}: input(s) {', '.join(missing)} are computed by the driver at "
             "run time and are not in the plan", where="swfflow job",
             hint="give them constant values, or run the workflow with `swfflow run`")
-    split_port = spec["payload"].get("split_port")
-    per_file = split_port and not is_array_port(tool, split_port) and len(master_files) > 1
-    chunks = [[f] for f in master_files] if per_file else [master_files]
-
-    def files_of(did: str) -> list[dict[str, Any]]:
-        return dataset_files.get(did, [])
-    return [bind_job_files(spec, chunk, files_of) for chunk in chunks]
+    return job_invocations(spec, master_files, lambda did: dataset_files.get(did, []))
 
 
 def run_job(request: JobRequest) -> JobReport:

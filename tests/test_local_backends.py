@@ -275,3 +275,41 @@ def test_a_job_finishing_during_a_catalog_outage_is_recorded_when_it_returns(tmp
     assert status.state is TaskState.SUCCEEDED
     (count,) = catalog.list_files("out:run1.count")
     assert Path(count.pfn).read_text().strip() == "8"  # both 4-byte files, counted once
+
+
+SIZE_TOOL = """\
+cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [sh, -c, 'wc -c < "$0" > size.txt']
+inputs:
+  raw: {type: File, inputBinding: {position: 1}}
+outputs:
+  size: {type: File, outputBinding: {glob: size.txt}}
+"""
+
+
+def test_a_job_of_several_files_runs_a_single_file_tool_once_per_file(tmp_path):
+    """JEDI puts nFilesPerJob files in one job; a tool taking one File (scatter semantics)
+    must run once per file, and every run's output must be registered."""
+    catalog, executor, _ = _setup(tmp_path)
+    tool = tmp_path / "size.cwl"
+    tool.write_text(SIZE_TOOL)
+    for did in ("raw:run1", "out:run1.count", "out:run1.count.log"):
+        catalog.create_dataset(did)
+    _add_raw(catalog, tmp_path, ["a", "b", "c"], content=b"abcdef")
+    catalog.close_dataset("raw:run1")
+    task = _task(tool, files_per_job=3)
+    payload = {**task.payload, "tool_uri": tool.as_uri(), "tool": {"inputs": {"raw": "File"}}}
+    from dataclasses import replace
+    task = replace(task, outputs={"size": "out:run1.count"}, payload=payload)
+    task_id = executor.submit(task)
+    try:
+        status = _wait(executor, task_id, lambda s: s.state.terminal)
+    finally:
+        executor.shutdown()
+    assert status.state is TaskState.SUCCEEDED, status.message
+    assert len(executor.job_rows(task_id)) == 1  # one JEDI job …
+    outputs = catalog.list_files("out:run1.count")
+    assert len(outputs) == 3  # … three tool runs, three registered outputs
+    assert [Path(f.pfn).read_text().strip() for f in outputs] == ["6", "6", "6"]
+    assert len({f.did for f in outputs}) == 3

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
 
 from swfflow.backends.base import Catalog, TaskState, TaskStatus
-from swfflow.backends.local_jobs import (bind_job_files, files_in, intact, master_dataset,
+from swfflow.backends.local_jobs import (files_in, intact, job_invocations, master_dataset,
                                          record_for, safe_name, task_outputs_of)
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
@@ -266,7 +266,8 @@ class LocalExecutor:
             request = self._request(job.spec, job)
             with self.engine.begin() as conn:
                 conn.execute(JOBS.update().where(JOBS.c.id == job.id).values(
-                    state="running", attempt=job.attempt + 1, job=request["job"]))
+                    state="running", attempt=job.attempt + 1,
+                    job=request["jobs"][0] if len(request["jobs"]) == 1 else request["jobs"]))
             self._running[job.id] = self._pool_or_new().submit(execute_job, request)
 
     def _request(self, spec: dict[str, Any], job: Any) -> dict[str, Any]:
@@ -277,10 +278,10 @@ class LocalExecutor:
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
             files = [file_value(records[did]) for did in job.files]
-        values = bind_job_files(spec, files, lambda did: [
+        jobs = job_invocations(spec, files, lambda did: [
             file_value(f) for f in self.catalog.list_files(did)])
         outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
-        return {"tool": tool, "job": values, "outdir": str(outdir),
+        return {"tool": tool, "jobs": jobs, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,
                 "where": spec["step"]}
 
@@ -329,8 +330,11 @@ class LocalExecutor:
         produced = []
         for port, did in (spec.get("outputs") or {}).items():
             scope, dsname = did.split(":", 1)
-            records = [record_for(f, f"{scope}:{dsname}._{number:06d}.{f['basename']}")
-                       for f in files_in(outputs.get(port))]
+            files = files_in(outputs.get(port))
+            # several files on one port (one per invocation) may share a basename
+            records = [record_for(f, f"{scope}:{dsname}._{number:06d}."
+                                     f"{f'{k}.' if len(files) > 1 else ''}{f['basename']}")
+                       for k, f in enumerate(files)]
             self.catalog.add_files(did, records)
             produced += [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
                          for r in records]

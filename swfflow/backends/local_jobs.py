@@ -60,6 +60,17 @@ def bind_job_files(spec: dict[str, Any], master_files: list[dict[str, Any]],
     return values
 
 
+def job_invocations(spec: dict[str, Any], master_files: list[dict[str, Any]],
+                    dataset_files: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The CWL job objects of one JEDI job: one per master file when the split port takes a
+    single File (scatter semantics: a job of N files runs the tool N times), else one."""
+    port = spec["payload"].get("split_port")
+    per_file = port and not is_array_port(spec["payload"].get("tool"), port) \
+        and len(master_files) > 1
+    chunks = [[f] for f in master_files] if per_file else [master_files]
+    return [bind_job_files(spec, chunk, dataset_files) for chunk in chunks]
+
+
 def files_in(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, dict) and value.get("class") == "File":
         return [value]

@@ -27,9 +27,29 @@ def clean_outputs(value: Any) -> Any:
 
 
 def execute_job(request: dict[str, Any]) -> dict[str, Any]:
+    """Run the job's invocations (``request["jobs"]``, one CWL job object each) in order; the
+    first failure ends the job. Several invocations give each output port a list."""
+    jobs = request.get("jobs") or [request["job"]]
     outdir = Path(request["outdir"])
+    results = []
+    for index, job in enumerate(jobs):
+        results.append(_invoke(request, job, outdir if len(jobs) == 1 else outdir / f"{index:03d}"))
+        if results[-1]["status"] != "success":
+            break
+    if len(jobs) == 1:
+        return results[0]
+    last = results[-1]
+    ok = last["status"] == "success"
+    outputs = ({port: [r["outputs"][port] for r in results] for port in last["outputs"]}
+               if ok else None)
+    return {**last, "outputs": outputs,
+            "log": "\n".join(f"--- invocation {i + 1}/{len(jobs)}\n{r['log']}"
+                             for i, r in enumerate(results))}
+
+
+def _invoke(request: dict[str, Any], job: dict[str, Any], outdir: Path) -> dict[str, Any]:
     try:
-        result = run_tool(request["tool"], request["job"], outdir,
+        result = run_tool(request["tool"], job, outdir,
                           policy=ContainerPolicy(forbid=request.get("no_container", False)),
                           workdir=request.get("workdir"), where=request.get("where", ""))
     except SwfflowError as exc:  # e.g. a required container that cannot run: do not retry
