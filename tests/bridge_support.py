@@ -56,15 +56,16 @@ def lines(path: Path) -> list[str]:
 
 
 def setup_for(tmp: Path, *, state: str | None = None, catalog: str = "local",
-              rucio_config: str | None = None, **options):
+              rucio_config: str | None = None, backend: str = "local",
+              panda_url: str | None = None, **options):
     from swfflow.stream.bridge.setup import Setup
 
     options.setdefault("tick_s", 0.2)
     options.setdefault("batch_ms", 20.0)
-    return Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog=catalog, backend="local",
+    return Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog=catalog, backend=backend,
                  state=state or f"sqlite:///{tmp / 'state' / 'bridge.db'}",
                  workdir=tmp / "work", jobs=2, no_container=True, rucio_config=rucio_config,
-                 options=options)
+                 panda_url=panda_url, options=options)
 
 
 def string_log(*bodies: str) -> io.StringIO:

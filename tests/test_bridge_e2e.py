@@ -283,3 +283,52 @@ def _rucio_config(path: Path):
         yield
     finally:
         os.environ["RUCIO_CONFIG"] = old
+
+
+FLOOD_SCHEDULE = """\
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+- {state: run, substate: physics, span: "0,0,0,0,1", stf_interval: %s}
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+"""
+
+
+def test_a_flood_larger_than_a_batch_loses_no_stf(tmp_path, stomp_url, rucio_catalog):
+    """issue 6: 1000 announced, 998 attached. A flood already waiting in the durable
+    subscription reaches the bridge far faster than it handles it, so its inbox holds more
+    than one batch; every STF must still be recorded, attached once and acked, and the run
+    closed with nothing missing. Tasks go to the PanDA contract server (they run nothing):
+    this is about the delivery path."""
+    from swfflow.stream.store import PHASE_CLOSED, run_status_of
+    from swfflow.testing.panda_runner import StateMachineRunner
+    from swfflow.testing.panda_server import PandaContractServer
+
+    name = f"flood-{uuid.uuid4().hex[:8]}"
+    precreate_subscription(stomp_url, name)
+    with open_bus(stomp_url) as bus:  # the whole flood is in the broker before the bridge starts
+        summary = simulate(tmp_path, text=FLOOD_SCHEDULE % (1 / 700), bus=bus, fast=True,
+                           namespace=name, first_run=first_run_number())
+    (run,) = summary.runs
+    assert run.stf_files >= 650
+    stream = f"group.daq:swf.{run.run_id}.run"
+    with PandaContractServer(runner=StateMachineRunner(run_s=0.2), tick_s=0.1) as panda, \
+            contextlib.ExitStack() as stack:
+        bus = stack.enter_context(open_bus(stomp_url))
+        bridge = build_bridge(setup_for(tmp_path, catalog="rucio", backend="panda",
+                                        panda_url=panda.url, namespace=name, batch_size=100,
+                                        rucio_config=os.environ.get("RUCIO_CONFIG")),
+                              stack, publish=bus.publish)
+        subscribe(bridge, bus, EPIC_TOPIC, name)
+        deadline = time.monotonic() + 45
+        closed = lambda b: bool(b.store.runs((PHASE_CLOSED, PHASE_DONE))) and b.idle
+        bridge.run(until=lambda b: closed(b) or time.monotonic() > deadline)
+        (status,) = run_status_of(bridge.store.engine, run.run_id)["runs"]
+        counters = dict(bridge.counters)
+    assert (status["stf_announced"], status["stf_recorded"], status["stf_attached"],
+            status["missing"], status["message"]) == (run.stf_files, run.stf_files,
+                                                      run.stf_files, [], ""), counters
+    assert status["phase"] in (PHASE_CLOSED, PHASE_DONE), status
+    files = rucio_catalog.list_files(stream)
+    assert sorted(f.name for f in files) == [f"swf.{run.run_id}.{i:06d}.stf"
+                                             for i in range(1, run.stf_files + 1)]
+    assert not rucio_catalog.is_open(stream)
+    assert counters.get("dead_letters", 0) == 0 and counters.get("errors", 0) == 0, counters
