@@ -48,3 +48,46 @@ def test_workflow_input_load_contents_reaches_value_from_and_when(tmp_path):
     (tmp_path / "go.txt").write_text("stop\n")
     assert run_workflow_file(workflow, inputs, tmp_path / "out2", no_container=True) \
         == {"doubled": None}
+
+
+NESTED_RECORDS_TOOL = """cwlVersion: v1.2
+class: CommandLineTool
+requirements:
+  SchemaDefRequirement:
+    types:
+      - {name: detector, type: record, fields: [{name: system, type: string}]}
+      - {name: channel, type: record, fields: [{name: detector, type: detector},
+                                                {name: number, type: int}]}
+inputs:
+  where: channel
+outputs:
+  label: string
+baseCommand: echo
+stdout: cwl.output.json
+arguments: ['{"label": "$(inputs.where.detector.system)-$(inputs.where.number)"}']
+"""
+
+
+def test_tool_with_records_of_records_from_its_own_schema_def(tmp_path):
+    # The leaf runs under a new id: its type names must still find the tool's own types.
+    tool = tmp_path / "label.cwl"
+    tool.write_text(NESTED_RECORDS_TOOL)
+    job = {"where": {"detector": {"system": "dirc"}, "number": 7}}
+    assert run_workflow_file(tool, job, tmp_path / "out", no_container=True) == {"label": "dirc-7"}
+
+
+def test_floats_reach_the_command_line_as_the_document_spells_them(tmp_path):
+    # CWL: very big and very small floats are written in decimal notation, not 1e-05
+    tool = tmp_path / "echo.cwl"
+    tool.write_text("""cwlVersion: v1.2
+class: CommandLineTool
+baseCommand: [echo, -n]
+inputs:
+  small: {type: float, default: 0.00001, inputBinding: {position: 1}}
+  big: {type: float, default: 1.23e5, inputBinding: {position: 2}}
+outputs: {line: stdout}
+stdout: line.txt
+""")
+    outputs = run_workflow_file(tool, {}, tmp_path / "out", no_container=True)
+    assert (tmp_path / "out" / "line.txt").read_text() == "0.00001 123000"
+    assert outputs["line"]["basename"] == "line.txt"
