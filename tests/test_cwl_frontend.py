@@ -288,6 +288,26 @@ def test_load_inputs_resolves_file_locations(tmp_path):
     assert data["files"][1]["location"] == "file:///x/b.stf" and data["n"] == 3
 
 
+def test_locations_are_uri_references_and_colons_are_fine_in_file_names(tmp_path):
+    # a location is percent-encoded (A%3Ab is the file A:b); a path is a plain file name
+    job = tmp_path / "job:1.yml"
+    job.write_text("a: {class: File, location: 'A%3Ab'}\n"
+                   "b: {class: File, location: 'item%20%231.txt'}\n"
+                   "c: {class: File, path: 'run #2.stf'}\n"
+                   "d: {class: File, path: 'file:///x/y.stf'}\n")  # cwl-utils' form of a path
+    data = cwl.load_inputs(job)
+    assert [data[k]["basename"] for k in "abc"] == ["A:b", "item #1.txt", "run #2.stf"]
+    assert data["a"]["location"] == tmp_path.as_uri() + "/A%3Ab"
+    assert data["c"]["location"] == (tmp_path / "run #2.stf").as_uri()
+    assert data["d"]["location"] == "file:///x/y.stf"
+    tool = tmp_path / "colon:tool.cwl"  # a bare tool is wrapped in a step named after its file
+    tool.write_text("cwlVersion: v1.2\nclass: CommandLineTool\nbaseCommand: 'true'\n"
+                    "inputs: {a: File}\noutputs: {log: stdout}\nstdout: 're:sult'\n")
+    wf = cwl.load_workflow(tool, {"a": data["a"]})
+    assert [s.name for s in wf.steps] == ["colon_tool"]
+    assert [str(src) for src in wf.outputs["log"].sources] == ["colon_tool/log"]
+
+
 @pytest.mark.slow
 def test_calib_example_runs_end_to_end_with_cwltool(tmp_path):
     result = subprocess.run(

@@ -13,6 +13,7 @@ The swfflow CWL extensions are described in docs/cwl-extensions.md.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError, WorkflowError
 from .cwl_compile import Compiler, Scope, plain
-from .cwl_loader import DocumentCache, Loaded, _parse_yaml, path_to_uri
+from .cwl_loader import DocumentCache, Loaded, _parse_yaml, absolute_locations, path_to_uri
 from .cwl_pchain import is_pchain_run
 from .cwl_types import type_str
 
@@ -66,7 +67,7 @@ def load_inputs(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError("an inputs file is a mapping of input name to value", where=f"{path}:1",
                           hint="write `name: value` lines")
-    return _absolute_locations(plain(data), path.resolve().parent)
+    return absolute_locations(plain(data), path.resolve().parent)
 
 
 def is_pchain(workflow_or_path: ir.Workflow | str | os.PathLike) -> bool:
@@ -91,27 +92,6 @@ def _is_pchain_document(loaded: Loaded, cache: DocumentCache, depth: int = 0) ->
     return False
 
 
-def _absolute_locations(value: Any, base: Path) -> Any:
-    if isinstance(value, list):
-        return [_absolute_locations(v, base) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if value.get("class") in ("File", "Directory"):
-        value = dict(value)
-        location = value.pop("path", None) or value.get("location")
-        if location and "://" not in str(location):
-            value["location"] = (base / str(location)).resolve().as_uri()
-        elif location:
-            value["location"] = str(location)
-        if "location" in value:
-            value.setdefault("basename", str(value["location"]).rstrip("/").rsplit("/", 1)[-1])
-        for key in ("secondaryFiles", "listing"):
-            if key in value:
-                value[key] = _absolute_locations(value[key], base)
-        return value
-    return {k: _absolute_locations(v, base) for k, v in value.items()}
-
-
 def _wrap_tool(tool: Loaded, name: str) -> Loaded:
     """A bare CommandLineTool/ExpressionTool becomes a one-step workflow named after the file."""
     from cwl_utils.parser import load_document_by_yaml
@@ -122,6 +102,8 @@ def _wrap_tool(tool: Loaded, name: str) -> Loaded:
         text = type_str(t)
         return text if all(c.isalnum() or c in "[]?" for c in text) else ["null", "Any"]
 
+    # the step name is an id: a colon would read as a namespace prefix (`colon:test.cwl`)
+    name = re.sub(r"[^\w.-]", "_", name)
     proc = tool.process
     inputs = {local_name(i.id): {"type": simple(i.type_)} for i in proc.inputs}
     outputs = {local_name(o.id): {"type": simple(o.type_), "outputSource": f"{name}/{local_name(o.id)}"}

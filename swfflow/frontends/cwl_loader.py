@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urldefrag, urlparse
+from urllib.parse import unquote, urldefrag, urljoin, urlparse
 
 from ruamel.yaml.error import MarkedYAMLError
 from schema_salad.exceptions import ValidationException
@@ -52,6 +52,39 @@ def uri_to_path(uri: str) -> str:
 
 def path_to_uri(path: str | Path) -> str:
     return Path(path).resolve().as_uri()
+
+
+def absolute_locations(value: Any, base: Path) -> Any:
+    """File/Directory values (in a job object or a default) with absolute ``location`` s, as
+    cwltool resolves them: a ``location`` is a URI reference, percent-encoded (``A%3Ab`` is the
+    file ``A:b``, ``item%20%231.txt`` is ``item #1.txt``), relative to ``base`` (a folder); a
+    ``path`` is a file name. ``basename`` is the decoded last segment."""
+    if isinstance(value, list):
+        return [absolute_locations(v, base) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    if value.get("class") not in ("File", "Directory"):
+        return {k: absolute_locations(v, base) for k, v in value.items()}
+    value = dict(value)
+    path, location = value.pop("path", None), value.get("location")
+    if location and not _is_absolute_uri(str(location)):
+        location = urljoin(Path(base).resolve().as_uri() + "/", str(location))
+    elif not location and path:  # cwl-utils gives a document's `path` back as a URI
+        location = str(path) if _is_absolute_uri(str(path)) \
+            else (Path(base) / str(path)).resolve().as_uri()
+    if location:
+        value["location"] = str(location)
+        if not str(location).startswith("_:"):
+            value.setdefault("basename", unquote(urlparse(str(location)).path.rstrip("/")
+                                                 .rsplit("/", 1)[-1]))
+    for key in ("secondaryFiles", "listing"):
+        if key in value:
+            value[key] = absolute_locations(value[key], base)
+    return value
+
+
+def _is_absolute_uri(location: str) -> bool:
+    return "://" in location or location.startswith(("file:", "_:"))
 
 
 def line_of(node: Any, key: str | int | None = None) -> int | None:

@@ -8,6 +8,11 @@ from urllib.parse import unquote, urlparse
 
 from swfflow.backends.base import FileRecord
 
+# one resolver of File locations for job objects and defaults, shared with the front end
+from swfflow.frontends.cwl_loader import absolute_locations
+
+__all__ = ["absolute_locations", "describe_files", "file_value", "location_path"]
+
 
 def file_value(record: FileRecord) -> dict[str, Any]:
     """A catalog file as a CWL File value. The pfn keeps the name the producer gave the file
@@ -22,24 +27,6 @@ def location_path(location: str) -> Path:
     """The local path of a ``file://`` URI or a plain path."""
     parsed = urlparse(location)
     return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
-
-
-def absolute_locations(value: Any, base: Path) -> Any:
-    if isinstance(value, list):
-        return [absolute_locations(v, base) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if value.get("class") in ("File", "Directory"):
-        value = dict(value)
-        location = value.get("location") or value.get("path")
-        value.pop("path", None)
-        if location and "://" not in str(location) and not str(location).startswith("_:"):
-            location = (base / str(location)).resolve().as_uri()
-        if location:
-            value["location"] = str(location)
-        return value
-    return {k: absolute_locations(v, base) for k, v in value.items()}
-
 
 
 def describe_files(value: Any) -> Any:
