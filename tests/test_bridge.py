@@ -304,19 +304,19 @@ def test_an_unexpected_error_while_handling_is_recorded_and_the_message_retried(
     log, _ = recorded(tmp_path)
     with contextlib.ExitStack() as stack:
         bridge = build_bridge(setup_for(tmp_path), stack)
-        real_add_file, failures = bridge.store.add_file, [1]
+        real_add_files, failures = bridge.store.add_files, [1]
 
-        def add_file_once_locked(row):
+        def add_files_once_locked(rows):
             if failures[0]:
                 failures[0] -= 1
                 raise OperationalError("INSERT", {}, Exception("database is locked"))
-            return real_add_file(row)
+            return real_add_files(rows)
 
-        bridge.store.add_file = add_file_once_locked
+        bridge.store.add_files = add_files_once_locked
         replay(bridge, log)
         run_until(bridge, all_closed)
         assert bridge.counters["errors"] == 1
-        assert bridge.store.file_counts(RUN) == (6, 6)  # the failed stf_gen came again
+        assert bridge.store.file_counts(RUN) == (6, 6)  # the failed stf_gen(s) came again
         errors = summary(bridge)["errors"]
         assert errors["handling"]["failures"] == 1
         assert "database is locked" in errors["handling"]["last_error"]

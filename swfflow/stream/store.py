@@ -216,14 +216,26 @@ class BridgeStore:
                                                    FILES.c.filename == filename)).first()
         return StfRow(**row._mapping) if row else None
 
-    def add_file(self, row: StfRow) -> bool:
-        """Record an STF to attach; False if this (run, filename) is known already."""
+    def add_files(self, rows: Sequence[StfRow]) -> list[StfRow]:
+        """Record STFs to attach, in one transaction; the rows that were new (a (run,
+        filename) known already is left as it is)."""
+        if not rows:
+            return []
         try:
             with self.engine.begin() as conn:
-                conn.execute(FILES.insert().values(**vars(row)))
-        except IntegrityError:
-            return False
-        return True
+                conn.execute(FILES.insert(), [vars(row) for row in rows])
+            return list(rows)
+        except IntegrityError:  # some were known: one by one (rare: redelivery after a crash)
+            pass
+        fresh = []
+        for row in rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(FILES.insert().values(**vars(row)))
+            except IntegrityError:
+                continue
+            fresh.append(row)
+        return fresh
 
     def drop_file(self, run_id: str, filename: str) -> None:
         """Forget a recorded STF that can never be attached (its message is dead-lettered)."""

@@ -2,7 +2,9 @@
 
 One thread does everything (deliveries arrive in :attr:`Bridge.inbox` from a bus or a replay
 file), so the store, the drivers and the executor need no locks, and per-run message order is
-kept. Every message is handled in two halves:
+kept. The one exception is the catalog call attaching a batch of STFs: it runs in a thread of
+its own (:mod:`.work`), so the next batch is received and recorded meanwhile; its outcome is
+committed and acked by the bridge thread. Every message is handled in two halves:
 
 1. **record** (``HANDLERS``, fast, local): the intent goes into the state store, keyed by run,
    file or message id, and the delivery waits on the effect it asked for;
@@ -73,7 +75,8 @@ class Waiter:
 class Bridge:
     def __init__(self, template: Plan, catalog: Catalog, executor: Executor, engine: Any, *,
                  config: BridgeConfig | None = None, publish: Publish | None = None,
-                 prepare: Prepare | None = None, run_expression: ExpressionRunner | None = None):
+                 prepare: Prepare | None = None, run_expression: ExpressionRunner | None = None,
+                 attach_catalog: Catalog | None = None):
         streams = [d for d in template.datasets if d.role == "stream"]
         if len(streams) != 1:
             raise ConfigError(
@@ -82,6 +85,9 @@ class Bridge:
                 where=template.source, hint="mark one File[] input with swf:stream: true")
         self.template, self.stream_template = template, streams[0].did
         self.catalog, self.executor = catalog, executor
+        # STFs are attached from a thread of their own: a catalog client of its own there
+        # (None: the same one, for catalogs that are thread-safe)
+        self.attach_catalog: Catalog | None = attach_catalog
         self.config = config or BridgeConfig()
         self.publish, self.prepare, self.run_expression = publish, prepare, run_expression
         self.store, self.driver_store = BridgeStore(engine), DriverStore(engine)
@@ -90,6 +96,8 @@ class Bridge:
         self.runs: dict[str, dict[str, Any]] = {}  # open runs (store rows, kept in sync)
         self.drivers: dict[str, Driver] = {}
         self.pending: list[StfRow] = []  # recorded, not attached
+        # STFs received in the current drain, recorded together (one commit) at its end
+        self.unrecorded: dict[tuple[str, str], StfRow] = {}
         self.counters: Counter[str] = Counter()
         self.last_error = ""  # the last unexpected error while handling a message
         self.source_done = threading.Event()
@@ -134,21 +142,45 @@ class Bridge:
             delivery = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
-        limit = max(1, self.config.batch_size)
-        for taken in range(1, limit + 1):
-            if delivery is not None:
-                self.handle(delivery)
-            if taken == limit:
-                return
-            try:
-                delivery = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+        try:
+            limit = max(1, self.config.batch_size)
+            for taken in range(1, limit + 1):
+                if delivery is not None:
+                    self.handle(delivery)
+                if taken == limit:
+                    return
+                try:
+                    delivery = self.inbox.get_nowait()
+                except queue.Empty:
+                    return
+        finally:
+            self.record_files()
+
+    def record_files(self) -> None:
+        """Commit the STFs received in this drain, all in one transaction: one commit (one
+        fsync) per drain instead of one per message is most of the flood rate. Nothing was
+        acked for them yet; if the commit fails, their messages are nacked and come again."""
+        rows = list(self.unrecorded.values())
+        self.unrecorded.clear()
+        if not rows:
+            return
+        try:
+            self.pending.extend(self.store.add_files(rows))
+        except Exception as exc:  # the store unreachable or locked: never lost, never silent
+            self.counters["errors"] += 1
+            self.last_error = f"recording {len(rows)} STF(s): " \
+                f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.exception("recording %d STF(s) failed; their messages will be redelivered",
+                          len(rows))
+            for row in rows:
+                for waiter in self.waiters.pop(("file", row.run_id, row.filename), []):
+                    waiter.delivery.nack()
 
     @property
     def idle(self) -> bool:
         """Nothing received is still waiting for its effect."""
-        return self.inbox.empty() and not self.pending and not any(self.waiters.values())
+        return (self.inbox.empty() and not self.pending and not self.unrecorded
+                and not any(self.waiters.values()))
 
     def open_runs(self) -> list[str]:
         return list(self.runs)
@@ -168,6 +200,10 @@ class Bridge:
         namespace = self.config.namespace
         if namespace and message.namespace and message.namespace != namespace:
             self.counters["other_namespace"] += 1
+            delivery.ack()
+            return
+        if message.msg_type in NO_EFFECT:  # nothing to record: no store round trip
+            self.counters["no_effect"] += 1
             delivery.ack()
             return
         if self.store.processed(message.msg_id):
@@ -205,9 +241,10 @@ class Bridge:
     def wait_for(self, key: tuple[str, ...], waiter: Waiter) -> None:
         self.waiters[key].append(waiter)
 
-    def release(self, key: tuple[str, ...]) -> None:
-        """The effect ``key`` is committed: every message waiting on it is done."""
-        waiting = self.waiters.pop(key, [])
+    def release(self, *keys: tuple[str, ...]) -> None:
+        """The effects ``keys`` are committed: every message waiting on them is done (one
+        transaction for all of them, then the acks)."""
+        waiting = [w for key in keys for w in self.waiters.pop(key, [])]
         if waiting:
             self.store.mark_processed([(w.msg_id, w.msg_type, w.run_id) for w in waiting])
             for waiter in waiting:
@@ -249,6 +286,10 @@ class Bridge:
 
     def on_stf_gen(self, message: StfGen, waiter: Waiter) -> None:
         run = self.known_run(message.run_id)
+        key = (message.run_id, message.filename)
+        if key in self.unrecorded:  # a duplicate within this drain
+            self.wait_for(("file", *key), waiter)
+            return
         known = self.store.file(message.run_id, message.filename)
         if known is not None:
             if known.attached_at is not None:
@@ -264,9 +305,8 @@ class Bridge:
                      sequence=message.sequence, size=size, adler32=checksum, pfn=pfn,
                      msg_id=message.msg_id, gen_at=time.time(), attached_at=None,
                      ready_sent=False)
-        if self.store.add_file(row):
-            self.pending.append(row)
-        self.wait_for(("file", message.run_id, message.filename), waiter)
+        self.unrecorded[key] = row  # committed with the rest of this drain (record_files)
+        self.wait_for(("file", *key), waiter)
 
     def on_end_run(self, message: EndRun, waiter: Waiter) -> None:
         run = self.known_run(message.run_id)
@@ -284,10 +324,6 @@ class Bridge:
             self.update_run(message.run_id, **values)
         self.wait_for(("closed", message.run_id), waiter)
 
-    def on_stf_ready(self, message: Envelope, waiter: Waiter) -> None:
-        self.done(waiter)  # what we (or a data agent) announced: nothing to do
-
-
 HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
     "run_imminent": Bridge.on_run_imminent,
     "start_run": Bridge.on_daq_state,
@@ -295,8 +331,10 @@ HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
     "resume_run": Bridge.on_daq_state,
     "stf_gen": Bridge.on_stf_gen,
     "end_run": Bridge.on_end_run,
-    "stf_ready": Bridge.on_stf_ready,
 }
+# what we (or a data agent) announced: nothing to do, acked at once (our own stf_ready come
+# back on the shared topic, one per STF: recording them would double the flood's commits)
+NO_EFFECT = frozenset({"stf_ready"})
 
 
 def _file_facts(message: StfGen, container: str | None) -> tuple[int, str, str | None]:

@@ -72,8 +72,11 @@ def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     stack.callback(engine.dispose)
     catalog = _catalog(setup, engine)
     executor, prepare, run_expression = _executor(setup, engine, catalog, workflow, stack)
+    # a Rucio client is not thread-safe: the attach thread gets its own
+    attach_catalog = _catalog(setup, engine) if setup.catalog == "rucio" else None
     return Bridge(template, catalog, executor, engine, config=BridgeConfig(**setup.options),
-                  publish=publish, prepare=prepare, run_expression=run_expression)
+                  publish=publish, prepare=prepare, run_expression=run_expression,
+                  attach_catalog=attach_catalog)
 
 
 def _catalog(setup: Setup, engine: Any):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from swfflow.backends.base import FileRecord
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("swfflow.bridge")
 MAX_ATTACH_PER_FLUSH = 5000  # bounds one flush's latency when a backlog drains
+ATTACH_POLL_S = 0.005  # how often the loop looks whether the attach in flight is done
 ATTACHABLE = (PHASE_PREPARED, PHASE_ENDING)
 FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
 
@@ -35,20 +37,29 @@ class Work:
         self.bridge = bridge
         self.last_follow = 0.0
         self.unannounced = True  # check the store for attached-but-unannounced STFs
+        # the attach call runs in its own thread, so the next batch is received, recorded
+        # and acked while Rucio works on this one; its outcome is committed by the bridge
+        # thread (collect_attached), which alone touches the store and the acks
+        self.attacher: ThreadPoolExecutor | None = None  # started on first use
+        self.in_flight: Future | None = None
 
     # --- scheduling -----------------------------------------------------------------------
     def idle_wait(self) -> float:
         """How long the loop may block waiting for a message before work is due."""
         config, now = self.bridge.config, time.monotonic()
         wait = config.tick_s - (now - self.last_follow)
-        if self.bridge.pending:
+        if self.in_flight is not None:  # commit and ack its outcome soon after it is done
+            wait = min(wait, ATTACH_POLL_S)
+        elif self.bridge.pending:
             oldest = min(r.gen_at for r in self.bridge.pending)
             wait = min(wait, config.batch_ms / 1000 - (time.time() - oldest))
         return min(0.25, max(0.002, wait))
 
     def step(self) -> None:
         self._guarded("prepare", self.prepare_runs)
-        self._guarded("attach", self.attach)
+        self.collect_attached()
+        if self.bridge.gates["attach"].ready():  # its outcome (ok/fail) comes from collecting
+            self.attach()
         self._guarded("announce", self.announce)
         self._guarded("close", self.close_runs)
         if time.monotonic() - self.last_follow >= self.bridge.config.tick_s:
@@ -57,8 +68,14 @@ class Work:
 
     def flush_now(self) -> None:
         """On shutdown: attach what is pending at once (errors leave it for the next start)."""
-        self._guarded("attach", lambda: self.attach(force=True))
+        self.collect_attached(wait=True)
+        if self.bridge.gates["attach"].ready():
+            self.attach(force=True)
+            self.collect_attached(wait=True)
         self._guarded("announce", self.announce)
+        if self.attacher is not None:
+            self.attacher.shutdown(wait=True)
+            self.attacher = None
 
     def _guarded(self, name: str, action) -> None:
         gate = self.bridge.gates[name]
@@ -101,7 +118,10 @@ class Work:
 
     # --- stf_gen: batched attach ----------------------------------------------------------
     def attach(self, force: bool = False) -> None:
+        """Start attaching the ready STFs (one call in flight at a time)."""
         bridge = self.bridge
+        if self.in_flight is not None:
+            return
         ready = [r for r in bridge.pending
                  if bridge.runs.get(r.run_id, {}).get("phase") in ATTACHABLE]
         if not ready:
@@ -113,25 +133,48 @@ class Work:
         by_run: dict[str, list[StfRow]] = defaultdict(list)
         for row in ready[:MAX_ATTACH_PER_FLUSH]:
             by_run[row.run_id].append(row)
-        for run_id, rows in by_run.items():
-            self._for_run("attach", run_id, lambda: self._attach_run(run_id, rows))
+        batches = [(bridge.runs[run_id]["stream_did"], rows) for run_id, rows in by_run.items()]
+        catalog, rse = bridge.attach_catalog or bridge.catalog, bridge.config.rse
+        if self.attacher is None:
+            self.attacher = ThreadPoolExecutor(1, thread_name_prefix="bridge-attach")
+        self.in_flight = self.attacher.submit(_attach_batches, catalog, batches, rse)
 
-    def _attach_run(self, run_id: str, rows: list[StfRow]) -> None:
+    def collect_attached(self, wait: bool = False) -> None:
+        """Commit the outcome of the attach call in flight, once it is done: per run, mark
+        attached and ack, or reject, fail the run, or back off (the rows stay pending)."""
+        future = self.in_flight
+        if future is None or not (wait or future.done()):
+            return
+        outcomes = future.result()  # _attach_batches never raises
+        self.in_flight = None
+        gate, transient = self.bridge.gates["attach"], None
+        for did, rows, error in outcomes:
+            run_id = rows[0].run_id
+            try:
+                if error is None:
+                    self._attached(run_id, rows)
+                elif isinstance(error, ConfigError):  # the dataset is closed or gone: never
+                    self._reject(rows, f"cannot attach to {did}: {error.what}")
+                elif is_permanent(error):
+                    self.fail_run(run_id, f"attach failed permanently: "
+                                  f"{type(error).__name__}: {str(error).splitlines()[0]}")
+                else:
+                    transient = error
+            except Exception as exc:  # the store: rows stay pending, attached again (idempotent)
+                transient = exc
+        if transient is not None:
+            gate.fail(transient)
+        else:
+            gate.ok()
+
+    def _attached(self, run_id: str, rows: list[StfRow]) -> None:
         bridge = self.bridge
-        did = bridge.runs[run_id]["stream_did"]
-        scope = did.split(":", 1)[0]
-        records = [FileRecord(did=f"{scope}:{r.filename}", size=r.size, adler32=r.adler32,
-                              pfn=r.pfn, meta=_file_meta(r)) for r in rows]
-        try:
-            bridge.catalog.add_files(did, records, rse=bridge.config.rse)
-        except ConfigError as exc:  # the dataset is closed or gone: these can never attach
-            self._reject(rows, f"cannot attach to {did}: {exc.what}")
+        if run_id not in bridge.runs:  # failed meanwhile: its messages are dead letters
             return
         bridge.store.mark_attached(rows)
         done = {(r.run_id, r.filename) for r in rows}
         bridge.pending = [r for r in bridge.pending if (r.run_id, r.filename) not in done]
-        for row in rows:
-            bridge.release(("file", run_id, row.filename))
+        bridge.release(*(("file", run_id, row.filename) for row in rows))
         bridge.counters["attached"] += len(rows)
         self.unannounced = True
 
@@ -235,6 +278,23 @@ class Work:
                                   message=f"failed or blocked: {', '.join(stuck)}" if stuck
                                   else row["message"])
                 log.info("run %s %s", run_id, "failed" if stuck else "done")
+
+
+def _attach_batches(catalog, batches: list[tuple[str, list[StfRow]]], rse: str | None
+                    ) -> list[tuple[str, list[StfRow], Exception | None]]:
+    """In the attach thread: each run's STFs to its dataset; per run, the error if any."""
+    outcomes: list[tuple[str, list[StfRow], Exception | None]] = []
+    for did, rows in batches:
+        scope = did.split(":", 1)[0]
+        records = [FileRecord(did=f"{scope}:{r.filename}", size=r.size, adler32=r.adler32,
+                              pfn=r.pfn, meta=_file_meta(r)) for r in rows]
+        try:
+            catalog.add_files(did, records, rse=rse)
+        except Exception as exc:  # judged by the bridge thread (collect_attached)
+            outcomes.append((did, rows, exc))
+        else:
+            outcomes.append((did, rows, None))
+    return outcomes
 
 
 def _file_meta(row: StfRow) -> dict[str, object]:
