@@ -352,3 +352,24 @@ def test_a_permanent_rucio_refusal_fails_the_run_visibly(tmp_path, rucio_env):
         assert set(dead) <= {"run_imminent", "stf_gen", "end_run"}
         status = run_status(setup.state, run)["runs"][0]
         assert status["phase"] == "failed" and status["message"] == row["message"]
+
+
+def test_a_backlog_larger_than_a_batch_is_handled_whole(tmp_path):
+    """issue 6: the loop took a delivery out of the inbox after its batch was full and never
+    handled it (every batch_size+1-th message lost until a redelivery). A replayed log puts
+    its whole backlog in the inbox at once: with batches of 4, all 30 STFs still attach."""
+    text = """\
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+- {state: run, substate: physics, span: "0,0,0,0,30", stf_interval: 1}
+- {state: beam, substate: not_ready, span: "0,0,0,0,1"}
+"""
+    log, sim = recorded(tmp_path, text=text)
+    assert sim.stf_files == 30
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, batch_size=4), stack)
+        assert replay(bridge, log) == 33  # imminent, start, 30 STFs, end
+        run_until(bridge, all_closed, timeout=30)
+        status = run_status(f"sqlite:///{tmp_path / 'state' / 'bridge.db'}", RUN)["runs"][0]
+        assert (status["stf_announced"], status["stf_recorded"], status["stf_attached"],
+                status["missing"]) == (30, 30, 30, [])
+        assert len(bridge.catalog.list_files(STREAM)) == 30
