@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from swfflow.errors import RunFailed
 from swfflow.frontends import cwl
 from swfflow.runtime.batch import run_workflow_file
 
@@ -91,3 +94,28 @@ stdout: line.txt
     outputs = run_workflow_file(tool, {}, tmp_path / "out", no_container=True)
     assert (tmp_path / "out" / "line.txt").read_text() == "0.00001 123000"
     assert outputs["line"]["basename"] == "line.txt"
+
+
+FORMAT_TOOL = """$namespaces: {edam: "http://edamontology.org/"}
+cwlVersion: v1.2
+class: CommandLineTool
+inputs:
+  table: {type: File, format: "edam:format_3475", inputBinding: {}}
+outputs: {copy: stdout}
+baseCommand: cat
+stdout: copy.tsv
+"""
+
+
+def test_job_file_formats_with_a_namespace_prefix_are_checked_as_full_iris(tmp_path):
+    tool = tmp_path / "cat.cwl"
+    tool.write_text(FORMAT_TOOL)
+    (tmp_path / "t.tsv").write_text("a\tb\n")
+    table = {"class": "File", "location": (tmp_path / "t.tsv").as_uri()}
+    outputs = run_workflow_file(tool, {"table": {**table, "format": "edam:format_3475"}},
+                                tmp_path / "out", no_container=True)
+    assert outputs["copy"]["size"] == 4
+    with pytest.raises(RunFailed) as err:  # another format is still refused
+        run_workflow_file(tool, {"table": {**table, "format": "edam:format_1929"}},
+                          tmp_path / "out2", no_container=True)
+    assert "incompatible format" in err.value.hint

@@ -132,7 +132,7 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     cwl_logger.handlers, cwl_logger.propagate = [capture], False
     cwl_logger.setLevel(logging.INFO)
     try:
-        outputs, status = recorder.execute(process, plain(dict(job)), runtime,
+        outputs, status = recorder.execute(process, _job_for(process, tool, job), runtime,
                                            logger=cwl_logger)
     except Exception as exc:  # cwltool's WorkflowException/ValidationException: the job failed
         capture.lines.append(f"{type(exc).__name__}: {exc}")
@@ -146,6 +146,28 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     return ToolResult(status=status, outputs=outputs, command=recorder.commands,
                       container=image if engine else None, exit_code=exit_code,
                       log="\n".join(capture.lines), reused=recorder.reused)
+
+
+def _job_for(process: Any, tool: str | Mapping[str, Any], job: Mapping[str, Any]
+             ) -> dict[str, Any]:
+    """A copy of the job object as cwltool's own job loader would give it: a File ``format``
+    written with a namespace prefix (``edam:format_2330``) expanded by the tool's
+    ``$namespaces``, so format checks compare full IRIs."""
+    from cwltool.utils import visit_class
+
+    # a process loaded from a dict keeps no $namespaces in its metadata: read the dict's
+    namespaces = ((tool.get("$namespaces") if isinstance(tool, Mapping) else None)
+                  or (getattr(process, "metadata", None) or {}).get("$namespaces") or {})
+    copy = plain(dict(job))
+
+    def expand(file: dict[str, Any]) -> None:
+        prefix, colon, rest = str(file.get("format", "")).partition(":")
+        if colon and prefix in namespaces and not rest.startswith("//"):
+            file["format"] = namespaces[prefix] + rest
+
+    if namespaces:
+        visit_class(copy, ("File",), expand)
+    return copy
 
 
 def _recording_executor_class() -> type:
