@@ -166,8 +166,9 @@ def _executor_for(store: Any, name: str, panda_url: str | None, attempts: int) -
 def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,
             quiet: bool) -> None:
     from swfflow import submission as sub
+    from swfflow.drive.progress import Progress
 
-    progress = TaskProgress(driver, backends.executor, enabled=not quiet)
+    progress = Progress(driver, enabled=not quiet, counts=_panda_counts(backends.executor))
     try:
         with progress:
             sub.follow(driver, poll_s=poll_s, on_tick=lambda _d: progress.update(),
@@ -217,36 +218,14 @@ def report_table(report: dict[str, Any]) -> Any:
     return table
 
 
-class TaskProgress:
-    """Rich progress on stderr: one bar per task, input files done out of those known."""
-
-    def __init__(self, driver: Any, executor: Any, *, enabled: bool = True):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.driver = driver
-        self.executor = executor
-        self.bars = Progress(TextColumn("{task.description:<28}"), BarColumn(),
-                             MofNCompleteColumn(), TextColumn("{task.fields[phase]}"),
-                             console=Console(stderr=True), disable=not enabled)
-        self.ids: dict[str, Any] = {}
-
-    def __enter__(self) -> TaskProgress:
-        self.bars.start()
-        for key in self.driver.tasks:
-            self.ids[key] = self.bars.add_task(key, total=None, phase="pending")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.update()
-        self.bars.stop()
-
-    def update(self) -> None:
-        for key, task in self.driver.tasks.items():
-            status = self.executor.last.get(task.task_id or "")
-            phase = task.phase.value + (f" ({status.raw})" if status and status.raw else "")
-            self.bars.update(self.ids[key], completed=status.n_jobs_done if status else 0,
-                             total=(status.n_jobs or None) if status else None, phase=phase)
+def _panda_counts(executor: Any) -> Any:
+    """Progress counts from the last bulk status: input files done out of those known."""
+    def counts(task: Any) -> tuple[int, int | None, str]:
+        status = executor.last.get(task.task_id or "")
+        if status is None:
+            return 0, None, ""
+        return status.n_jobs_done, status.n_jobs or None, status.raw
+    return counts
 
 
 def _logging(quiet: bool) -> None:
