@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
+from swfflow.errors import ServiceError
 from swfflow.plan.model import ReplicationRule, TaskSpec
+
+
+class CommandRefused(ServiceError):
+    """The backend answered and refused a task command (no permission, a status that does
+    not take it): trying again will not help."""
 
 
 @dataclass(frozen=True)
@@ -104,3 +110,10 @@ class Executor(Protocol):
     def finish(self, task_id: str) -> None: ...
 
     def retry(self, task_id: str) -> None: ...
+
+    def pause(self, task_id: str) -> None:
+        """Start no new jobs (running ones finish); pausing a paused or final task is a no-op.
+        Raises :class:`CommandRefused` when the backend refuses."""
+
+    def resume(self, task_id: str) -> None:
+        """Undo :meth:`pause`; resuming a task that is not paused is a no-op."""

@@ -133,6 +133,25 @@ class LocalExecutor:
         self._set_task(int(task_id), "finishing", "")
 
     @_locked
+    def pause(self, task_id: str) -> None:
+        """Start no new jobs (running ones finish and are recorded); kept in the state store,
+        so a new executor on it keeps the task paused. A task that is not active: no-op."""
+        with self.engine.begin() as conn:
+            conn.execute(TASKS.update().where(TASKS.c.id == int(task_id),
+                                              TASKS.c.state.in_(_ACTIVE))
+                         .values(state="paused"))
+
+    @_locked
+    def resume(self, task_id: str) -> None:
+        """A paused task goes on where it stopped; any other task: no-op."""
+        with self.engine.begin() as conn:
+            has_jobs = conn.execute(select(JOBS.c.id).where(
+                JOBS.c.task_id == int(task_id)).limit(1)).first() is not None
+            conn.execute(TASKS.update().where(TASKS.c.id == int(task_id),
+                                              TASKS.c.state == "paused")
+                         .values(state="running" if has_jobs else "submitted"))
+
+    @_locked
     def retry(self, task_id: str) -> None:
         """Run the failed jobs of a failed task again, with fresh attempts."""
         with self.engine.begin() as conn:
@@ -168,7 +187,8 @@ class LocalExecutor:
     @_locked
     def pump(self) -> None:
         """Harvest finished jobs, cut new jobs from new input files, start pending jobs,
-        and update task states."""
+        and update task states. A paused task is left alone: its running jobs are harvested,
+        nothing new is cut or started for it."""
         self._harvest()
         with self.engine.connect() as conn:
             active = conn.execute(select(TASKS).where(
@@ -350,5 +370,6 @@ class LocalExecutor:
 
 
 _STATE_MAP = {"submitted": TaskState.SUBMITTED, "running": TaskState.RUNNING,
-              "finishing": TaskState.RUNNING, "done": TaskState.SUCCEEDED,
+              "finishing": TaskState.RUNNING, "paused": TaskState.RUNNING,
+              "done": TaskState.SUCCEEDED,
               "failed": TaskState.FAILED, "aborted": TaskState.FAILED}

@@ -11,6 +11,8 @@ What each protocol call does on the server (docs/panda.md has the why):
   task ids and bounded by the earliest submission time we know; ids it does not return (the
   server truncates before it filters) are looked up one by one, exactly.
 - ``kill``/``finish``: the commands; repeating one on a task that already obeys is a no-op.
+- ``pause``/``resume``: ``pauseTask``/``resumeTask`` (the server takes them from production
+  roles only); pausing a paused task or resuming one that is not paused is a no-op.
 - ``retry``: ``retryTask``; a task JEDI will not retry but will re-execute (aborted, done) is
   re-submitted under its own name, which JEDI turns into an incremental execution (code 3).
 
@@ -36,11 +38,13 @@ from urllib.parse import urlparse
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from swfflow.backends.base import TaskState, TaskStatus
+from swfflow.backends.base import CommandRefused, TaskState, TaskStatus
 from swfflow.backends.panda_states import (
     FINISHED_OR_FINISHING,
     INCEXEC_ACCEPTED,
+    JEDI_STATUSES,
     KILLED_OR_KILLING,
+    RESUME_ACCEPTED,
     to_state,
 )
 from swfflow.errors import ConfigError, ServiceError
@@ -58,6 +62,10 @@ DEFAULT_URL = "https://pandaserver.cern.ch/server/panda"  # panda-client's own d
 
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
+
+# what a pause/resume leaves behind: repeating it there is a no-op
+PAUSED = frozenset({"paused"})
+NOT_PAUSED = frozenset(JEDI_STATUSES) - RESUME_ACCEPTED
 
 _CLIENT_LOCK = threading.Lock()  # panda-client keeps its server URL in module globals
 
@@ -187,6 +195,12 @@ class PandaExecutor:
 
     def finish(self, task_id: str) -> None:
         self._command("finishTask", _task_id(task_id), already=FINISHED_OR_FINISHING)
+
+    def pause(self, task_id: str) -> None:
+        self._command("pauseTask", _task_id(task_id), already=PAUSED)
+
+    def resume(self, task_id: str) -> None:
+        self._command("resumeTask", _task_id(task_id), already=NOT_PAUSED)
 
     def retry(self, task_id: str) -> None:
         tid = _task_id(task_id)
@@ -323,8 +337,9 @@ class PandaExecutor:
         if status in already or to_state(status).terminal:
             log.info("%s of task %s: nothing to do, it is %s", call, task_id, status)
             return
-        raise ServiceError(f"PanDA refused {call} for task {task_id} ({row.get('taskName')}): "
-                           f"{redact(str(detail))}", where=self._where(call))
+        raise CommandRefused(f"PanDA refused {call} for task {task_id} "
+                             f"({row.get('taskName')}): {redact(str(detail))}",
+                             where=self._where(call))
 
     # --- the one place that talks to panda-client ----------------------------------------
     def _where(self, call: str) -> str:

@@ -58,6 +58,13 @@ class RucioSettings(_Strict):
     output_rules: list[Rule]
 
 
+class BridgeSettings(_Strict):
+    # pause_run pauses the run's submitted tasks and resume_run resumes them (off: the DAQ
+    # state is only recorded). Off by default: PanDA accepts pause/resume from production
+    # roles only, and a standby pause is usually short.
+    pause_tasks_on_pause: bool = False
+
+
 class Profile(_Strict):
     vo: str
     user: str
@@ -73,6 +80,7 @@ class Profile(_Strict):
     names: Names
     defaults: Defaults
     rucio: RucioSettings
+    bridge: BridgeSettings = BridgeSettings()
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

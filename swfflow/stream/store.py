@@ -10,7 +10,10 @@ keyed (run; run + file; message id; message digest) so replaying a write changes
   restart attaches exactly the recorded-but-unattached ones; ``ready_sent`` makes the
   ``stf_ready`` emission at-least-once;
 - ``br_messages``: ids of messages whose effect is complete (duplicates are acked at once);
-- ``br_dead``: messages that can never be processed, with the reason.
+- ``br_dead``: messages that can never be processed, with the reason;
+- ``br_holds``: with the profile's ``bridge.pause_tasks_on_pause``, whether the run's tasks
+  should be paused (``pause_run``) or running (``resume_run``), when that was last applied, and
+  which tasks the bridge paused (only those are resumed).
 
 The driver's own tables (``drv_*``) and the local executor's (``exec_*``) live in the same
 database, so ``swfflow status --run N`` can join them (:func:`run_status`).
@@ -90,6 +93,16 @@ DEAD = Table(
     Column("reason", Text, nullable=False),
     Column("body", Text, nullable=False),
 )
+HOLDS = Table(
+    "br_holds", _META,
+    Column("run_id", String(64), primary_key=True),
+    Column("wanted", String(16), nullable=False),  # HOLD_PAUSED | HOLD_RUNNING
+    Column("applied_at", Float),  # NULL: not yet done for every task
+    Column("paused", JSON, nullable=False, default=list),  # task ids the bridge paused
+    Column("message", Text, nullable=False, default=""),  # refusals, e.g. no production role
+    Column("updated_at", Float, nullable=False),
+)
+HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
 MAX_DEAD_BODY = 65536
 
 
@@ -209,6 +222,44 @@ class BridgeStore:
         conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
                      .values(updated_at=time.time(), **values))
 
+    # --- pausing a run's tasks -------------------------------------------------------------
+    def hold(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(HOLDS).where(HOLDS.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
+
+    def holds_to_keep(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The holds the bridge must still act on: not yet applied, or paused (a task
+        submitted while the run is paused is paused too)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(HOLDS).where(HOLDS.c.run_id.in_(list(run_ids)))).all()
+        return [dict(r._mapping) for r in rows
+                if r.applied_at is None or r.wanted == HOLD_PAUSED]
+
+    def want_hold(self, run_id: str, wanted: str) -> dict[str, Any]:
+        """Ask for the run's tasks to be ``wanted``; the row (applied_at None: work to do).
+        Asking for what is already applied changes nothing."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(HOLDS).where(HOLDS.c.run_id == run_id)).first()
+            if row is None:
+                conn.execute(HOLDS.insert().values(run_id=run_id, wanted=wanted, paused=[],
+                                                   message="", updated_at=now))
+            elif row.wanted != wanted:
+                conn.execute(HOLDS.update().where(HOLDS.c.run_id == run_id).values(
+                    wanted=wanted, applied_at=None, updated_at=now))
+        return self.hold(run_id)  # type: ignore[return-value]
+
+    def applied_hold(self, run_id: str, wanted: str, paused: Sequence[str],
+                     message: str) -> dict[str, Any]:
+        """``wanted`` is applied: ``paused`` are the tasks the bridge holds paused now."""
+        with self.engine.begin() as conn:
+            conn.execute(HOLDS.update().where(HOLDS.c.run_id == run_id,
+                                              HOLDS.c.wanted == wanted).values(
+                applied_at=time.time(), paused=sorted(paused), message=message,
+                updated_at=time.time()))
+        return self.hold(run_id)  # type: ignore[return-value]
+
     # --- files ----------------------------------------------------------------------------
     def file(self, run_id: str, filename: str) -> StfRow | None:
         with self.engine.connect() as conn:
@@ -325,6 +376,7 @@ def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
         if run is not None and row["run_id"] != str(run):
             continue
         recorded, attached = store.file_counts(row["run_id"])
+        hold = store.hold(row["run_id"])
         tasks = []
         inst = drivers.get(row["run_id"])
         if inst is not None:
@@ -341,6 +393,9 @@ def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
                     "stf_announced": row["total_stf_files"], "stf_recorded": recorded,
                     "stf_attached": attached, "missing": row["missing"] or [],
                     "message": row["message"],
+                    "tasks_hold": None if hold is None else {
+                        "wanted": hold["wanted"], "applied": hold["applied_at"] is not None,
+                        "paused_tasks": hold["paused"], "message": hold["message"]},
                     "workflow": inst.workflow if inst else None,
                     "instance_state": inst.state if inst else None, "tasks": tasks})
     return {"runs": out, "dead_letters": len(store.dead_letters())}

@@ -38,8 +38,9 @@ from swfflow.stream.bridge.backoff import Backoff
 from swfflow.stream.bus import Delivery
 from swfflow.stream.messages import (EPIC_TOPIC, EndRun, Envelope, MessageError, RunImminent,
                                      StfGen, UnknownMessageType, parse_message)
-from swfflow.stream.store import (OPEN_PHASES, PHASE_ANNOUNCED, PHASE_DONE, PHASE_ENDING,
-                                  PHASE_FAILED, PHASE_PREPARED, BridgeStore, StfRow)
+from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_ANNOUNCED,
+                                  PHASE_DONE, PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED,
+                                  BridgeStore, StfRow)
 
 log = logging.getLogger("swfflow.bridge")
 Publish = Callable[[str, Envelope], None]
@@ -94,6 +95,10 @@ class Bridge:
         self.inbox: queue.Queue[Delivery | None] = queue.Queue()
         self.waiters: dict[tuple[str, ...], list[Waiter]] = defaultdict(list)
         self.runs: dict[str, dict[str, Any]] = {}  # open runs (store rows, kept in sync)
+        # the profile's bridge.pause_tasks_on_pause (absent in plans compiled before it)
+        self.pause_tasks = bool((template.profile.get("bridge") or {})
+                                .get("pause_tasks_on_pause", False))
+        self.holds: dict[str, dict[str, Any]] = {}  # br_holds rows still to act on
         self.drivers: dict[str, Driver] = {}
         self.pending: list[StfRow] = []  # recorded, not attached
         # STFs received in the current drain, recorded together (one commit) at its end
@@ -104,7 +109,7 @@ class Bridge:
         self.stop_event = threading.Event()
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
-                      ("prepare", "attach", "close", "follow", "announce")}
+                      ("prepare", "attach", "close", "follow", "announce", "hold")}
         from swfflow.stream.bridge.work import Work
 
         self.work = Work(self)
@@ -115,6 +120,7 @@ class Bridge:
         for row in self.store.runs(OPEN_PHASES):
             self.runs[row["run_id"]] = row
         self.pending = self.store.unattached(list(self.runs))
+        self.holds = {h["run_id"]: h for h in self.store.holds_to_keep(list(self.runs))}
         if self.runs:
             log.info("resuming %d open run(s) %s with %d STF(s) to attach", len(self.runs),
                      ", ".join(self.runs), len(self.pending))
@@ -284,6 +290,23 @@ class Bridge:
                         daq_substate=getattr(message, "substate", None))
         self.done(waiter)
 
+    def on_pause_or_resume(self, message: Envelope, waiter: Waiter) -> None:
+        """The DAQ state is recorded; with ``pause_tasks_on_pause`` the run's tasks are paused
+        (resumed) by the ``hold`` reconciler, and the message is acked once they are."""
+        run = self.known_run(message.run_id)
+        self.update_run(message.run_id, daq_state=getattr(message, "state", None),
+                        daq_substate=getattr(message, "substate", None))
+        if not self.pause_tasks or run["phase"] not in OPEN_PHASES:
+            self.done(waiter)
+            return
+        wanted = HOLD_PAUSED if message.msg_type == "pause_run" else HOLD_RUNNING
+        hold = self.store.want_hold(message.run_id, wanted)
+        if hold["applied_at"] is not None:  # already so (a redelivery)
+            self.done(waiter)
+            return
+        self.holds[message.run_id] = hold
+        self.wait_for(("hold", message.run_id), waiter)
+
     def on_stf_gen(self, message: StfGen, waiter: Waiter) -> None:
         run = self.known_run(message.run_id)
         key = (message.run_id, message.filename)
@@ -327,8 +350,8 @@ class Bridge:
 HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
     "run_imminent": Bridge.on_run_imminent,
     "start_run": Bridge.on_daq_state,
-    "pause_run": Bridge.on_daq_state,
-    "resume_run": Bridge.on_daq_state,
+    "pause_run": Bridge.on_pause_or_resume,
+    "resume_run": Bridge.on_pause_or_resume,
     "stf_gen": Bridge.on_stf_gen,
     "end_run": Bridge.on_end_run,
 }

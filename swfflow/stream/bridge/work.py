@@ -14,13 +14,13 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from swfflow.backends.base import FileRecord
-from swfflow.drive.driver import Driver, TaskPhase
+from swfflow.backends.base import CommandRefused, FileRecord
+from swfflow.drive.driver import FINAL, Driver, TaskPhase
 from swfflow.errors import ConfigError
 from swfflow.stream.bridge.backoff import is_permanent
 from swfflow.stream.messages import StfReady
-from swfflow.stream.store import (PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING,
-                                  PHASE_FAILED, PHASE_PREPARED, StfRow)
+from swfflow.stream.store import (HOLD_PAUSED, PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE,
+                                  PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED, StfRow)
 
 if TYPE_CHECKING:
     from swfflow.stream.bridge.core import Bridge
@@ -42,6 +42,7 @@ class Work:
         # thread (collect_attached), which alone touches the store and the acks
         self.attacher: ThreadPoolExecutor | None = None  # started on first use
         self.in_flight: Future | None = None
+        self.unpausable: set[str] = set()  # tasks whose pause the backend refused: not again
 
     # --- scheduling -----------------------------------------------------------------------
     def idle_wait(self) -> float:
@@ -57,6 +58,8 @@ class Work:
 
     def step(self) -> None:
         self._guarded("prepare", self.prepare_runs)
+        if self.bridge.holds:
+            self._guarded("hold", self.hold_tasks)
         self.collect_attached()
         if self.bridge.gates["attach"].ready():  # its outcome (ok/fail) comes from collecting
             self.attach()
@@ -115,6 +118,60 @@ class Work:
             bridge.release(("prepared", run_id))
             log.info("run %s prepared: datasets created, %d task(s) submitted", run_id,
                      sum(t.task_id is not None for t in driver.tasks.values()))
+
+    # --- pause_run / resume_run: the run's tasks (profile bridge.pause_tasks_on_pause) ------
+    def hold_tasks(self) -> None:
+        """Pause the submitted, not-final tasks of the runs that should be paused (and any task
+        submitted while they are), resume the ones the bridge paused when they should run."""
+        bridge = self.bridge
+        for run_id, hold in list(bridge.holds.items()):
+            row = bridge.runs.get(run_id)
+            if row is None:  # done or failed meanwhile: nothing left to hold
+                del bridge.holds[run_id]
+                bridge.release(("hold", run_id))
+                continue
+            if row["phase"] in FOLLOWED:  # before that no task is submitted yet
+                self._hold_run(run_id, hold)
+
+    def _hold_run(self, run_id: str, hold: dict) -> None:
+        bridge, pausing = self.bridge, hold["wanted"] == HOLD_PAUSED
+        paused = set(hold["paused"] or ())
+        if pausing:
+            live = {t.task_id for t in self.driver(run_id).tasks.values()
+                    if t.task_id is not None and t.phase not in FINAL}
+            targets = sorted(live - paused - self.unpausable)
+            if not targets and hold["applied_at"] is not None:
+                return
+        else:
+            targets = sorted(paused)
+        act = bridge.executor.pause if pausing else bridge.executor.resume
+        refused = []
+        for task_id in targets:  # a transient error propagates: the gate retries them all
+            try:
+                act(task_id)
+            except Exception as exc:
+                if not (isinstance(exc, CommandRefused) or is_permanent(exc)):
+                    raise
+                refused.append(f"task {task_id}: {str(exc).splitlines()[0]}")
+                self.unpausable.add(task_id)
+                log.warning("run %s: %s", run_id, refused[-1])
+                continue
+            if pausing:
+                paused.add(task_id)
+            else:
+                paused.discard(task_id)
+        # a refusal is recorded (swfflow status) and the run goes on unpaused: pausing saves
+        # resources, it is never needed for the run's result
+        hold = bridge.store.applied_hold(run_id, hold["wanted"], sorted(paused),
+                                         "; ".join(refused))
+        if pausing:
+            bridge.holds[run_id] = hold
+        else:
+            del bridge.holds[run_id]
+        bridge.release(("hold", run_id))
+        if targets:
+            log.info("run %s: %s task(s) %s", run_id, "paused" if pausing else "resumed",
+                     ", ".join(targets))
 
     # --- stf_gen: batched attach ----------------------------------------------------------
     def attach(self, force: bool = False) -> None:
