@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,7 +67,7 @@ def hold_applied(bridge) -> bool:
 
 def stfs_in_summary(bridge) -> list[str]:
     summary = bridge.catalog.list_files(f"{OUTPUT_SCOPE}:swf.stfsum.{RUN}.merge.summary")
-    text = open(summary[0].pfn).read()
+    text = Path(summary[0].pfn).read_text()
     return sorted(line.split()[-1].rsplit("/", 1)[-1] for line in text.splitlines()
                   if line.strip().endswith(".stf"))
 
