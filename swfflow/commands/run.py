@@ -104,7 +104,7 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
         from swfflow.runtime.provenance import ProvenanceStore
         provenance = ProvenanceStore(sqlite_engine(out / STATE_DIR / "state.db"))
         result = run_workflow_file(workflow, values, out, no_container=no_container,
-                                   provenance=provenance, reuse_jobs=True)
+                                   provenance=provenance, reuse_jobs=True, jobs=jobs)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -9,12 +9,18 @@ sub-workflow recurses. Workflow outputs are gathered the same way as step inputs
 Scatter widths and conditions are decided here, on real values — what the planner could not
 know at compile time (reference/snakemake-cwl.md §10: "scatter width and when are resolved
 lazily").
+
+With ``jobs`` > 1 the elements of a scatter, and steps that do not depend on each other, run
+at the same time, at most ``jobs`` leaf jobs at once (:mod:`.parallel`); results keep their
+scatter order, so outputs are the same as with ``jobs`` = 1.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -26,6 +32,7 @@ from swfflow.frontends.cwl_values import _merge as merge_sources
 from swfflow.frontends.cwl_values import _pick as pick_value
 from swfflow.runtime import scatter as scatter_rt
 from swfflow.runtime.files import absolute_locations, describe_files
+from swfflow.runtime.parallel import JobSlots
 
 # (step, job) → the leaf's CWL output object; raises RunFailed when the job fails
 LeafRunner = Callable[[ir.Step, dict[str, Any], str], dict[str, Any]]
@@ -36,8 +43,13 @@ _CONTENTS_LIMIT = 64 * 1024
 class Engine:
     run_leaf: LeafRunner
     cwl_version: str = "v1.2"
+    jobs: int = 1  # leaf jobs at once
+    _slots: JobSlots = field(init=False, repr=False)
+    # cwl-utils' evaluator toggles a shared logger around each call: one at a time
+    _eval_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def run(self, workflow: ir.Workflow, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        self._slots = JobSlots(self.jobs)
         return self._workflow(workflow, inputs, "")
 
     # --- one workflow level ---------------------------------------------------------------
@@ -49,10 +61,14 @@ class Engine:
                 # a default's relative file locations are relative to the workflow file
                 value = describe_files(absolute_locations(wi.port.default, self._base(wf)))
             values[(None, name)] = _load_contents(value) if wi.port.load_contents else value
-        for step in wf.steps:
-            outputs = self._step(wf, step, values, prefix)
-            for port in step.outputs:
-                values[(step.name, port)] = outputs.get(port)
+        steps = {step.name: step for step in wf.steps}
+
+        def store(name: str, outputs: dict[str, Any]) -> None:
+            for port in steps[name].outputs:
+                values[(name, port)] = outputs.get(port)
+
+        self._slots.run_dag(list(steps), {name: _parents(step) for name, step in steps.items()},
+                            lambda name: self._step(wf, steps[name], values, prefix), store)
         result = {}
         for name, out in wf.outputs.items():
             where = f"{wf.source_path or wf.name}: output {name}"
@@ -78,8 +94,9 @@ class Engine:
         if step.scatter is None:
             return self._job(step, inputs, path, where)
         jobs = scatter_rt.expand(step.scatter, inputs, where)
-        results = [self._job(step, {**inputs, **elements}, f"{path}[{i}]", where)
-                   for i, (_, elements) in enumerate(jobs)]
+        results = self._slots.fan_out(
+            [partial(self._job, step, {**inputs, **elements}, f"{path}[{i}]", where)
+             for i, (_, elements) in enumerate(jobs)])
         return {port: scatter_rt.shape(step.scatter, inputs, jobs,
                                        [r.get(port) for r in results])
                 for port in step.outputs}
@@ -91,23 +108,25 @@ class Engine:
         after = dict(before)
         for port, binding in step.bindings.items():
             if binding.value_from is not None:
-                after[port] = evaluate(binding.value_from, before, self_value=before.get(port),
-                                       requirements=reqs, cwl_version=self.cwl_version,
-                                       where=where)
+                with self._eval_lock:
+                    after[port] = evaluate(binding.value_from, before,
+                                           self_value=before.get(port), requirements=reqs,
+                                           cwl_version=self.cwl_version, where=where)
         if not self._condition(step, after, reqs, where):
             return {port: None for port in step.outputs}
         job = {p: v for p, v in after.items() if p in step.inputs}
         if step.subworkflow is not None:
             return self._workflow(step.subworkflow, job, f"{label}/")
-        return self.run_leaf(step, job, label)
+        return self._slots.run(partial(self.run_leaf, step, job, label))
 
     def _condition(self, step: ir.Step, inputs: dict, reqs: list, where: str) -> bool:
         if step.when is None:
             return True
         if step.when.static is not None:
             return step.when.static
-        result = evaluate(step.when.expression, inputs, requirements=reqs,
-                          cwl_version=self.cwl_version, where=where)
+        with self._eval_lock:
+            result = evaluate(step.when.expression, inputs, requirements=reqs,
+                              cwl_version=self.cwl_version, where=where)
         if not isinstance(result, bool):
             raise RunFailed(f"when: {step.when.expression!r} returned {result!r}, "
                             "not a boolean", where=where,
@@ -128,6 +147,12 @@ def _check_type(value: Any, cwl_type: str, where: str) -> Any:
         raise RunFailed(f"no value for a required {cwl_type} output", where=where,
                         hint=f"make the output optional ({cwl_type}?) if it may be missing")
     return value
+
+
+def _parents(step: ir.Step) -> set[str]:
+    """The steps of the same level whose outputs ``step`` reads."""
+    return {source.step for binding in step.bindings.values() for source in binding.sources
+            if source.step is not None}
 
 
 def _gather(binding: ir.Binding, values: Mapping, where: str) -> Any:

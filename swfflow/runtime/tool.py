@@ -13,7 +13,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ def load_process(tool: str | Mapping[str, Any]) -> Any:
             if tool not in _PROCESS_CACHE:
                 _PROCESS_CACHE[tool] = load_tool(tool, _loading_context(LoadingContext))
             return _PROCESS_CACHE[tool]
-    return load_tool(plain(tool), _loading_context(LoadingContext))
+    with _LOAD_LOCK:  # schema-salad's loaders share caches: one load at a time
+        return load_tool(plain(tool), _loading_context(LoadingContext))
 
 
 def _loading_context(factory: Any) -> Any:
@@ -63,6 +65,49 @@ def _loading_context(factory: Any) -> Any:
     ctx.relax_path_checks = True
     ctx.do_validate = True
     return ctx
+
+
+class _PerThreadLog(logging.Handler):
+    """The cwltool logger's handler while jobs run: each record goes to the capture of the
+    thread that logged it (jobs run in parallel threads), other records to the handlers the
+    logger had before."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.captures: dict[int, _CaptureLog] = {}
+        self.saved: tuple[list[logging.Handler], bool, int] = ([], True, logging.NOTSET)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = self.captures.get(threading.get_ident())
+        if capture is not None:
+            capture.handle(record)
+            return
+        handlers, propagate, level = self.saved
+        if record.levelno < (level or logging.WARNING):
+            return
+        for handler in handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        if propagate:
+            logging.getLogger().handle(record)
+
+    @contextmanager
+    def capturing(self, capture: _CaptureLog) -> Iterator[None]:
+        logger = logging.getLogger("cwltool")
+        with _ROUTE_LOCK:
+            if not self.captures:  # the first job running: take the logger over
+                self.saved = (logger.handlers[:], logger.propagate, logger.level)
+                logger.handlers, logger.propagate = [self], False
+                logger.setLevel(logging.INFO)
+            self.captures[threading.get_ident()] = capture
+        try:
+            yield
+        finally:
+            with _ROUTE_LOCK:
+                del self.captures[threading.get_ident()]
+                if not self.captures:  # the last one: give it back
+                    logger.handlers, logger.propagate = self.saved[0], self.saved[1]
+                    logger.setLevel(self.saved[2])
 
 
 class _CaptureLog(logging.Handler):
@@ -128,18 +173,13 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     cwl_logger = logging.getLogger("cwltool")
     # the job's log goes to its record (log dataset, status, error message), not the
     # terminal: stderr belongs to the progress display
-    saved = (cwl_logger.handlers[:], cwl_logger.propagate, cwl_logger.level)
-    cwl_logger.handlers, cwl_logger.propagate = [capture], False
-    cwl_logger.setLevel(logging.INFO)
-    try:
-        outputs, status = recorder.execute(process, _job_for(process, tool, job), runtime,
-                                           logger=cwl_logger)
-    except Exception as exc:  # cwltool's WorkflowException/ValidationException: the job failed
-        capture.lines.append(f"{type(exc).__name__}: {exc}")
-        outputs, status = None, "permanentFail"
-    finally:
-        cwl_logger.handlers, cwl_logger.propagate = saved[0], saved[1]
-        cwl_logger.setLevel(saved[2])
+    with _ROUTER.capturing(capture):
+        try:
+            outputs, status = recorder.execute(process, _job_for(process, tool, job), runtime,
+                                               logger=cwl_logger)
+        except Exception as exc:  # cwltool's WorkflowException/ValidationException: failed
+            capture.lines.append(f"{type(exc).__name__}: {exc}")
+            outputs, status = None, "permanentFail"
     exit_code = capture.exit_code
     if exit_code is None and status == "success" and recorder.commands:
         exit_code = 0
@@ -182,7 +222,9 @@ def _recording_executor_class() -> type:
             self.reused = False
 
         def run_jobs(self, process: Any, job_order: Any, logger: Any, runtime: Any) -> None:
-            for job in process.job(job_order, self.output_callback, runtime):
+            # as cwltool's own multithreaded executor does: building a job (validation,
+            # expressions, cache lookup) one thread at a time, only job.run() in parallel
+            for job in _serialized(process.job(job_order, self.output_callback, runtime)):
                 if job is None:
                     logger.error("job cannot make progress")
                     break
@@ -203,3 +245,18 @@ def _RecordingExecutor() -> Any:  # noqa: N802 - a class built lazily (cwltool i
 
 
 _RECORDING: type | None = None
+_ROUTE_LOCK = threading.Lock()
+_ROUTER = _PerThreadLog()
+_JOB_BUILD_LOCK = threading.Lock()
+
+
+def _serialized(jobs: Iterator[Any]) -> Iterator[Any]:
+    while True:
+        with _JOB_BUILD_LOCK:
+            job = next(jobs, _DONE)
+        if job is _DONE:
+            return
+        yield job
+
+
+_DONE = object()
