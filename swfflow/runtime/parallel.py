@@ -19,6 +19,12 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# One process-wide pool whose idle threads are reused: cwl-utils keeps a node process per
+# thread that ever evaluated JavaScript, so fresh threads per fan-out would leak processes and
+# file descriptors. Fan-outs bound their own width; the size only guards against runaway
+# nesting (a thread waiting for its children holds a worker).
+_THREADS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="swfflow-job")
+
 
 class NotStarted(Exception):
     """A job skipped because another job of the run failed first."""
@@ -46,14 +52,16 @@ class JobSlots:
         """The results of ``calls`` in their order; at most ``jobs`` threads."""
         if self.jobs == 1 or len(calls) <= 1:
             return [call() for call in calls]
-        with ThreadPoolExecutor(max_workers=min(self.jobs, len(calls)),
-                                thread_name_prefix="swfflow-job") as pool:
-            futures = [pool.submit(self._guarded, call) for call in calls]
-            try:
-                wait(futures)
-            except BaseException:  # Ctrl-C: start nothing more, let running jobs end
-                self.stopped.set()
-                raise
+        width = threading.BoundedSemaphore(min(self.jobs, len(calls)))
+        futures = []
+        try:
+            for call in calls:
+                width.acquire()
+                futures.append(_THREADS.submit(self._within, width, call))
+            wait(futures)
+        except BaseException:  # Ctrl-C: start nothing more, let running jobs end
+            self.stopped.set()
+            raise
         raise_first([f.exception() for f in futures])
         return [f.result() for f in futures]
 
@@ -67,30 +75,35 @@ class JobSlots:
                 done(name, call(name))
             return
         pending, running, errors = list(names), {}, {}
-        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="swfflow-step") as pool:
-            try:
-                while pending or running:
-                    unfinished = set(pending) | set(running.values())
-                    for name in [n for n in pending if not parents.get(n, set()) & unfinished]:
-                        if self.stopped.is_set():
-                            break
-                        pending.remove(name)
-                        running[pool.submit(self._guarded, partial(call, name))] = name
-                    if not running:
+        try:
+            while pending or running:
+                unfinished = set(pending) | set(running.values())
+                for name in [n for n in pending if not parents.get(n, set()) & unfinished]:
+                    if self.stopped.is_set():
                         break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        name = running.pop(future)
-                        if future.exception() is not None:
-                            errors[name] = future.exception()
-                        else:
-                            done(name, future.result())
-            except BaseException:  # Ctrl-C: start nothing more, let running steps end
-                self.stopped.set()
-                raise
+                    pending.remove(name)
+                    running[_THREADS.submit(self._guarded, partial(call, name))] = name
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    name = running.pop(future)
+                    if future.exception() is not None:
+                        errors[name] = future.exception()
+                    else:
+                        done(name, future.result())
+        except BaseException:  # Ctrl-C: start nothing more, let running steps end
+            self.stopped.set()
+            raise
         for name in pending:  # never started: a parent failed, or another branch did
             errors[name] = NotStarted(f"{name}: not started, another job failed first")
         raise_first([errors.get(n) for n in names])
+
+    def _within(self, width: threading.BoundedSemaphore, call: Callable[[], T]) -> T:
+        try:
+            return self._guarded(call)
+        finally:
+            width.release()
 
     def _guarded(self, call: Callable[[], T]) -> T:
         if self.stopped.is_set():
