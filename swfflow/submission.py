@@ -73,13 +73,9 @@ def load_plan(source: str, inputs: str | None, profile: str | None, run: str | N
         from swfflow.commands.compile import build_plan
 
         return build_plan(source, inputs, profile, run)
-    try:
-        plan = Plan.from_json(Path(source).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the plan: {exc.strerror}", where=source) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"not a swfflow plan: {exc}", where=source,
-                          hint="write one with `swfflow compile WORKFLOW -o plan.json`") from None
+    from swfflow.commands.compile import read_plan_file
+
+    plan = read_plan_file(source)
     if plan.run == RUN:
         if run is None:
             raise ConfigError("the plan is not instantiated for a run: --run N is missing",

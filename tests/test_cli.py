@@ -56,3 +56,17 @@ def test_run_refuses_a_snakefile_with_exit_33_and_a_hint(tmp_path):
     result = swfflow("run", str(snakefile), "--outdir", str(tmp_path / "out"))
     assert result.returncode == 33
     assert "snakemake --profile panda" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_file_that_is_not_a_plan_is_exit_2_for_submit_and_bridge(tmp_path):
+    bad = tmp_path / "plan.json"
+    bad.write_text('{"plan_version": 99}')
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    for args in (["submit", str(bad), "--run", "1", "--state", str(tmp_path / "s")],
+                 ["bridge", str(bad), "--replay", str(log), "--state",
+                  f"sqlite:///{tmp_path / 'b.db'}"]):
+        result = swfflow(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "not a swfflow plan" in result.stderr and "swfflow compile" in result.stderr
+        assert "Traceback" not in result.stderr

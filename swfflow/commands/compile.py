@@ -46,6 +46,17 @@ def parse_config(pairs: tuple[str, ...]) -> dict:
     return config
 
 
+def read_plan_file(path: str) -> Plan:
+    """A compiled plan.json, or one clear error saying why it is not one."""
+    try:
+        return Plan.from_json(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the plan: {exc.strerror}", where=path) from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"not a swfflow plan: {exc}", where=path,
+                          hint="write one with `swfflow compile WORKFLOW -o plan.json`") from None
+
+
 def _split_text(params: dict) -> str:
     if params.get("noInput"):
         return f"no input, {params.get('nEventsPerJob', 1)} ev/job"

@@ -35,13 +35,9 @@ def load_template(workflow_path: str, inputs_path: str | None, profile_path: str
                   ) -> tuple[Plan, Any]:
     """The run-templated plan (``${RUN}`` kept) and, for a workflow file, its IR."""
     if workflow_path.endswith(".json"):
-        try:
-            plan = Plan.from_json(Path(workflow_path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read the plan: {exc.strerror}", where=workflow_path) from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"not a swfflow plan: {exc}", where=workflow_path,
-                              hint="write one with `swfflow compile WORKFLOW -o plan.json`") from None
+        from swfflow.commands.compile import read_plan_file
+
+        plan = read_plan_file(workflow_path)
         workflow = None
     else:
         from swfflow.frontends import load_any, load_inputs_file
