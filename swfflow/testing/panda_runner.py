@@ -13,7 +13,8 @@ pilots would: read ``dsForIN`` from Rucio, keep cutting jobs while the dataset i
 
 The server only receives task *parameters*; what a job runs (the payload) is in the plan. So
 the runner is given the plans it serves and finds each task by its ``taskName``
-(:func:`specs_from_plans`), which is exactly the idempotency key swfflow submits under.
+(:func:`specs_from_plans`), which is exactly the idempotency key swfflow submits under. The
+bridge instantiates one plan per run: :func:`specs_from_template` serves every run of it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from swfflow.backends.base import Executor, FileRecord, TaskState
-from swfflow.plan.model import Plan, TaskSpec
+from swfflow.plan.model import RUN, Plan, TaskSpec
 
 # --- what a runner reports -----------------------------------------------------------------
 RUN_TO_JEDI = {"pending": "pending", "running": "running", "succeeded": "done",
@@ -156,6 +157,36 @@ def specs_from_plans(plans: Iterable[Plan]) -> SpecLookup:
     return lookup
 
 
+def specs_from_template(template: Plan) -> SpecLookup:
+    """A lookup over every run of a run-templated plan (``${RUN}`` kept, as the bridge holds
+    it): the run is read off the task name, the way the bridge named the task when it
+    instantiated the plan for that run, and the plan is instantiated for it the same way."""
+    if template.run != RUN:
+        raise ValueError(f"the plan is already instantiated for run {template.run}")
+    patterns = {task.key: _run_pattern(task.name) for task in template.tasks if RUN in task.name}
+    instances: dict[str, Plan] = {}
+
+    def lookup(params: Mapping[str, Any]) -> TaskSpec:
+        name = str(params.get("taskName"))
+        found = {(key, m.group("run")) for key, pattern in patterns.items()
+                 if (m := pattern.fullmatch(name))}
+        if len(found) != 1:
+            what = "no task" if not found else f"{len(found)} tasks (ambiguous)"
+            raise LookupError(f"{what} of workflow {template.workflow} named like {name!r}")
+        ((key, run),) = found
+        if run not in instances:
+            instances[run] = template.instantiate(run)
+        return instances[run].task(key)
+
+    return lookup
+
+
+def _run_pattern(templated_name: str) -> re.Pattern[str]:
+    """``a.${RUN}.b`` → a regex matching ``a.<run>.b``, the run captured (repeats agree)."""
+    first, *rest = (re.escape(part) for part in templated_name.split(RUN))
+    return re.compile(first + "(?P<run>.+?)" + "(?P=run)".join(rest))
+
+
 def specs_from_plan_dir(directory: str | Path) -> SpecLookup:
     """A lookup over the instantiated plan files (``*.json``) in ``directory``, re-read when a
     name is not found, so plans can be dropped there while the server runs."""
@@ -213,4 +244,4 @@ class ExecutorRunner:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
