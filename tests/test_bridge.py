@@ -18,7 +18,8 @@ from swfflow.stream.bridge.setup import build_bridge
 from swfflow.stream.bridge.sources import replay, subscribe
 from swfflow.stream.bus import open_bus
 from swfflow.stream.messages import EPIC_TOPIC, parse_message
-from swfflow.stream.store import PHASE_CLOSED, PHASE_DONE, run_status
+from swfflow.stream.status import run_status
+from swfflow.stream.store import PHASE_CLOSED, PHASE_DONE
 from tests.bridge_support import OUTPUT_SCOPE, lines, recorded, setup_for, simulate
 
 RUN = "100010"
@@ -84,6 +85,9 @@ def test_replay_drives_a_run_to_the_end(tmp_path, state_url):
         for record in files:  # the real size and adler32 of the real file
             assert record.size == 4096
             assert record.adler32 == adler32_file(buffer / record.name)
+            # the run/sequence metadata, set after the attach (defer_metadata)
+            assert record.meta == {"run_number": int(RUN),
+                                   "sequence": int(record.name.split(".")[2])}
         assert not catalog.is_open(STREAM)
         summary = catalog.list_files(f"{OUTPUT_SCOPE}:swf.stfsum.{RUN}.merge.summary")
         text = open(summary[0].pfn).read()
@@ -96,7 +100,8 @@ def test_replay_drives_a_run_to_the_end(tmp_path, state_url):
     assert [m.filename for _, m in ready] == sorted(f.name for f in files)
     assert all(m.per_file and m.checksum for _, m in ready)
     status = run_status(state_url, RUN)["runs"][0]
-    assert (status["phase"], status["stf_announced"], status["stf_attached"]) == ("done", 6, 6)
+    assert (status["phase"], status["stf_announced"], status["stf_attached"],
+            status["stf_metadata_set"]) == ("done", 6, 6, 6)
     assert status["daq_state"] == "run" and status["daq_substate"] == "physics"
     assert [t["phase"] for t in status["tasks"]] == ["succeeded", "succeeded"]
     assert sim.stf_files == 6
@@ -373,3 +378,65 @@ def test_a_backlog_larger_than_a_batch_is_handled_whole(tmp_path):
         assert (status["stf_announced"], status["stf_recorded"], status["stf_attached"],
                 status["missing"]) == (30, 30, 30, [])
         assert len(bridge.catalog.list_files(STREAM)) == 30
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_metadata_is_set_after_the_attach_or_with_it(tmp_path, defer):
+    """defer_metadata: the attach carries no metadata and a later call sets it (Rucio's slow
+    path, off the attach path); without it, the attach carries it. Either way a run is done
+    only with every STF's metadata set."""
+    from swfflow.backends.local_catalog import LocalCatalog
+
+    attached: list[dict] = []  # the metadata each STF was attached with
+    set_later: list[dict] = []  # and what was set afterwards
+
+    class Watched(LocalCatalog):
+        def add_files(self, dataset, files, **kw):
+            if dataset == STREAM:
+                attached.extend(dict(f.meta) for f in files)
+            return super().add_files(dataset, files, **kw)
+
+        def set_file_metadata(self, files):
+            set_later.extend(dict(f.meta) for f in files)
+            return super().set_file_metadata(files)
+
+    log, _ = recorded(tmp_path)
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, defer_metadata=defer), stack)
+        bridge.catalog = bridge.attach_catalog = Watched(bridge.catalog.engine)
+        replay(bridge, log)
+        run_until(bridge, all_done)
+        metas = sorted((f.meta["sequence"], f.meta["run_number"])
+                       for f in bridge.catalog.list_files(STREAM))
+    assert metas == [(i, int(RUN)) for i in range(1, 7)]
+    assert len(attached) == 6
+    with_meta = attached if not defer else set_later
+    assert sorted(m["sequence"] for m in with_meta) == list(range(1, 7))
+    assert (attached if defer else set_later) == ([{}] * 6 if defer else [])
+
+
+def test_a_store_from_before_meta_at_is_migrated(tmp_path):
+    """A state database written before the meta_at column existed gets it (NULL: metadata
+    to set), and its runs go on."""
+    import sqlite3
+
+    from swfflow.stream.store import BridgeStore, state_engine
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE br_files (run_id VARCHAR(64) NOT NULL, filename VARCHAR(255) "
+                 "NOT NULL, sequence INTEGER, size INTEGER NOT NULL, adler32 VARCHAR(8) NOT "
+                 "NULL, pfn TEXT, msg_id VARCHAR(64), gen_at FLOAT NOT NULL, attached_at FLOAT,"
+                 " ready_sent BOOLEAN NOT NULL, PRIMARY KEY (run_id, filename))")
+    conn.execute("INSERT INTO br_files VALUES ('7', 'swf.7.000001.stf', 1, 10, '0000000b', "
+                 "NULL, 'm1', 1.0, 2.0, 1)")
+    conn.commit()
+    conn.close()
+    engine = state_engine(f"sqlite:///{path}")
+    store = BridgeStore(engine)
+    (row,) = store.without_metadata(["7"], 10)
+    assert (row.filename, row.attached_at, row.meta_at) == ("swf.7.000001.stf", 2.0, None)
+    store.mark_metadata([row])
+    assert store.without_metadata(["7"], 10) == []
+    assert store.file_counts_all("7") == (1, 1, 1)
+    engine.dispose()

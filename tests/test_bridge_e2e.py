@@ -69,7 +69,9 @@ def expected_state(tmp: Path, summaries: list) -> dict:
     for summary in summaries:
         for run in summary.runs:
             folder = tmp / "buffer" / f"swf.{run.run_id}.run"
-            files = sorted((p.name, p.stat().st_size, adler32_file(p))
+            # with the run/sequence metadata the bridge sets (after attaching: deferred)
+            files = sorted((p.name, p.stat().st_size, adler32_file(p),
+                            {"run_number": int(run.run_id), "sequence": int(p.stem.rsplit(".")[-1])})
                            for p in folder.glob("*.stf"))
             assert len(files) == run.stf_files
             state[run.run_id] = {"files": files, "open": False, "merged": [f[0] for f in files]}
@@ -80,7 +82,9 @@ def rucio_state(catalog, run_ids) -> dict:
     state = {}
     for run in run_ids:
         stream = f"group.daq:swf.{run}.run"
-        files = sorted((f.name, f.size, f.adler32) for f in catalog.list_files(stream))
+        files = sorted((f.name, f.size, f.adler32,
+                        {k: f.meta.get(k) for k in ("run_number", "sequence")})
+                       for f in catalog.list_files(stream))
         summary = catalog.list_files(f"{OUTPUT_SCOPE}:swf.stfsum.{run}.merge.summary")
         merged = []
         for record in summary:
@@ -298,7 +302,8 @@ def test_a_flood_larger_than_a_batch_loses_no_stf(tmp_path, stomp_url, rucio_cat
     than one batch; every STF must still be recorded, attached once and acked, and the run
     closed with nothing missing. Tasks go to the PanDA contract server (they run nothing):
     this is about the delivery path."""
-    from swfflow.stream.store import PHASE_CLOSED, run_status_of
+    from swfflow.stream.store import PHASE_CLOSED
+    from swfflow.stream.status import run_status_of
     from swfflow.testing.panda_runner import StateMachineRunner
     from swfflow.testing.panda_server import PandaContractServer
 

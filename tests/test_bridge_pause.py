@@ -19,7 +19,7 @@ from swfflow.errors import ServiceError
 from swfflow.stream.bridge.setup import build_bridge
 from swfflow.stream.bridge.sources import replay
 from swfflow.stream.messages import parse_message
-from swfflow.stream.store import run_status
+from swfflow.stream.status import run_status
 from swfflow.testing.panda_runner import StateMachineRunner
 from swfflow.testing.panda_server import PandaContractServer
 from tests.bridge_support import OUTPUT_SCOPE, lines, recorded, setup_for

@@ -105,6 +105,25 @@ def test_durable_subscription_keeps_messages_while_offline(bus_url):
         assert late.bodies == ["2", "3", "4"]  # nothing twice
 
 
+def test_forgotten_durable_subscription_keeps_nothing(bus_url):
+    """forget() deletes the durable subscription: what is published afterwards is not kept
+    for its name (a bench's one-off subscription must not pile up messages in the broker)."""
+    topic, name = f"/topic/{unique('f')}", unique("forget")
+    with open_bus(bus_url) as consumer:
+        consumer.subscribe(topic, Collector(), durable_name=name).forget()
+    with open_bus(bus_url) as producer:
+        producer.publish(topic, StartRun(run_id="1"))
+    late = Collector()
+    with open_bus(bus_url) as consumer:
+        consumer.subscribe(topic, late, durable_name=name)
+        time.sleep(0.2 if bus_url.startswith("stomp") else 0)
+        with open_bus(bus_url) as producer:
+            producer.publish(topic, StartRun(run_id="2"))
+        assert late.wait_for(1) == ["2"]
+        time.sleep(0.3)
+        assert late.bodies == ["2"]  # "1" was published while no subscription existed
+
+
 def test_unacked_messages_are_redelivered_on_resubscribe(bus_url):
     topic, name = f"/topic/{unique('r')}", unique("durable")
     silent = Collector(ack=False)

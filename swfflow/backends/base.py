@@ -86,6 +86,11 @@ class Catalog(Protocol):
         """Register the files (with size, adler32, meta) and attach them to the open dataset,
         in batches. Returns how many were newly attached; already attached ones are skipped."""
 
+    def set_file_metadata(self, files: Sequence[FileRecord]) -> None:
+        """Set each registered file's ``meta`` keys (others are kept), in batches; setting
+        the same values again changes nothing. (The bridge registers STFs first and sets
+        their run/sequence metadata afterwards: per-file metadata is Rucio's slow path.)"""
+
     def close_dataset(self, did: str) -> None:
         """Close the dataset (no more files); closing a closed dataset is a no-op."""
 

@@ -117,6 +117,19 @@ class LocalCatalog:
                 conn.execute(ATTACHMENTS.insert(), rows)
         return len(rows)
 
+    def set_file_metadata(self, files: Sequence[FileRecord]) -> None:
+        wanted = {f.did: dict(f.meta) for f in files if f.meta}
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(FILES.c.did, FILES.c.meta)
+                                .where(FILES.c.did.in_(list(wanted)))).all()
+            missing = set(wanted) - {r.did for r in rows}
+            if missing:
+                raise ConfigError(f"file {sorted(missing)[0]} is not registered",
+                                  hint="register (attach) files before setting metadata")
+            for row in rows:
+                conn.execute(FILES.update().where(FILES.c.did == row.did)
+                             .values(meta={**(row.meta or {}), **wanted[row.did]}))
+
     def close_dataset(self, did: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(DATASETS.update().where(DATASETS.c.did == did).values(open=False))

@@ -13,6 +13,7 @@ DID, access denied, a closed dataset, …) are never retried.
 from __future__ import annotations
 
 import configparser
+import copy
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -106,6 +107,13 @@ class RucioCatalog:
         creds = {key: section[key] for key in ("username", "password") if key in section}
         return cls(section.get("rucio_host", ""), account=section.get("account", "root"),
                    auth_type=section.get("auth_type", "userpass"), creds=creds, **options)
+
+    def for_thread(self) -> RucioCatalog:
+        """The same catalog with a client of its own, for use from another thread (a Rucio
+        client is not thread-safe): the bridge's concurrent attach calls each take one."""
+        twin = copy.copy(self)
+        twin._client, twin._deterministic = None, dict(self._deterministic)
+        return twin
 
     # --- the one way every server call goes ------------------------------------------------
     def _call(self, call: str, *args: Any, **kwargs: Any) -> Any:
@@ -213,6 +221,15 @@ class RucioCatalog:
             count += self._attach(scope, name, [{"scope": r["scope"], "name": r["name"]}
                                                 for r in replicas])
         return count
+
+    def set_file_metadata(self, files: Sequence[FileRecord]) -> None:
+        for batch in _chunks([f for f in files if f.meta], self.batch_size):
+            dids = [{**dict(zip(("scope", "name"), split_did(f.did))), "meta": dict(f.meta)}
+                    for f in batch]
+            try:
+                self._call("set_dids_metadata_bulk", dids)
+            except rucio_errors.RucioException as exc:
+                raise self._permanent(exc, "set_dids_metadata_bulk", batch[0].did) from exc
 
     def _attach(self, scope: str, name: str, dids: list[dict[str, str]]) -> int:
         try:

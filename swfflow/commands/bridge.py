@@ -49,6 +49,8 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="Attach when this many STFs wait…")
 @click.option("--batch-ms", type=click.FloatRange(min=0), default=50.0,
               help="…or when the oldest waited this many milliseconds.")
+@click.option("--attach-parallel", type=click.IntRange(min=1), default=2,
+              help="Attach calls in flight at once (Rucio: one client each).")
 @click.option("--end-timeout", type=click.FloatRange(min=0), default=120.0,
               help="Seconds to wait after end_run for STFs it announced but that never came; "
                    "then the run is closed and the missing ones recorded.")
@@ -61,7 +63,8 @@ from swfflow.stream.messages import EPIC_TOPIC
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namespace, destination,
                subscription, profile_path, rucio_config, rse, workdir, jobs, no_container,
-               batch_size, batch_ms, end_timeout, tick, no_ready, exit_after, as_json, quiet):
+               batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready, exit_after,
+               as_json, quiet):
     """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
     fresh instance — run_imminent creates the datasets and submits the streaming tasks,
     stf_gen attaches each STF (batched) and emits stf_ready, end_run closes the run dataset
@@ -90,6 +93,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namesp
                   backend=backend, state=state, workdir=workdir, jobs=jobs,
                   no_container=no_container, rucio_config=rucio_config,
                   options=dict(namespace=namespace, batch_size=batch_size, batch_ms=batch_ms,
+                               attach_parallel=attach_parallel,
                                end_timeout_s=end_timeout, tick_s=tick, rse=rse,
                                emit_ready=not no_ready))
     with contextlib.ExitStack() as stack:

@@ -130,7 +130,7 @@ def status_cmd(outdir: str, state_url: str | None, run_number: str | None,
     """Show each step/task/job of the runs under OUTDIR (or of the runs a bridge drives, with
     --state): state, jobs, and why a step failed or was not started."""
     if state_url:
-        from swfflow.stream.store import run_status
+        from swfflow.stream.status import run_status
         report = run_status(state_url, run_number)
         if as_json:
             click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))

@@ -78,6 +78,11 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop consuming. A durable subscription keeps collecting messages for its name."""
 
+    @abc.abstractmethod
+    def forget(self) -> None:
+        """Stop consuming and delete a durable subscription in the broker with what it holds
+        (else a broker keeps every later message for it: benches and one-off consumers)."""
+
 
 class Bus(abc.ABC):
     """publish / subscribe / close: all swfflow needs from a broker."""
@@ -339,3 +344,9 @@ class _MemorySubscription(Subscription):
             self.broker.condition.notify_all()
         if threading.current_thread() is not self.thread:
             self.thread.join(timeout=5)
+
+    def forget(self) -> None:
+        self.close()
+        with self.broker.condition:
+            for key in [k for k, box in self.broker.durables.items() if box is self.box]:
+                del self.broker.durables[key]

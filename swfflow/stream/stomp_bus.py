@@ -243,6 +243,21 @@ class StompSubscription(Subscription):
         link.subscription = None
         link.close()
 
+    def forget(self) -> None:
+        """ActiveMQ deletes a durable topic subscription on an UNSUBSCRIBE that names it, once
+        its consumer is gone (a plain UNSUBSCRIBE first)."""
+        link = self.link
+        link.subscription = None  # not restored by a reconnect meanwhile
+        if link.conn.is_connected():
+            try:
+                link.conn.unsubscribe(id=self.id)
+                if self.durable_name:
+                    link.conn.unsubscribe(
+                        id=self.id, headers={"activemq.subscriptionName": self.durable_name})
+            except stomp.exception.NotConnectedException:
+                pass
+        link.close()
+
 
 class StompBus(Bus):
     def __init__(self, host: str, port: int, *, user: str | None = None,

@@ -10,6 +10,7 @@ keyed (run; run + file; message id; message digest) so replaying a write changes
   restart attaches exactly the recorded-but-unattached ones; ``ready_sent`` makes the
   ``stf_ready`` emission at-least-once;
 - ``br_messages``: ids of messages whose effect is complete (duplicates are acked at once);
+  not for stf_gen, whose effect is keyed by its ``br_files`` row (half the writes of a flood);
 - ``br_dead``: messages that can never be processed, with the reason;
 - ``br_holds``: with the profile's ``bridge.pause_tasks_on_pause``, whether the run's tasks
   should be paused (``pause_run``) or running (``resume_run``), when that was last applied, and
@@ -76,6 +77,7 @@ FILES = Table(
     Column("gen_at", Float, nullable=False),  # when the bridge received stf_gen
     Column("attached_at", Float),  # NULL: recorded, not attached yet
     Column("ready_sent", Boolean, nullable=False, default=False),
+    Column("meta_at", Float),  # NULL: its run/sequence metadata not yet set in the catalog
 )
 MESSAGES = Table(
     "br_messages", _META,
@@ -104,6 +106,23 @@ HOLDS = Table(
 )
 HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
 MAX_DEAD_BODY = 65536
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Stores written by an earlier swfflow lack columns added since (all nullable)."""
+    from sqlalchemy import inspect, text
+
+    for table in (FILES,):
+        present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (items[i:i + size] for i in range(0, len(items), size))
 
 
 def state_engine(url: str) -> Engine:
@@ -138,12 +157,14 @@ class StfRow:
     gen_at: float
     attached_at: float | None
     ready_sent: bool
+    meta_at: float | None = None
 
 
 class BridgeStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         _META.create_all(engine)
+        _add_missing_columns(engine)
 
     # --- messages -------------------------------------------------------------------------
     def processed(self, msg_id: str) -> bool:
@@ -262,10 +283,21 @@ class BridgeStore:
 
     # --- files ----------------------------------------------------------------------------
     def file(self, run_id: str, filename: str) -> StfRow | None:
+        return self.files({(run_id, filename)}).get((run_id, filename))
+
+    def files(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StfRow]:
+        """The recorded STFs among ``keys`` ((run, filename) pairs): one query per run."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, filename in keys:
+            by_run.setdefault(run_id, []).append(filename)
+        found: dict[tuple[str, str], StfRow] = {}
         with self.engine.connect() as conn:
-            row = conn.execute(select(FILES).where(FILES.c.run_id == run_id,
-                                                   FILES.c.filename == filename)).first()
-        return StfRow(**row._mapping) if row else None
+            for run_id, names in by_run.items():
+                for chunk in _chunks(names, 500):  # bound the IN list (SQLite's variable cap)
+                    for row in conn.execute(select(FILES).where(FILES.c.run_id == run_id,
+                                                                FILES.c.filename.in_(chunk))):
+                        found[(row.run_id, row.filename)] = StfRow(**row._mapping)
+        return found
 
     def add_files(self, rows: Sequence[StfRow]) -> list[StfRow]:
         """Record STFs to attach, in one transaction; the rows that were new (a (run,
@@ -303,19 +335,35 @@ class BridgeStore:
             rows = conn.execute(query.order_by(FILES.c.gen_at)).all()
         return [StfRow(**r._mapping) for r in rows]
 
-    def mark_attached(self, rows: Sequence[StfRow]) -> float:
-        """Attached in the catalog: one transaction for the files and their messages."""
+    def mark_attached(self, rows: Sequence[StfRow], with_metadata: bool = False) -> float:
+        """Attached in the catalog (``with_metadata``: its metadata set by the same call), in
+        one transaction. (An stf_gen's effect is keyed by its file row, not by its message
+        id: br_messages is not written for STFs.)"""
         now = time.time()
+        self._set_where([r for r in rows if r.attached_at is None], attached_at=now,
+                        **({"meta_at": now} if with_metadata else {}))
+        return now
+
+    def without_metadata(self, run_ids: Sequence[str], limit: int) -> list[StfRow]:
+        """Attached STFs of these runs whose metadata is not set yet, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(FILES).where(
+                FILES.c.run_id.in_(list(run_ids)), FILES.c.attached_at.is_not(None),
+                FILES.c.meta_at.is_(None)).order_by(FILES.c.attached_at).limit(limit)).all()
+        return [StfRow(**r._mapping) for r in rows]
+
+    def mark_metadata(self, rows: Sequence[StfRow]) -> None:
+        self._set_where(rows, meta_at=time.time())
+
+    def _set_where(self, rows: Sequence[StfRow], **values: Any) -> None:
+        """Set ``values`` on the rows' STFs, one transaction, one UPDATE per run and 500."""
         with self.engine.begin() as conn:
             for run_id in {r.run_id for r in rows}:
                 names = [r.filename for r in rows if r.run_id == run_id]
-                conn.execute(FILES.update().where(FILES.c.run_id == run_id,
-                                                  FILES.c.filename.in_(names),
-                                                  FILES.c.attached_at.is_(None))
-                             .values(attached_at=now))
-            self.mark_processed([(r.msg_id, "stf_gen", r.run_id) for r in rows if r.msg_id],
-                                conn)
-        return now
+                for chunk in _chunks(names, 500):
+                    conn.execute(FILES.update().where(FILES.c.run_id == run_id,
+                                                      FILES.c.filename.in_(chunk))
+                                 .values(**values))
 
     def not_announced(self, limit: int = 1000) -> list[StfRow]:
         with self.engine.connect() as conn:
@@ -325,19 +373,19 @@ class BridgeStore:
         return [StfRow(**r._mapping) for r in rows]
 
     def mark_announced(self, rows: Sequence[StfRow]) -> None:
-        with self.engine.begin() as conn:
-            for r in rows:
-                conn.execute(FILES.update().where(FILES.c.run_id == r.run_id,
-                                                  FILES.c.filename == r.filename)
-                             .values(ready_sent=True))
+        self._set_where(rows, ready_sent=True)
 
     def file_counts(self, run_id: str) -> tuple[int, int]:
         """(recorded, attached) STFs of a run."""
+        return self.file_counts_all(run_id)[:2]
+
+    def file_counts_all(self, run_id: str) -> tuple[int, int, int]:
+        """(recorded, attached, with metadata set) STFs of a run."""
         with self.engine.connect() as conn:
-            total, attached = conn.execute(
-                select(func.count(), func.count(FILES.c.attached_at))
+            total, attached, meta = conn.execute(
+                select(func.count(), func.count(FILES.c.attached_at), func.count(FILES.c.meta_at))
                 .where(FILES.c.run_id == run_id)).one()
-        return int(total), int(attached)
+        return int(total), int(attached), int(meta)
 
     def sequences(self, run_id: str) -> set[int]:
         with self.engine.connect() as conn:
@@ -353,49 +401,3 @@ class BridgeStore:
             query = query.where(FILES.c.run_id == run_id)
         with self.engine.connect() as conn:
             return [a - g for g, a in conn.execute(query).all()]
-
-
-def run_status(state_url: str, run: str | None = None) -> dict[str, Any]:
-    """What ``swfflow status --run N --json`` shows for bridge-driven runs: per run its DAQ
-    state, phase, STF counts, and per step/task the driver's phase (JSON-ready)."""
-    engine = state_engine(state_url)
-    try:
-        return run_status_of(engine, run)
-    finally:
-        engine.dispose()
-
-
-def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
-    """:func:`run_status` on an open engine."""
-    from swfflow.drive.store import DriverStore
-
-    store = BridgeStore(engine)
-    drivers = {inst.run: inst for inst in DriverStore(engine).instances()}
-    out = []
-    for row in store.runs():
-        if run is not None and row["run_id"] != str(run):
-            continue
-        recorded, attached = store.file_counts(row["run_id"])
-        hold = store.hold(row["run_id"])
-        tasks = []
-        inst = drivers.get(row["run_id"])
-        if inst is not None:
-            saved = DriverStore(engine).load(inst.instance)
-            for spec in inst.plan["tasks"]:
-                task = saved.get(spec["key"], {})
-                tasks.append({"key": spec["key"], "name": spec["name"],
-                              "phase": task.get("phase", "pending"),
-                              "task_id": task.get("task_id"),
-                              "message": task.get("message") or ""})
-        out.append({"run": row["run_id"], "namespace": row["namespace"], "phase": row["phase"],
-                    "daq_state": row["daq_state"], "daq_substate": row["daq_substate"],
-                    "stream_dataset": row["stream_did"],
-                    "stf_announced": row["total_stf_files"], "stf_recorded": recorded,
-                    "stf_attached": attached, "missing": row["missing"] or [],
-                    "message": row["message"],
-                    "tasks_hold": None if hold is None else {
-                        "wanted": hold["wanted"], "applied": hold["applied_at"] is not None,
-                        "paused_tasks": hold["paused"], "message": hold["message"]},
-                    "workflow": inst.workflow if inst else None,
-                    "instance_state": inst.state if inst else None, "tasks": tasks})
-    return {"runs": out, "dead_letters": len(store.dead_letters())}

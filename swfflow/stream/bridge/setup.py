@@ -110,7 +110,7 @@ def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, stack: Exi
 
 def summary(bridge: Any) -> dict[str, Any]:
     """Counters and the per-run view, for --json and logs."""
-    from swfflow.stream.store import run_status_of
+    from swfflow.stream.status import run_status_of
 
     errors = {name: {"failures": gate.total_failures, "last_error": gate.last_error}
               for name, gate in bridge.gates.items() if gate.total_failures}
