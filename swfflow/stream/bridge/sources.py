@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from swfflow.stream.bridge.core import Bridge
 
 log = logging.getLogger("swfflow.bridge")
-PREFETCH = 1000  # unacked messages the broker may hand the bridge: bounds one attach batch
+# unacked messages the broker may hand the bridge (acks wait for the attach): room for the
+# batches in flight, the next one filling, and our own stf_ready coming back
+PREFETCH = 4000
 
 
 def _noop() -> None:
