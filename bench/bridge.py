@@ -84,7 +84,21 @@ def raw_rucio_rate(catalog, tmp: Path, n: int, *, meta: bool = False, clients: i
         worker.start()
     for worker in workers:
         worker.join()
-    return n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
+    wait_for_judge(catalog, did, n * len(rules))
+    return rate
+
+
+def wait_for_judge(catalog, did: str, locks: int, timeout: float = 300.0) -> None:
+    """Until Rucio's judge-evaluator has made the locks of every rule on ``did`` (it works
+    after the attach, for every file): the next phase gets the cores to itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        made = sum(r["locks_ok_cnt"] + r["locks_replicating_cnt"] + r["locks_stuck_cnt"]
+                   for r in catalog.list_rules(did))
+        if made >= locks:
+            return
+        time.sleep(1.0)
 
 
 def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url: str
