@@ -11,15 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from swfflow.backends.base import CommandRefused, FileRecord
+from swfflow.backends.base import CommandRefused
 from swfflow.drive.driver import FINAL, Driver, TaskPhase
-from swfflow.errors import ConfigError
 from swfflow.stream.bridge.backoff import is_permanent
+from swfflow.stream.bridge.lanes import AttachLanes
 from swfflow.stream.messages import StfReady
 from swfflow.stream.store import (HOLD_PAUSED, PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE,
                                   PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED, StfRow)
@@ -28,28 +25,16 @@ if TYPE_CHECKING:
     from swfflow.stream.bridge.core import Bridge
 
 log = logging.getLogger("swfflow.bridge")
-MAX_ATTACH_PER_FLUSH = 5000  # bounds one flush's latency when a backlog drains
 ATTACH_POLL_S = 0.005  # how often the loop looks whether the attach in flight is done
-ATTACHABLE = (PHASE_PREPARED, PHASE_ENDING)
 FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
 
 
-class Work:
+class Work(AttachLanes):
     def __init__(self, bridge: Bridge):
         self.bridge = bridge
         self.last_follow = 0.0
         self.unannounced = True  # check the store for attached-but-unannounced STFs
-        # attach calls run in threads of their own (up to config.attach_parallel at once, each
-        # with its own catalog client), so the next batch is received, recorded and acked
-        # while Rucio works on these, and a server with several workers serves them at once;
-        # their outcome is committed by the bridge thread (collect_attached), which alone
-        # touches the store and the acks
-        self.attacher: ThreadPoolExecutor | None = None  # started on first use
-        self.idle_catalogs: list = []
-        self.in_flight: list[InFlight] = []
-        self.attaching: set[tuple[str, str]] = set()  # (run, filename) of the calls in flight
-        self.metadata_due = True  # look for attached STFs whose metadata is not set yet
-        self.backlog = False  # the last attach took a full batch: metadata waits till it is not
+        self.init_lanes()  # attach and metadata calls, in threads of their own (lanes.py)
         self.unpausable: set[str] = set()  # tasks whose pause the backend refused: not again
 
     # --- scheduling -----------------------------------------------------------------------
@@ -86,9 +71,7 @@ class Work:
             self.attach(force=True)
             self.collect_attached(wait=True)
         self._guarded("announce", self.announce)
-        if self.attacher is not None:
-            self.attacher.shutdown(wait=True)
-            self.attacher, self.idle_catalogs = None, []
+        self.stop_lanes()
 
     def _guarded(self, name: str, action) -> None:
         gate = self.bridge.gates[name]
@@ -182,131 +165,6 @@ class Work:
         if targets:
             log.info("run %s: %s task(s) %s", run_id, "paused" if pausing else "resumed",
                      ", ".join(targets))
-
-    # --- stf_gen: batched attach ----------------------------------------------------------
-    def attach(self, force: bool = False) -> None:
-        """Start attaching the ready STFs: a batch per free slot (config.attach_parallel)."""
-        bridge, config = self.bridge, self.bridge.config
-        while len(self.in_flight) < self._slots():
-            ready = [r for r in bridge.pending
-                     if (r.run_id, r.filename) not in self.attaching
-                     and bridge.runs.get(r.run_id, {}).get("phase") in ATTACHABLE]
-            if not ready:
-                return
-            young = time.time() - ready[0].gen_at < config.batch_ms / 1000
-            if not force and young and len(ready) < config.batch_size:
-                return
-            # one slot takes a batch while others are busy; alone, it takes the backlog
-            limit = config.batch_size if self.in_flight or self._slots() > 1 \
-                else MAX_ATTACH_PER_FLUSH
-            self.backlog = len(ready) >= config.batch_size
-            by_run: dict[str, list[StfRow]] = defaultdict(list)
-            for row in ready[:max(1, limit)]:
-                by_run[row.run_id].append(row)
-            batches = [(bridge.runs[run_id]["stream_did"], rows)
-                       for run_id, rows in by_run.items()]
-            keys = {(r.run_id, r.filename) for rows in by_run.values() for r in rows}
-            catalog = self._take_catalog()
-            future = self.attacher.submit(_attach_batches, catalog, batches, config.rse,
-                                          not config.defer_metadata)
-            self.in_flight.append(InFlight("attach", future, catalog, keys))
-            self.attaching |= keys
-
-    def set_metadata(self) -> None:
-        """With defer_metadata: set the run/sequence metadata of attached STFs, a batch at a
-        time in a free slot, only while nothing is waiting to be attached."""
-        bridge, config = self.bridge, self.bridge.config
-        if not (config.defer_metadata and self.metadata_due) or self.backlog \
-                or len(self.in_flight) >= self._slots() \
-                or any(f.kind == "metadata" for f in self.in_flight) \
-                or any((r.run_id, r.filename) not in self.attaching for r in bridge.pending):
-            return
-        rows = bridge.store.without_metadata(list(bridge.runs), config.metadata_batch)
-        if not rows:
-            self.metadata_due = False
-            return
-        scopes = {run_id: row["stream_did"].split(":", 1)[0]
-                  for run_id, row in bridge.runs.items()}
-        records = [_record(scopes[r.run_id], r, with_meta=True) for r in rows
-                   if r.run_id in scopes]
-        catalog = self._take_catalog()
-        future = self.attacher.submit(_catch, catalog.set_file_metadata, records)
-        self.in_flight.append(InFlight("metadata", future, catalog, set(), rows))
-
-    def _slots(self) -> int:
-        """Concurrent attach calls: several only for catalogs that give a client per thread."""
-        catalog = self.bridge.attach_catalog or self.bridge.catalog
-        return max(1, self.bridge.config.attach_parallel) if hasattr(catalog, "for_thread") \
-            else 1
-
-    def _take_catalog(self):
-        if self.attacher is None:
-            self.attacher = ThreadPoolExecutor(self._slots(), thread_name_prefix="bridge-attach")
-            first = self.bridge.attach_catalog or self.bridge.catalog
-            self.idle_catalogs = [first] + [first.for_thread() for _ in range(self._slots() - 1)]
-        return self.idle_catalogs.pop()
-
-    def collect_attached(self, wait: bool = False) -> None:
-        """Commit the outcome of the attach calls that are done: per run, mark attached and
-        ack, or reject, fail the run, or back off (the rows stay pending)."""
-        gate, transient, collected = self.bridge.gates["attach"], None, False
-        for entry in list(self.in_flight):
-            if not (wait or entry.future.done()):
-                continue
-            outcomes = entry.future.result()  # never raises: the error is in the outcome
-            self.in_flight.remove(entry)
-            self.idle_catalogs.append(entry.catalog)
-            self.attaching -= entry.keys
-            if entry.kind == "metadata":
-                self._metadata_set(entry.rows, outcomes)
-                continue
-            collected = True
-            for did, rows, error in outcomes:
-                run_id = rows[0].run_id
-                try:
-                    if error is None:
-                        self._attached(run_id, rows)
-                    elif isinstance(error, ConfigError):  # the dataset is closed or gone: never
-                        self._reject(rows, f"cannot attach to {did}: {error.what}")
-                    elif is_permanent(error):
-                        self.fail_run(run_id, f"attach failed permanently: "
-                                      f"{type(error).__name__}: {str(error).splitlines()[0]}")
-                    else:
-                        transient = error
-                except Exception as exc:  # the store: rows stay pending, attached again
-                    transient = exc
-        if transient is not None:
-            gate.fail(transient)
-        elif collected:
-            gate.ok()
-
-    def _metadata_set(self, rows: list[StfRow], error: Exception | None) -> None:
-        gate = self.bridge.gates["metadata"]
-        try:
-            if error is None:
-                self.bridge.store.mark_metadata(rows)
-            elif is_permanent(error):
-                for run_id in sorted({r.run_id for r in rows} & set(self.bridge.runs)):
-                    self.fail_run(run_id, f"setting STF metadata failed permanently: "
-                                  f"{type(error).__name__}: {str(error).splitlines()[0]}")
-            else:
-                raise error
-        except Exception as exc:  # a server or the store down: the rows are tried again
-            gate.fail(exc)
-        else:
-            gate.ok()
-
-    def _attached(self, run_id: str, rows: list[StfRow]) -> None:
-        bridge = self.bridge
-        if run_id not in bridge.runs:  # failed meanwhile: its messages are dead letters
-            return
-        bridge.store.mark_attached(rows, with_metadata=not bridge.config.defer_metadata)
-        self.metadata_due = True
-        done = {(r.run_id, r.filename) for r in rows}
-        bridge.pending = [r for r in bridge.pending if (r.run_id, r.filename) not in done]
-        bridge.release(*(("file", run_id, row.filename) for row in rows))
-        bridge.counters["attached"] += len(rows)
-        self.unannounced = True
 
     # --- permanent failures ---------------------------------------------------------------
     def _for_run(self, action: str, run_id: str, body) -> bool:
@@ -412,55 +270,6 @@ class Work:
                                   message=f"failed or blocked: {', '.join(stuck)}" if stuck
                                   else row["message"])
                 log.info("run %s %s", run_id, "failed" if stuck else "done")
-
-
-@dataclass
-class InFlight:
-    """A catalog call running in an attach thread: what it does, and what it is about."""
-
-    kind: str  # "attach" | "metadata"
-    future: Future
-    catalog: Any
-    keys: set[tuple[str, str]]  # (run, filename) being attached
-    rows: list[StfRow] = field(default_factory=list)  # STFs whose metadata is being set
-
-
-def _catch(call, *args) -> Exception | None:
-    try:
-        call(*args)
-    except Exception as exc:  # judged by the bridge thread (collect_attached)
-        return exc
-    return None
-
-
-def _record(scope: str, row: StfRow, with_meta: bool) -> FileRecord:
-    return FileRecord(did=f"{scope}:{row.filename}", size=row.size, adler32=row.adler32,
-                      pfn=row.pfn, meta=_file_meta(row) if with_meta else {})
-
-
-def _attach_batches(catalog, batches: list[tuple[str, list[StfRow]]], rse: str | None,
-                    with_meta: bool) -> list[tuple[str, list[StfRow], Exception | None]]:
-    """In the attach thread: each run's STFs to its dataset; per run, the error if any."""
-    outcomes: list[tuple[str, list[StfRow], Exception | None]] = []
-    for did, rows in batches:
-        scope = did.split(":", 1)[0]
-        records = [_record(scope, r, with_meta) for r in rows]
-        try:
-            catalog.add_files(did, records, rse=rse)
-        except Exception as exc:  # judged by the bridge thread (collect_attached)
-            outcomes.append((did, rows, exc))
-        else:
-            outcomes.append((did, rows, None))
-    return outcomes
-
-
-def _file_meta(row: StfRow) -> dict[str, object]:
-    meta: dict[str, object] = {}
-    if row.run_id.isdigit():
-        meta["run_number"] = int(row.run_id)
-    if row.sequence is not None:
-        meta["sequence"] = row.sequence
-    return meta
 
 
 def _missing(seen: set[int], total: int) -> list[int]:
