@@ -440,3 +440,15 @@ def test_a_store_from_before_meta_at_is_migrated(tmp_path):
     assert store.without_metadata(["7"], 10) == []
     assert store.file_counts_all("7") == (1, 1, 1)
     engine.dispose()
+
+
+def test_a_backlog_of_whole_batches_still_gets_its_metadata(tmp_path):
+    """Regression: when the last attach of a backlog took a full batch, the metadata lane
+    waited for a smaller one that never came, so the run never got done. With a batch size
+    of 1 every attach takes a full batch."""
+    log, _ = recorded(tmp_path)
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, batch_size=1), stack)
+        replay(bridge, log)
+        run_until(bridge, all_done, timeout=30)
+        assert bridge.store.file_counts_all(RUN) == (6, 6, 6)

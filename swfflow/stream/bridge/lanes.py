@@ -38,7 +38,6 @@ class AttachLanes:
         self.in_flight: list[InFlight] = []
         self.attaching: set[tuple[str, str]] = set()  # (run, filename) of the calls in flight
         self.metadata_due = True  # look for attached STFs whose metadata is not set yet
-        self.backlog = False  # the last attach took a full batch: metadata waits till it is not
 
     def stop_lanes(self) -> None:
         if self.attacher is not None:
@@ -60,7 +59,6 @@ class AttachLanes:
             # one slot takes a batch while others are busy; alone, it takes the backlog
             limit = config.batch_size if self.in_flight or self._slots() > 1 \
                 else MAX_ATTACH_PER_FLUSH
-            self.backlog = len(ready) >= config.batch_size
             by_run: dict[str, list[StfRow]] = defaultdict(list)
             for row in ready[:max(1, limit)]:
                 by_run[row.run_id].append(row)
@@ -77,7 +75,10 @@ class AttachLanes:
         """With defer_metadata: set the run/sequence metadata of attached STFs, a batch at a
         time in a free slot, only while nothing is waiting to be attached."""
         bridge, config = self.bridge, self.bridge.config
-        if not (config.defer_metadata and self.metadata_due) or self.backlog \
+        # a full batch in flight means a backlog is draining: metadata waits till it is done
+        draining = any(f.kind == "attach" and len(f.keys) >= config.batch_size
+                       for f in self.in_flight)
+        if not (config.defer_metadata and self.metadata_due) or draining \
                 or len(self.in_flight) >= self._slots() \
                 or any(f.kind == "metadata" for f in self.in_flight) \
                 or any((r.run_id, r.filename) not in self.attaching for r in bridge.pending):
