@@ -175,12 +175,14 @@ class LocalExecutor:
 
     @_locked
     def shutdown(self) -> None:
-        """Stop the pool; running jobs go back to pending so a later run redoes them."""
+        """Stop the pool; running jobs go back to pending so a later run redoes them. Every
+        job marked running, not only the ones in ``_running``: a Ctrl-C between marking a
+        job running and handing it to the pool left it "running" for ever (seen in CI)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        with self.engine.begin() as conn:
-            conn.execute(JOBS.update().where(JOBS.c.id.in_(list(self._running)))
+        with self.engine.begin() as conn:  # the pool is gone: nothing of ours runs any more
+            conn.execute(JOBS.update().where(JOBS.c.state == "running")
                          .values(state="pending"))
         self._running.clear()
 
