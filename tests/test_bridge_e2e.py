@@ -41,8 +41,10 @@ RUN_SCHEDULE = """\
 
 
 def simulate_runs(tmp: Path, url: str, *, runs: int = 2, stfs: int = 8, factor: float = 0.25,
-                  stagger_s: float = 1.0, namespace: str | None = None) -> list:
-    """``runs`` simulators in parallel (staggered), so their runs overlap; their summaries."""
+                  stagger_s: float = 1.0, namespace: str | None = None,
+                  logs: list[Path] | None = None) -> list:
+    """``runs`` simulators in parallel (staggered), so their runs overlap; their summaries.
+    ``logs``: one file per simulator where its messages are also recorded."""
     summaries: list = [None] * runs
     first = first_run_number()
 
@@ -51,6 +53,7 @@ def simulate_runs(tmp: Path, url: str, *, runs: int = 2, stfs: int = 8, factor: 
         with open_bus(url) as bus:
             summaries[index] = simulate(tmp, text=RUN_SCHEDULE % stfs, bus=bus, seed=index + 1,
                                         fast=False, factor=factor, namespace=namespace,
+                                        record=logs[index] if logs else None,
                                         counter=tmp / f"counter-{index}",
                                         first_run=first + 10 * index)
 

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from datetime import UTC
 from pathlib import Path
@@ -20,22 +18,19 @@ from pathlib import Path
 import pytest
 
 from swfflow.checksum import adler32_file
-from swfflow.stream.bus import open_bus
 from swfflow.stream.store import PHASE_DONE
 from tests.bridge_support import (
     OUTPUT_SCOPE,
     PROFILE,
     WORKFLOW,
-    first_run_number,
-    simulate,
 )
 from tests.test_bridge_e2e import (
-    RUN_SCHEDULE,
     Worker,
     expected_state,
     precreate_subscription,
     rucio_state,
     run_bridge_in_process,
+    simulate_runs,
 )
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -44,29 +39,13 @@ STFS_PER_RUN = 8
 TASK_STEPS = ("sizes", "merge")  # tests/data/bridge/stfsum.cwl
 
 
-def simulate_recorded_runs(tmp: Path, url: str, namespace: str, *, runs: int = 2,
-                           stagger_s: float = 1.0) -> tuple[list, list[Path]]:
-    """tests.test_bridge_e2e.simulate_runs, with each simulator's messages also recorded (one
-    log per simulator) for the replays of the second pass."""
-    summaries: list = [None] * runs
+def simulate_recorded_runs(tmp: Path, url: str, namespace: str, *, runs: int = 2
+                           ) -> tuple[list, list[Path]]:
+    """Overlapping runs (simulate_runs), each simulator's messages also recorded for the
+    replays of the second pass."""
     logs = [tmp / f"messages-{index}.jsonl" for index in range(runs)]
-    first = first_run_number()
-
-    def one(index: int) -> None:
-        time.sleep(index * stagger_s)
-        with open_bus(url) as bus:
-            summaries[index] = simulate(tmp, text=RUN_SCHEDULE % STFS_PER_RUN, bus=bus,
-                                        seed=index + 1, fast=False, factor=0.25,
-                                        namespace=namespace, record=logs[index],
-                                        counter=tmp / f"counter-{index}",
-                                        first_run=first + 10 * index)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(runs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert all(summaries), "a simulator did not finish"
+    summaries = simulate_runs(tmp, url, runs=runs, stfs=STFS_PER_RUN, namespace=namespace,
+                              logs=logs)
     return summaries, logs
 
 

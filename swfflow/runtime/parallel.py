@@ -40,13 +40,7 @@ class JobSlots:
 
     def run(self, job: Callable[[], T]) -> T:
         with self._slots:
-            if self.stopped.is_set():
-                raise NotStarted("another job of the run failed first")
-            try:
-                return job()
-            except BaseException:
-                self.stopped.set()
-                raise
+            return self._guarded(job)
 
     def fan_out(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """The results of ``calls`` in their order; at most ``jobs`` threads."""

@@ -340,8 +340,7 @@ class BridgeStore:
         one transaction. (An stf_gen's effect is keyed by its file row, not by its message
         id: br_messages is not written for STFs.)"""
         now = time.time()
-        self._set_where([r for r in rows if r.attached_at is None], attached_at=now,
-                        **({"meta_at": now} if with_metadata else {}))
+        self._set_where(rows, attached_at=now, **({"meta_at": now} if with_metadata else {}))
         return now
 
     def without_metadata(self, run_ids: Sequence[str], limit: int) -> list[StfRow]:
