@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from swfflow.backends.panda import _point_client_at, load_client
+from swfflow.backends.panda_client import load_client, point_client_at
 from swfflow.testing.panda_runner import StateMachineRunner
 from swfflow.testing.panda_server import PandaContractServer
 from swfflow.testing.panda_tasks import refine_problems
@@ -46,7 +46,7 @@ def server():
 @pytest.fixture
 def client(server):
     module = load_client()
-    _point_client_at(module, server.url, f"http://127.0.0.1:{server.port}/api/v1")
+    point_client_at(module, server.url, f"http://127.0.0.1:{server.port}/api/v1")
     return module
 
 
@@ -298,7 +298,7 @@ def test_real_runner_breaks_a_task_no_plan_knows_and_finds_plans_in_a_directory(
     runner = ExecutorRunner(local, lookup)
     try:
         with PandaContractServer(runner=runner, tick_s=0.02) as srv:
-            _point_client_at(client, srv.url, f"http://127.0.0.1:{srv.port}/api/v1")
+            point_client_at(client, srv.url, f"http://127.0.0.1:{srv.port}/api/v1")
             task_id = submit(client, "c.unplanned")
             assert wait_status(client, task_id, {"broken"}) == "broken"
             assert "no plan served by this PanDA double has a task named 'c.unplanned'" in \

@@ -30,7 +30,6 @@ import io
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -39,6 +38,13 @@ from urllib.parse import urlparse
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from swfflow.backends.base import CommandRefused, TaskState, TaskStatus
+from swfflow.backends.panda_client import (
+    CLIENT_LOCK,
+    check_auth_environment,
+    load_client,
+    point_client_at,
+    redact,
+)
 from swfflow.backends.panda_states import (
     FINISHED_OR_FINISHING,
     INCEXEC_ACCEPTED,
@@ -67,56 +73,9 @@ SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
 PAUSED = frozenset({"paused"})
 NOT_PAUSED = frozenset(JEDI_STATUSES) - RESUME_ACCEPTED
 
-_CLIENT_LOCK = threading.Lock()  # panda-client keeps its server URL in module globals
-
 
 class _Unanswered(Exception):
     """One exchange with the server failed (panda-client status != 0); worth retrying."""
-
-
-def load_client() -> Any:
-    """Import ``pandaclient.Client`` lazily, never at swfflow import time.
-
-    Without ``PANDA_BEHIND_REAL_LB`` panda-client resolves the cache server's host name *at
-    import* (offline, the import itself fails) and rewrites every request's host to a random DNS
-    alias of the server. swfflow talks to the one server it is configured with, so it sets the
-    variable when the user has not.
-    """
-    os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
-    from pandaclient import Client
-
-    return Client
-
-
-# --- secrets -------------------------------------------------------------------------------
-
-_TOKEN_VARS = ("PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_ID_TOKEN")
-_BEARER = re.compile(r"(Bearer\s+)[^\s\"',}]+")
-
-
-def _secret_values() -> list[str]:
-    values = [os.environ[v] for v in _TOKEN_VARS if os.environ.get(v)]
-    token_file = os.environ.get("OIDC_AUTH_TOKEN_FILE")
-    if token_file:
-        with contextlib.suppress(OSError):
-            with open(token_file, encoding="utf-8") as fh:
-                values.append(fh.read().strip())
-    return [v.strip() for v in values if len(v.strip()) >= 6]
-
-
-def redact(text: str) -> str:
-    """``text`` with every credential value swfflow knows of replaced by ``***``."""
-    for secret in _secret_values():
-        text = text.replace(secret, "***")
-    return _BEARER.sub(r"\1***", text)
-
-
-def check_auth_environment() -> None:
-    """Catch the panda-client settings that would make it exit the process or prompt."""
-    if os.environ.get("PANDA_AUTH") == "oidc":
-        if not (os.environ.get("PANDA_AUTH_VO") or os.environ.get("OIDC_AUTH_VO")):
-            raise ConfigError("PANDA_AUTH=oidc needs the VO in PANDA_AUTH_VO",
-                              hint="export PANDA_AUTH_VO=<your VO>, e.g. wlcg")
 
 
 # --- the executor ----------------------------------------------------------------------------
@@ -369,9 +328,9 @@ class PandaExecutor:
 
     def _exchange(self, call: str, args: tuple, kwargs: dict) -> Any:
         chatter = io.StringIO()
-        with _CLIENT_LOCK:
+        with CLIENT_LOCK:
             client = load_client()
-            _point_client_at(client, self.url, self.api_base)
+            point_client_at(client, self.url, self.api_base)
             function: Callable[..., tuple[int, Any]] = getattr(client, call)
             try:
                 # panda-client prints warnings and tracebacks to stdout: keep them off the
@@ -390,14 +349,6 @@ class PandaExecutor:
         if status != 0:
             raise _Unanswered(redact(str(payload)) if payload else "")
         return payload
-
-
-def _point_client_at(client: Any, url: str, api_base: str) -> None:
-    """Aim panda-client's module-level server settings at ``url`` (what its own
-    ``useDevServer``/``useIntrServer`` do), so several swfflow servers can coexist."""
-    if client.server_base_path_ssl != api_base:
-        client.baseURL = client.baseURLSSL = url
-        client.server_base_path = client.server_base_path_ssl = api_base
 
 
 def _task_id(task_id: str | int) -> int:

@@ -5,7 +5,8 @@ server's envelope (``{"success", "message", "data"}``), datetime encoding
 (``{"__datetime__": ISO}``), submission codes and message texts, and the real request checks
 (method, argument types, task ownership, production-only commands). Tasks live in a
 :class:`~swfflow.testing.panda_tasks.TaskStore` that walks them through JEDI's states and hands
-them to a pluggable runner.
+them to a pluggable runner; the wire format and request handling are in
+:mod:`swfflow.testing.panda_http`.
 
 What it does not do: TLS and credential checks (every caller is the configured ``user``; an
 ``Authorization: Bearer`` token is recorded so tests can see it was sent), job-level endpoints,
@@ -29,14 +30,19 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Callable
-from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from swfflow.backends.panda_states import JEDI_STATUSES
+from swfflow.testing.panda_http import (
+    BadArgument,
+    Endpoint,
+    Route,
+    envelope,
+    handler_for,
+    typed_arg,
+)
 from swfflow.testing.panda_runner import StateMachineRunner, TaskRunner
 from swfflow.testing.panda_tasks import TaskStore
 
@@ -46,49 +52,6 @@ MESSAGE_TASK_ID = "jediTaskID must be an integer"
 MESSAGE_PROD_ROLE = "production or pilot role required"
 MESSAGE_TASK_OWNER = "not the task owner or no production role"
 REGEX_META = r"^$*+?\|()"
-
-
-class BadArgument(Exception):
-    """An argument failed the server's type checks; the message is the server's."""
-
-
-def envelope(success: bool, message: str = "", data: Any = None) -> dict[str, Any]:
-    return {"success": success, "message": message, "data": data}
-
-
-class _Encoder(json.JSONEncoder):
-    def default(self, o: Any) -> Any:
-        if isinstance(o, datetime):
-            return {"__datetime__": o.isoformat()}
-        if isinstance(o, set | frozenset | tuple):
-            return list(o)
-        return super().default(o)
-
-
-# --- argument handling, the way pandaserver's request_validation casts them ------------------
-def _arg(args: dict[str, Any], name: str, kind: type, default: Any = ..., *,
-         method: str) -> Any:
-    if name not in args:
-        if default is ...:
-            raise BadArgument(f"Argument error: missing a required argument: '{name}'")
-        return default
-    value = args[name]
-    if method == "GET" and isinstance(value, str) and kind is not str:
-        try:
-            if kind is bool:
-                return value.lower() in ("true", "1")
-            if kind is int:
-                return int(float(value))
-            return json.loads(value)
-        except ValueError:
-            raise BadArgument(f"Type error: '{name}' with value '{value}' could not be casted to "
-                              f"type {kind.__name__} from str.") from None
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        if value is None and default is None:
-            return None
-        raise BadArgument(f"Type error: '{name}' must be of type {kind.__name__}, got "
-                          f"{type(value).__name__}.")
-    return value
 
 
 class PandaContractServer:
@@ -106,7 +69,7 @@ class PandaContractServer:
         self.origins_seen: set[str] = set()
         self.calls: list[str] = []  # endpoint of every request, in order
         self.fail_next = 0  # answer this many next requests with HTTP 500 (fault injection)
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._httpd = ThreadingHTTPServer((host, port), handler_for(self, _route))
         self._httpd.daemon_threads = True
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -159,8 +122,8 @@ class PandaContractServer:
         return envelope(True)
 
     def submit(self, args: dict, method: str) -> dict:
-        params = _arg(args, "task_parameters", dict, method=method)
-        parent = _arg(args, "parent_tid", int, None, method=method)
+        params = typed_arg(args, "task_parameters", dict, method=method)
+        parent = typed_arg(args, "parent_tid", int, None, method=method)
         code, message = self.store.insert(params, self.user, parent)
         if code not in (0, 3):
             return envelope(False, message, code)
@@ -168,11 +131,11 @@ class PandaContractServer:
         return envelope(True, message, int(match.group(1)) if match else None)
 
     def get_status(self, args: dict, method: str) -> dict:
-        task = self.store.get(_arg(args, "task_id", int, method=method))
+        task = self.store.get(typed_arg(args, "task_id", int, method=method))
         return envelope(True, data=task.status) if task else envelope(False, "Task not found")
 
     def get_details(self, args: dict, method: str) -> dict:
-        task = self.store.get(_arg(args, "task_id", int, method=method))
+        task = self.store.get(typed_arg(args, "task_id", int, method=method))
         if task is None:
             return envelope(False, "Task not found or error retrieving the details")
         data: dict[str, Any] = {
@@ -180,25 +143,25 @@ class PandaContractServer:
             "outDS": ",".join(i["dataset"] for i in task.params.get("jobParameters", [])
                               if isinstance(i, dict) and i.get("param_type") == "output"),
             "PandaID": list(task.job_ids), "mergeStatus": None, "mergePandaID": []}
-        if _arg(args, "include_status", bool, False, method=method):
+        if typed_arg(args, "include_status", bool, False, method=method):
             data["status"] = task.status
-        if _arg(args, "include_parameters", bool, False, method=method):
+        if typed_arg(args, "include_parameters", bool, False, method=method):
             data["cliParams"] = task.params.get("cliParams", "")
         return envelope(True, data=data)
 
     def get_task_parameters(self, args: dict, method: str) -> dict:
-        task = self.store.get(_arg(args, "task_id", int, method=method))
+        task = self.store.get(typed_arg(args, "task_id", int, method=method))
         return envelope(True, data=task.params) if task else envelope(False, "Task not found")
 
     def get_job_ids(self, args: dict, method: str) -> dict:
-        task = self.store.get(_arg(args, "task_id", int, method=method))
+        task = self.store.get(typed_arg(args, "task_id", int, method=method))
         return envelope(True, data=list(task.job_ids) if task else [])
 
     def get_tasks_detailed_info_since(self, args: dict, method: str) -> dict:
-        since = _arg(args, "since", str, None, method=method)
-        n_tasks = _arg(args, "n_tasks", int, 500, method=method)
+        since = typed_arg(args, "since", str, None, method=method)
+        n_tasks = typed_arg(args, "n_tasks", int, 500, method=method)
         criteria, patterns = {}, {}
-        raw = _arg(args, "filters", str, None, method=method)
+        raw = typed_arg(args, "filters", str, None, method=method)
         if raw:
             try:
                 parsed = json.loads(raw)
@@ -220,7 +183,7 @@ class PandaContractServer:
         return envelope(True, data=result)
 
     def _owned(self, args: dict, method: str) -> int:
-        task_id = _arg(args, "task_id", int, method=method)
+        task_id = typed_arg(args, "task_id", int, method=method)
         task = self.store.get(task_id)
         if not self.production_role and (task is None or task.userName != self.user):
             raise BadArgument(MESSAGE_TASK_OWNER)
@@ -232,13 +195,13 @@ class PandaContractServer:
         else:
             if not self.production_role:
                 return envelope(False, MESSAGE_PROD_ROLE)
-            task_id = _arg(args, "task_id", int, method=method)
+            task_id = typed_arg(args, "task_id", int, method=method)
         code, message = self.store.command(task_id, name)
         return envelope(code == 0, message, code)
 
     def retry(self, args: dict, method: str) -> dict:
         task_id = self._owned(args, method)
-        new = _arg(args, "new_parameters", dict, None, method=method)
+        new = typed_arg(args, "new_parameters", dict, None, method=method)
         task = self.store.get(task_id)
         if new and task is not None:
             with self.store.lock:
@@ -252,8 +215,8 @@ class PandaContractServer:
 
     # --- test control --------------------------------------------------------------------
     def force_status(self, args: dict, method: str) -> dict:
-        task_id = _arg(args, "task_id", int, method=method)
-        status = _arg(args, "status", str, method=method)
+        task_id = typed_arg(args, "task_id", int, method=method)
+        status = typed_arg(args, "status", str, method=method)
         if self.store.get(task_id) is None:
             return envelope(False, "Task not found")
         if status not in JEDI_STATUSES and not args.get("allow_unknown"):
@@ -273,7 +236,6 @@ def _search(pattern: str, value: Any) -> bool:
         return False
 
 
-Endpoint = Callable[[PandaContractServer, dict, str], dict]
 ROUTES: dict[str, tuple[str, Endpoint]] = {
     "system/is_alive": ("GET", PandaContractServer.is_alive),
     "task/submit": ("POST", PandaContractServer.submit),
@@ -295,74 +257,7 @@ CONTROL_ROUTES: dict[str, tuple[str, Endpoint]] = {
 }
 
 
-def _handler_for(server: PandaContractServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self._dispatch("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._dispatch("POST")
-
-        def _dispatch(self, method: str) -> None:
-            path = urlparse(self.path)
-            route = _route(path.path)
-            if route is None:
-                self._reply(404, b"Not Found", "text/plain")
-                return
-            name, (expected, endpoint) = route
-            server.calls.append(name)
-            self._note_auth()
-            if server.fail_next > 0:
-                server.fail_next -= 1
-                self._reply(500, b"Internal Server Error (injected)", "text/plain")
-                return
-            try:
-                args = self._args(method, path.query)
-                if method != expected:
-                    answer = envelope(False, f"expecting {expected}, received {method}")
-                else:
-                    answer = endpoint(server, args, method)
-            except BadArgument as exc:
-                answer = envelope(False, str(exc))
-            except ValueError:
-                answer = envelope(False, "failed to load JSON")
-            self._reply(200, json.dumps(answer, cls=_Encoder).encode(), "application/json")
-
-        def _args(self, method: str, query: str) -> dict[str, Any]:
-            if method == "GET":
-                return {k: v[0] if len(v) == 1 else v for k, v in parse_qs(query).items()}
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            if not body:
-                return {}
-            data = json.loads(body)
-            if not isinstance(data, dict):
-                raise ValueError("body is not a JSON object")
-            return data
-
-        def _note_auth(self) -> None:
-            auth = self.headers.get("Authorization", "")
-            if auth.startswith("Bearer "):
-                server.tokens_seen.add(auth[len("Bearer "):])
-            if self.headers.get("Origin"):
-                server.origins_seen.add(self.headers["Origin"])
-
-        def _reply(self, code: int, body: bytes, content_type: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            log.debug("%s %s", self.address_string(), format % args)
-
-    return Handler
-
-
-def _route(path: str) -> tuple[str, tuple[str, Endpoint]] | None:
+def _route(path: str) -> Route | None:
     for prefix, table in (("/api/v1/", ROUTES), ("/_contract/", CONTROL_ROUTES)):
         if path.startswith(prefix) and path[len(prefix):] in table:
             name = path[len(prefix):]
