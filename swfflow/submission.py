@@ -1,9 +1,8 @@
 """``swfflow submit`` / ``kill`` / ``retry`` (and the status of a submission): the glue between
 the command line and the SAME driver as ``swfflow run``, over PanDA + Rucio.
 
-- :func:`connect` builds the two backends from the usual upstream configuration: panda-client's
-  ``PANDA_URL_SSL``/``PANDA_URL`` (+ its auth variables) and rucio-clients' ``RUCIO_CONFIG``
-  (or ``$RUCIO_HOME/etc/rucio.cfg``, ``/opt/rucio/etc/rucio.cfg``); command-line options win.
+- :func:`connect` builds the two backends for the servers :mod:`swfflow.server_config` found;
+  the driver evaluates ExpressionTool steps here (:mod:`swfflow.drive.expressions`).
 - :class:`SubmissionStore` is the persistent state directory: the driver's own tables (one row
   per task: phase, PanDA task id, message) plus one row per workflow instance saying which
   servers it was submitted to, so ``status``/``kill``/``retry`` find it by name and a re-run
@@ -33,11 +32,11 @@ from swfflow.drive.driver import DONE, FINAL, Driver, TaskPhase
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
+from swfflow.server_config import Servers
 
 STATE_FILE = "submit.db"
 DEFAULT_STATE_DIR = ".swfflow"  # the same place `swfflow run --outdir .` keeps its state
 STATE_ENV = "SWFFLOW_STATE"
-RUCIO_CONFIG_PLACES = ("{RUCIO_HOME}/etc/rucio.cfg", "/opt/rucio/etc/rucio.cfg")
 LIVE = (TaskPhase.SUBMITTED, TaskPhase.RUNNING)
 
 _META = MetaData()
@@ -85,37 +84,6 @@ def load_plan(source: str, inputs: str | None, profile: str | None, run: str | N
         raise ConfigError(f"the plan is for run {plan.run}, not {run}", where=source,
                           hint="drop --run, or compile the workflow without --run")
     return plan
-
-
-# --- servers --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Servers:
-    panda_url: str | None  # None: panda-client's own default
-    rucio_config: str
-
-
-def rucio_config_path(explicit: str | None = None) -> str:
-    """Where rucio-clients would read its configuration, or a clear error."""
-    if explicit:
-        return explicit
-    if os.environ.get("RUCIO_CONFIG"):
-        return os.environ["RUCIO_CONFIG"]
-    home = os.environ.get("RUCIO_HOME")
-    for place in RUCIO_CONFIG_PLACES:
-        if "{RUCIO_HOME}" in place and not home:
-            continue
-        path = place.format(RUCIO_HOME=home)
-        if Path(path).is_file():
-            return path
-    raise ConfigError("no Rucio client configuration found",
-                      hint="set RUCIO_CONFIG (or RUCIO_HOME) as for the rucio client, or pass "
-                           "--rucio-config; `swfflow services status` prints the local one")
-
-
-def servers(panda_url: str | None = None, rucio_config: str | None = None) -> Servers:
-    return Servers(panda_url=panda_url or os.environ.get("PANDA_URL_SSL")
-                   or os.environ.get("PANDA_URL"), rucio_config=rucio_config_path(rucio_config))
 
 
 @dataclass
@@ -251,15 +219,20 @@ class SubmissionStore:
 
 # --- acting on an instance ------------------------------------------------------------------
 
-def make_driver(plan: Plan, store: SubmissionStore, backends: Backends) -> Driver:
+def make_driver(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
     """The driver of `swfflow run`, over PanDA + Rucio. No payload preparation: PanDA gets the
-    task parameters, and the plan (with payloads) stays with the submitter."""
-    return Driver(plan, backends.catalog, backends.executor, store.driver_store)
+    task parameters; expression steps run here, their tools rebuilt from the plan (``source``:
+    the workflow or plan file submitted), with scratch under the state directory."""
+    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+
+    expressions = client_expressions(PlanPayloads(plan_folder(source, plan)), store.path.parent)
+    return Driver(plan, backends.catalog, backends.executor, store.driver_store,
+                  run_expression=expressions)
 
 
 def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
     """Create the datasets, record the instance, submit what may be released now."""
-    driver = make_driver(plan, store, backends)
+    driver = make_driver(plan, store, backends, source)
     store.record(driver.instance, backends.executor.url, backends.catalog.host, source)
     driver.start()
     driver.tick()
@@ -324,7 +297,8 @@ def retry_instance(store: SubmissionStore, instance: str, backends: Backends) ->
     """Retry the failed (failed, partial, exhausted, killed) tasks of the instance and release
     again what they blocked; succeeded tasks are left alone. Returns the driver, ticked once."""
     refresh(store, instance, backends.executor)
-    driver = make_driver(store.plan(instance), store, backends)
+    source = store.submissions()[instance]["source"]
+    driver = make_driver(store.plan(instance), store, backends, source)
     driver.start()  # re-arms failed tasks (executor.retry) and blocked ones, like a re-run
     driver.tick()
     return driver

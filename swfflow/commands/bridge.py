@@ -24,7 +24,11 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="Feed this recorded message log (JSON lines, `swfflow daqsim --record`) "
                    "instead of a broker subscription.")
 @click.option("--backend", type=click.Choice(["local", "panda"]), default="local",
-              help="Where tasks run: this machine, or PanDA ($PANDA_URL_SSL).")
+              help="Where tasks run: this machine, or PanDA (see --panda-url). ExpressionTool "
+                   "steps are evaluated here either way.")
+@click.option("--panda-url", default=None, metavar="URL",
+              help="PanDA server for --backend panda [default: $PANDA_URL_SSL, else "
+                   "$PANDA_URL]; auth from panda-client's usual environment.")
 @click.option("--catalog", type=click.Choice(["local", "rucio"]), default="local",
               help="Where datasets live: the state database, or Rucio ($RUCIO_CONFIG).")
 @click.option("--state", default="sqlite:///bridge-state/bridge.db", metavar="URL",
@@ -41,7 +45,8 @@ from swfflow.stream.messages import EPIC_TOPIC
 @click.option("--rse", default=None, help="RSE where STF replicas are registered "
               "[default: the catalog's, DAQ_DISK for Rucio].")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("bridge-work"), help="Job directories (--backend local).")
+              default=Path("bridge-work"),
+              help="Job directories (--backend local) and ExpressionTool steps' scratch.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=2,
               help="Jobs at once (--backend local).")
 @click.option("--no-container", is_flag=True, help="Run tools on the host (--backend local).")
@@ -61,10 +66,10 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="Exit once N runs are finished (done or failed) and nothing is pending.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namespace, destination,
-               subscription, profile_path, rucio_config, rse, workdir, jobs, no_container,
-               batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready, exit_after,
-               as_json, quiet):
+def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, state, namespace,
+               destination, subscription, profile_path, rucio_config, rse, workdir, jobs,
+               no_container, batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready,
+               exit_after, as_json, quiet):
     """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
     fresh instance — run_imminent creates the datasets and submits the streaming tasks,
     stf_gen attaches each STF (batched) and emits stf_ready, end_run closes the run dataset
@@ -78,6 +83,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namesp
       swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 \\
           --catalog rucio --state sqlite:///bridge.db --namespace alice-dev
       swfflow bridge plan.json --backend panda --catalog rucio --broker stomp://host:61613 \\
+          --panda-url https://pandaserver.example:25443/server/panda \\
           --state postgresql://swf@dbhost/swfflow
       swfflow bridge examples/calib.cwl --replay run.jsonl --exit-after 1 --json
       swfflow status --run 100012 --state sqlite:///bridge.db --json
@@ -88,10 +94,13 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, catalog, state, namesp
 
     if broker is None and replay is None:
         raise ConfigError("no message source", hint="give --broker URL or --replay FILE")
+    if panda_url is not None and backend != "panda":
+        raise ConfigError(f"--panda-url {panda_url} is for --backend panda, not {backend}",
+                          hint="add --backend panda, or drop --panda-url")
     _logging(quiet)
     setup = Setup(workflow=workflow, inputs=inputs, profile=profile_path, catalog=catalog,
                   backend=backend, state=state, workdir=workdir, jobs=jobs,
-                  no_container=no_container, rucio_config=rucio_config,
+                  no_container=no_container, rucio_config=rucio_config, panda_url=panda_url,
                   options=dict(namespace=namespace, batch_size=batch_size, batch_ms=batch_ms,
                                attach_parallel=attach_parallel,
                                end_timeout_s=end_timeout, tick_s=tick, rse=rse,

@@ -79,6 +79,8 @@ def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path:
     it: existing tasks are found by name, never duplicated; failed ones are retried.
     With --follow it keeps driving until every task is final: merges and fits are
     released once their parents are done (after the DAQ closes the run dataset).
+    ExpressionTool steps are no PanDA tasks: they are evaluated here, when released
+    (so a `when` computed by one needs --follow, or a later submit, to be acted on).
 
     \b
     Examples:
@@ -87,12 +89,13 @@ def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path:
       swfflow status; swfflow kill calib:100123; swfflow retry calib:100123
     """
     from swfflow import submission as sub
+    from swfflow.server_config import servers
 
     _logging(quiet or as_json)
     plan = sub.load_plan(workflow, inputs, profile_path, run)
     store = sub.SubmissionStore(sub.state_dir(state))
     known = store.submissions().get(f"{plan.workflow}:{plan.run}", {})
-    backends = sub.connect(sub.servers(panda_url or known.get("panda_url"), rucio_config),
+    backends = sub.connect(servers(panda_url or known.get("panda_url"), rucio_config),
                            store, attempts=attempts)
     driver = sub.submit(plan, store, backends, workflow)
     if follow:
@@ -140,12 +143,13 @@ def retry_cmd(instance: str, follow: bool, poll_s: float, timeout_s: float | Non
     succeed. Succeeded tasks are left alone.
     """
     from swfflow import submission as sub
+    from swfflow.server_config import servers
 
     _logging(quiet or as_json)
     store = sub.SubmissionStore(sub.state_dir(state), create=False)
     name = store.find(instance)
     where = store.submissions()[name]
-    backends = sub.connect(sub.servers(panda_url or where["panda_url"], rucio_config),
+    backends = sub.connect(servers(panda_url or where["panda_url"], rucio_config),
                            store, attempts=attempts)
     driver = sub.retry_instance(store, name, backends)
     if follow:

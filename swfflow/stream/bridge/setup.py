@@ -67,7 +67,8 @@ def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     engine = state_engine(setup.state)
     stack.callback(engine.dispose)
     catalog = _catalog(setup, engine)
-    executor, prepare, run_expression = _executor(setup, engine, catalog, workflow, stack)
+    executor, prepare, run_expression = _executor(setup, engine, catalog, workflow, template,
+                                                  stack)
     # a Rucio client is not thread-safe: the attach thread gets its own
     attach_catalog = _catalog(setup, engine) if setup.catalog == "rucio" else None
     return Bridge(template, catalog, executor, engine, config=BridgeConfig(**setup.options),
@@ -87,11 +88,17 @@ def _catalog(setup: Setup, engine: Any):
                                     max_backoff_s=1.0)
 
 
-def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, stack: ExitStack):
+def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, template: Plan,
+              stack: ExitStack):
     if setup.backend == "panda":
         from swfflow.backends.panda import PandaExecutor
+        from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
 
-        return PandaExecutor(setup.panda_url), None, None
+        # PanDA gets the plan's task parameters as they are (no prepare); ExpressionTools are
+        # no PanDA tasks: evaluated here, their tools rebuilt from the plan's payloads
+        payloads = PlanPayloads(plan_folder(setup.workflow, template))
+        return (PandaExecutor(setup.panda_url), None,
+                client_expressions(payloads, setup.workdir))
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.drive.local_run import run_expression_locally
     from swfflow.drive.payload import LocalPayloads
