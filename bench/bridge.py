@@ -17,12 +17,17 @@ bridge, not payloads). Then:
    (committed in the bridge store); p50/p99;
 3. sustained rate: the simulator floods ``--flood`` stf_gen into the bridge's durable
    subscription, then the bridge drains that backlog: STFs attached per second between its
-   first and its last attach batch (steady state), the bridge process's CPU per STF, and when
-   the deferred metadata of the last STF was set.
+   first and its last attach batch (steady state), when the deferred metadata of the last STF
+   was set, and the CPU time every process on the machine spent per STF while the backlog was
+   attached, and until the judge-evaluator has made every lock of the run dataset's rules
+   (from /proc: the bridge, Rucio's server and judge, PostgreSQL, ActiveMQ). Their sum
+   against the cores there are is the rate this machine can reach at all;
+4. the bridge alone: the same flood over the same broker, the STFs attached in the bridge's
+   local catalog (its SQLite store) instead of Rucio: the bridge's own ceiling.
 
-Goals (issue 6): p99 < 1 s at 2 Hz, sustained ≥ 500 STF/s. On one 2-core machine the
-sustained rate is bound by the services sharing the cores (Rucio's server and judge,
-PostgreSQL, ActiveMQ): compare it with (1), and see the bridge's own CPU per STF.
+Goals (issue 6): p99 < 1 s at 2 Hz, sustained ≥ 500 STF/s. On one 2-core machine the rate
+with Rucio is bound by the services sharing the cores (Rucio's server and judge, PostgreSQL,
+ActiveMQ): compare (3) with (1) and (4), and see the CPU per STF of each process.
 """
 
 from __future__ import annotations
@@ -50,6 +55,49 @@ SCHEDULE = """\
 - {state: run, substate: physics, span: "0,0,0,0,%d", stf_interval: %s}
 - {state: beam, substate: not_ready, span: "0,0,0,0,1"}
 """
+
+
+# which process is which, by its command line (first match wins)
+PROCESS_KINDS = (("rucio server (gunicorn)", "gunicorn"),
+                 ("rucio judge-evaluator", "rucio-judge-evaluator"),
+                 ("activemq", "activemq"),
+                 ("postgresql", "postgres"))
+
+
+def cpu_by_process(marks: tuple[str, ...]) -> dict[int, tuple[str, float]]:
+    """Every process's (kind, CPU seconds so far): user + system time from /proc. A service
+    process counts as its kind only if its command line or working directory carries one of
+    ``marks`` (the bench's state directory, its Rucio database): services of anything else
+    running meanwhile are "other"."""
+    tick, me, found = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            where = f"{cmdline} {os.readlink(entry / 'cwd')}"
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        pid = int(entry.name)
+        kind = "other"
+        if pid == me:
+            kind = "bench (bridge, PanDA double)"
+        elif any(mark in where for mark in marks):
+            kind = next((label for label, word in PROCESS_KINDS if word in cmdline), "other")
+        found[pid] = (kind, seconds)
+    return found
+
+
+def cpu_spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+              ) -> dict[str, float]:
+    """CPU seconds per kind between two snapshots (a process born in between counts whole)."""
+    spent: dict[str, float] = {}
+    for pid, (kind, seconds) in after.items():
+        spent[kind] = spent.get(kind, 0.0) + seconds - before.get(pid, (kind, 0.0))[1]
+    return spent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,8 +149,8 @@ def wait_for_judge(catalog, did: str, locks: int, timeout: float = 300.0) -> Non
         time.sleep(1.0)
 
 
-def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url: str
-                 ) -> dict:
+def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url: str,
+                 marks: tuple[str, ...] = (), catalog: str = "rucio") -> dict:
     """One simulated run through a bridge; ``backlog``: the whole run is published before the
     bridge starts (it drains it), else the simulator runs while the bridge does."""
     from swfflow.stream.bridge.setup import Setup, build_bridge
@@ -114,7 +162,7 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
     name = f"bench-{uuid.uuid4().hex[:8]}"
     with open_bus(url) as bus:
         bus.subscribe(EPIC_TOPIC, lambda d: None, durable_name=name).close()
-    setup = Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog="rucio", backend="panda",
+    setup = Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog=catalog, backend="panda",
                   state=f"sqlite:///{tmp / f'{name}.db'}", workdir=tmp / "work",
                   rucio_config=os.environ["RUCIO_CONFIG"], panda_url=panda_url,
                   options={"batch_ms": 50.0, "batch_size": 500, "tick_s": 1.0,
@@ -135,17 +183,32 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
         cpu0 = time.process_time()
         subscribe(bridge, bus, EPIC_TOPIC, name)
 
-        def done(b) -> bool:  # idle first: the store is read only when it may be true
-            return b.idle and bool(b.store.runs((PHASE_DONE,)))
+        def done(b) -> bool:  # the store is read only once the run left the open ones
+            return b.idle and not b.runs and bool(b.store.runs((PHASE_DONE,)))
 
+        expected = sum('"stf_gen"' in line for line in log.read_text().splitlines()) \
+            if backlog else 0
+        machine_before = cpu_by_process(marks)
         worker = threading.Thread(target=bridge.run, kwargs={"until": done})
         worker.start()
         if not backlog:
             publish()
+        machine = {}
+        while backlog and worker.is_alive() and not machine:  # until the last STF is attached
+            if bridge.counters["attached"] >= expected:
+                machine = cpu_spent(machine_before, cpu_by_process(marks))
+            time.sleep(0.1)
         worker.join(timeout=900)
         cpu = time.process_time() - cpu0
         with bridge.store.engine.connect() as conn:
             rows = conn.execute(FILES.select()).all()
+        judged = {}
+        if backlog and catalog == "rucio":  # the judge works after the attach: its catch-up
+            # is part of the cost
+            (run,) = bridge.store.runs((PHASE_DONE,))
+            rules = bridge.catalog.list_rules(run["stream_did"])
+            wait_for_judge(bridge.catalog, run["stream_did"], len(rows) * len(rules))
+            judged = cpu_spent(machine_before, cpu_by_process(marks))
     with open_bus(url) as bus:  # a broker keeps messages for a durable subscription: drop it
         bus.subscribe(EPIC_TOPIC, lambda d: None, durable_name=name).forget()
     sent = {}
@@ -159,7 +222,11 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
     return {"stfs": len(rows), "latencies": [r.attached_at - sent[r.filename] for r in rows],
             "steady_per_s": after_first / (last - first) if last > first else float("inf"),
             "metadata_done_after_s": max(r.meta_at for r in rows) - last,
-            "cpu_ms_per_stf": 1000 * cpu / len(rows)}
+            "cpu_ms_per_stf": 1000 * cpu / len(rows),
+            "machine_cpu_ms_per_stf": {kind: 1000 * seconds / len(rows)
+                                       for kind, seconds in machine.items()},
+            "machine_cpu_ms_per_stf_judged": {kind: 1000 * seconds / len(rows)
+                                              for kind, seconds in judged.items()}}
 
 
 def main() -> None:
@@ -173,7 +240,7 @@ def main() -> None:
 
     from swfflow import services
     from swfflow.backends.rucio import RucioCatalog
-    from swfflow.services.rucio_server import client_config
+    from swfflow.services.rucio_server import client_config, database_name
     from swfflow.stream.bridge.setup import load_template
     from swfflow.testing.panda_runner import StateMachineRunner
     from swfflow.testing.panda_server import PandaContractServer
@@ -184,6 +251,7 @@ def main() -> None:
                                 fresh_session=uuid.uuid4().hex[:12])
         os.environ["RUCIO_CONFIG"] = str(client_config(services.ServiceHome(state, "rucio")))
         catalog = RucioCatalog.from_config(os.environ["RUCIO_CONFIG"])
+        marks = (str(state), database_name(services.ServiceHome(state, "rucio")))
         template, _ = load_template(str(WORKFLOW), None, str(PROFILE))
         (stream,) = [d for d in template.datasets if d.role == "stream"]
         with tempfile.TemporaryDirectory() as tmp_name, \
@@ -203,13 +271,22 @@ def main() -> None:
             (tmp / "flood").mkdir()
             flood = bridge_phase(tmp / "flood", broker.url,
                                  SCHEDULE % (max(1, args.flood // 1000), 0.001),
-                                 backlog=True, panda_url=panda.url)
+                                 backlog=True, panda_url=panda.url, marks=marks)
+            (tmp / "alone").mkdir()
+            alone = bridge_phase(tmp / "alone", broker.url,
+                                 SCHEDULE % (max(1, args.flood // 1000), 0.001),
+                                 backlog=True, panda_url=panda.url, marks=marks,
+                                 catalog="local")
     finally:
         services.purge(state)
-    report(args, raw, paced, flood)
+    report(args, raw, paced, flood, alone)
 
 
-def report(args, raw: dict, paced: dict, flood: dict) -> None:
+def _rounded(spent: dict[str, float]) -> dict[str, float]:
+    return {kind: round(ms, 3) for kind, ms in spent.items() if ms >= 0.0005}
+
+
+def report(args, raw: dict, paced: dict, flood: dict, alone: dict) -> None:
     ceiling = raw["run dataset's rules, 2 clients"]
     result = {
         "raw_rucio_attach_per_s": {k: round(v, 1) for k, v in raw.items()},
@@ -222,6 +299,11 @@ def report(args, raw: dict, paced: dict, flood: dict) -> None:
         "metadata_done_after_last_attach_s": round(flood["metadata_done_after_s"], 1),
         "bridge_cpu_ms_per_stf": round(flood["cpu_ms_per_stf"], 3),
         "bridge_stf_per_cpu_s": round(1000 / flood["cpu_ms_per_stf"]),
+        "bridge_alone_attach_per_s": round(alone["steady_per_s"], 1),
+        "bridge_alone_cpu_ms_per_stf": _rounded(alone["machine_cpu_ms_per_stf"]),
+        "cores": os.cpu_count(),
+        "cpu_ms_per_stf_while_attaching": _rounded(flood["machine_cpu_ms_per_stf"]),
+        "cpu_ms_per_stf_until_judged": _rounded(flood["machine_cpu_ms_per_stf_judged"]),
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -237,6 +319,21 @@ def report(args, raw: dict, paced: dict, flood: dict) -> None:
     print(f"  metadata of the last STF set {result['metadata_done_after_last_attach_s']} s "
           f"after the last attach; bridge CPU {result['bridge_cpu_ms_per_stf']} ms per STF "
           f"(≈ {result['bridge_stf_per_cpu_s']} STF per CPU-second)")
+    attaching, judged = (result["cpu_ms_per_stf_while_attaching"],
+                         result["cpu_ms_per_stf_until_judged"])
+    print(f"  CPU ms per STF on this machine ({result['cores']} cores), from the first STF to "
+          "the last attached / to every lock made by the judge:")
+    for kind in sorted(judged, key=lambda k: -judged[k]):
+        print(f"    {kind:<32} {attaching.get(kind, 0.0):>7} {judged[kind]:>7}")
+    for label, spent in (("while attaching", attaching), ("until judged", judged)):
+        total = sum(spent.values())
+        print(f"    all, {label}: {total:.2f} ms per STF: at most "
+              f"{1000 * result['cores'] / total:.0f} STF/s on {result['cores']} cores")
+
+    print(f"bridge alone (the same flood and broker, STFs attached in its local catalog, no "
+          f"Rucio): {result['bridge_alone_attach_per_s']} STF/s; CPU ms per STF: "
+          + ", ".join(f"{kind} {ms}" for kind, ms in
+                      sorted(result["bridge_alone_cpu_ms_per_stf"].items(), key=lambda i: -i[1])))
 
 
 if __name__ == "__main__":

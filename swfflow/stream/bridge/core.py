@@ -196,8 +196,13 @@ class Bridge:
     @property
     def idle(self) -> bool:
         """Nothing received is still waiting for its effect."""
-        return (self.inbox.empty() and not self.pending and not self.unrecorded
-                and not any(self.waiters.values()))
+        return (not self._inbox_holds_deliveries() and not self.pending
+                and not self.unrecorded and not any(self.waiters.values()))
+
+    def _inbox_holds_deliveries(self) -> bool:
+        """Anything in the inbox but wake-ups (None: an attach call done, or stop())."""
+        with self.inbox.mutex:
+            return any(item is not None for item in self.inbox.queue)
 
     def open_runs(self) -> list[str]:
         return list(self.runs)

@@ -68,6 +68,7 @@ class AttachLanes:
             catalog = self._take_catalog()
             future = self.attacher.submit(_attach_batches, catalog, batches, config.rse,
                                           not config.defer_metadata)
+            future.add_done_callback(self._wake)
             self.in_flight.append(InFlight("attach", future, catalog, keys))
             self.attaching |= keys
 
@@ -93,7 +94,13 @@ class AttachLanes:
                    if r.run_id in scopes]
         catalog = self._take_catalog()
         future = self.attacher.submit(_catch, catalog.set_file_metadata, records)
+        future.add_done_callback(self._wake)
         self.in_flight.append(InFlight("metadata", future, catalog, set(), rows))
+
+    def _wake(self, _done: Future) -> None:
+        """From the attach thread: an empty delivery wakes the bridge loop to collect the
+        outcome at once (no polling while a call is in flight; the loop skips it)."""
+        self.bridge.inbox.put(None)
 
     def _slots(self) -> int:
         """Concurrent attach calls: several only for catalogs that give a client per thread."""

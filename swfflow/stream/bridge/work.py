@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from swfflow.stream.bridge.core import Bridge
 
 log = logging.getLogger("swfflow.bridge")
-ATTACH_POLL_S = 0.005  # how often the loop looks whether the attach in flight is done
 FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
 
 
@@ -42,9 +41,9 @@ class Work(AttachLanes):
         """How long the loop may block waiting for a message before work is due."""
         config, now = self.bridge.config, time.monotonic()
         wait = config.tick_s - (now - self.last_follow)
-        if self.in_flight:  # commit and ack their outcome soon after they are done
-            wait = min(wait, ATTACH_POLL_S)
-        elif self.bridge.pending:
+        # a catalog call wakes the loop when it is done (AttachLanes._wake); the batch timer
+        # counts only while a slot is free to take the batch
+        if self.bridge.pending and len(self.in_flight) < self._slots():
             oldest = self.bridge.pending[0].gen_at  # pending is in arrival order
             wait = min(wait, config.batch_ms / 1000 - (time.time() - oldest))
         return min(0.25, max(0.002, wait))
