@@ -219,7 +219,11 @@ class Driver:
     def _evaluate_expression(self, task: DriverTask, spec: TaskSpec,
                              inputs: dict[str, Any]) -> None:
         if self.run_expression is None:
-            self._set(task, TaskPhase.FAILED, "no expression runner configured")
+            # every swfflow command passes one; a library caller that built a Driver may not
+            self._set(task, TaskPhase.FAILED,
+                      f"expression step {spec.step} cannot be evaluated: this driver has no "
+                      "expression runner (pass run_expression=, e.g. "
+                      "swfflow.drive.expressions.client_expressions)")
             return
         try:
             outputs = self.run_expression(self.prepare(spec), inputs)

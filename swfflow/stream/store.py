@@ -29,96 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, Float, Integer, MetaData, String, Table, Text,
-                        create_engine, func, select)
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from swfflow.errors import ConfigError
-
-# the bridge's view of a run, in order
-PHASE_ANNOUNCED = "announced"  # run_imminent recorded; datasets and tasks not yet created
-PHASE_PREPARED = "prepared"  # datasets exist, streaming tasks submitted
-PHASE_ENDING = "ending"  # end_run seen: waiting until every announced STF is attached
-PHASE_CLOSED = "closed"  # run dataset closed: tasks drain, complete steps released
-PHASE_DONE = "done"
-PHASE_FAILED = "failed"
-RUN_PHASES = (PHASE_ANNOUNCED, PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED, PHASE_DONE,
-              PHASE_FAILED)
-OPEN_PHASES = RUN_PHASES[:4]  # a restarted bridge resumes these
-
-_META = MetaData()
-RUNS = Table(
-    "br_runs", _META,
-    Column("run_id", String(64), primary_key=True),
-    Column("namespace", String(128)),
-    Column("phase", String(16), nullable=False),
-    Column("daq_state", String(32)),
-    Column("daq_substate", String(32)),
-    Column("stream_did", String(255), nullable=False),
-    Column("container", Text),  # the DAQ's STF directory (run_imminent), for files w/o file_url
-    Column("total_stf_files", Integer),  # as announced by end_run (None: not said)
-    Column("end_seen_at", Float),
-    Column("closed_at", Float),
-    Column("missing", JSON),  # STFs announced but never attached when the run was closed
-    Column("message", Text, nullable=False, default=""),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-FILES = Table(
-    "br_files", _META,
-    Column("run_id", String(64), primary_key=True),
-    Column("filename", String(255), primary_key=True),
-    Column("sequence", Integer),
-    Column("size", Integer, nullable=False),
-    Column("adler32", String(8), nullable=False),
-    Column("pfn", Text),
-    Column("msg_id", String(64)),
-    Column("gen_at", Float, nullable=False),  # when the bridge received stf_gen
-    Column("attached_at", Float),  # NULL: recorded, not attached yet
-    Column("ready_sent", Boolean, nullable=False, default=False),
-    Column("meta_at", Float),  # NULL: its run/sequence metadata not yet set in the catalog
-)
-MESSAGES = Table(
-    "br_messages", _META,
-    Column("msg_id", String(64), primary_key=True),
-    Column("msg_type", String(32), nullable=False),
-    Column("run_id", String(64)),
-    Column("processed_at", Float, nullable=False),
-)
-DEAD = Table(
-    "br_dead", _META,
-    Column("digest", String(64), primary_key=True),  # sha256 of the body: idempotent
-    Column("received_at", Float, nullable=False),
-    Column("msg_type", String(64)),
-    Column("run_id", String(64)),
-    Column("reason", Text, nullable=False),
-    Column("body", Text, nullable=False),
-)
-HOLDS = Table(
-    "br_holds", _META,
-    Column("run_id", String(64), primary_key=True),
-    Column("wanted", String(16), nullable=False),  # HOLD_PAUSED | HOLD_RUNNING
-    Column("applied_at", Float),  # NULL: not yet done for every task
-    Column("paused", JSON, nullable=False, default=list),  # task ids the bridge paused
-    Column("message", Text, nullable=False, default=""),  # refusals, e.g. no production role
-    Column("updated_at", Float, nullable=False),
-)
-HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
-MAX_DEAD_BODY = 65536
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Stores written by an earlier swfflow lack columns added since (all nullable)."""
-    from sqlalchemy import inspect, text
-
-    for table in (FILES,):
-        present = {c["name"] for c in inspect(engine).get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=engine.dialect)
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+from swfflow.stream.tables import (  # noqa: F401 (the phases and tables: re-exported)
+    DEAD, FILES, HOLD_PAUSED, HOLD_RUNNING, HOLDS, MAX_DEAD_BODY, MESSAGES, METADATA, OPEN_PHASES,
+    PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED,
+    RUN_PHASES, RUNS, add_missing_columns)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -163,8 +82,8 @@ class StfRow:
 class BridgeStore:
     def __init__(self, engine: Engine):
         self.engine = engine
-        _META.create_all(engine)
-        _add_missing_columns(engine)
+        METADATA.create_all(engine)
+        add_missing_columns(engine)
 
     # --- messages -------------------------------------------------------------------------
     def processed(self, msg_id: str) -> bool:
