@@ -54,30 +54,14 @@ def panda_running_the_template(tmp: Path, rucio_config: str):
     """The contract server with a runner that executes the bridge's tasks for real. The bridge
     instantiates its plan per run, so the runner finds each task's spec by instantiating the
     same template for the run its name carries (what a pilot gets from the job parameters)."""
-    from swfflow.backends.local_catalog import sqlite_engine
-    from swfflow.backends.local_executor import LocalExecutor
-    from swfflow.backends.rucio import RucioCatalog
     from swfflow.drive.payload import LocalPayloads
     from swfflow.stream.bridge.setup import load_template
-    from swfflow.testing.panda_runner import (
-        ExecutorRunner,
-        LocalPathCatalog,
-        specs_from_template,
-    )
-    from swfflow.testing.panda_server import PandaContractServer
+    from swfflow.testing.panda_runner import pilots_for_template
 
     template, workflow = load_template(str(WORKFLOW), None, str(PROFILE))
-    prepare, spec_of = LocalPayloads(workflow), specs_from_template(template)
-    # a Rucio client of its own: the runner works in the server's tick thread
-    pilot = LocalExecutor(LocalPathCatalog(RucioCatalog.from_config(rucio_config)),
-                          sqlite_engine(tmp / "jedi.db"), tmp / "pilot", jobs=2,
-                          no_container=True)
-    runner = ExecutorRunner(pilot, lambda params: prepare(spec_of(params)))
-    try:
-        with PandaContractServer(runner=runner, tick_s=0.1) as panda:
-            yield panda
-    finally:
-        pilot.shutdown()
+    with pilots_for_template(template, LocalPayloads(workflow), tmp,
+                             rucio_config=rucio_config) as panda:
+        yield panda
 
 
 def server_tasks(panda) -> dict[str, object]:

@@ -187,27 +187,14 @@ def test_plan_json_expression_tools_are_rebuilt_from_the_plan(tmp_path, source, 
 
 # --- the bridge over real Rucio, PanDA running the tasks for real ---------------------------
 
-@contextlib.contextmanager
 def panda_running(template, tmp: Path, rucio_config: str):
     """The contract server whose runner executes each accepted task of the bridge's template
     with the local executor over the same Rucio server (as the pilots would)."""
-    from swfflow.backends.local_catalog import sqlite_engine
-    from swfflow.backends.local_executor import LocalExecutor
-    from swfflow.backends.rucio import RucioCatalog
     from swfflow.drive.expressions import PlanPayloads
-    from swfflow.testing.panda_runner import ExecutorRunner, LocalPathCatalog, specs_from_template
-    from swfflow.testing.panda_server import PandaContractServer
+    from swfflow.testing.panda_runner import pilots_for_template
 
-    prepare, spec_of = PlanPayloads(EXPR_WORKFLOW.parent), specs_from_template(template)
-    pilot = LocalExecutor(LocalPathCatalog(RucioCatalog.from_config(rucio_config)),
-                          sqlite_engine(tmp / "jedi.db"), tmp / "pilot", jobs=2,
-                          no_container=True)
-    runner = ExecutorRunner(pilot, lambda params: prepare(spec_of(params)))
-    try:
-        with PandaContractServer(runner=runner, tick_s=0.1) as panda:
-            yield panda
-    finally:
-        pilot.shutdown()
+    return pilots_for_template(template, PlanPayloads(EXPR_WORKFLOW.parent), tmp,
+                               rucio_config=rucio_config)
 
 
 @pytest.mark.services

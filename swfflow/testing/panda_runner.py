@@ -19,8 +19,9 @@ bridge instantiates one plan per run: :func:`specs_from_template` serves every r
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +213,33 @@ def local_runner(plan_dir: str | Path, workdir: str | Path, *, jobs: int = 2,
     executor = LocalExecutor(catalog, sqlite_engine(workdir / "panda-runner.db"),
                              workdir / "work", jobs=jobs)
     return ExecutorRunner(executor, specs_from_plan_dir(plan_dir))
+
+
+@contextlib.contextmanager
+def pilots_for_template(template: Plan, prepare: Callable[[TaskSpec], TaskSpec],
+                        workdir: str | Path, *, rucio_config: str | None = None,
+                        jobs: int = 2, no_container: bool = True, tick_s: float = 0.1
+                        ) -> Iterator[Any]:
+    """A running contract server whose runner executes, as the pilots would, every task the
+    bridge submits for ``template``: its spec found by instantiating the template for the run
+    the task's name carries, made runnable by ``prepare``, run by the local executor over the
+    Rucio server of ``rucio_config``, with its state and job folders under ``workdir``."""
+    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.backends.local_executor import LocalExecutor
+    from swfflow.backends.rucio import RucioCatalog
+    from swfflow.testing.panda_server import PandaContractServer
+
+    workdir, spec_of = Path(workdir), specs_from_template(template)
+    # a Rucio client of its own: the runner works in the server's tick thread
+    pilot = LocalExecutor(LocalPathCatalog(RucioCatalog.from_config(rucio_config)),
+                          sqlite_engine(workdir / "jedi.db"), workdir / "pilot", jobs=jobs,
+                          no_container=no_container)
+    runner = ExecutorRunner(pilot, lambda params: prepare(spec_of(params)))
+    try:
+        with PandaContractServer(runner=runner, tick_s=tick_s) as panda:
+            yield panda
+    finally:
+        pilot.shutdown()
 
 
 class ExecutorRunner:
