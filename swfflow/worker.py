@@ -1,15 +1,17 @@
 """One PanDA job of a compiled plan, on a worker node: what ``swfflow job`` does.
 
 A task's ``jobParameters`` (:func:`swfflow.plan.jedi.job_parameters`) make runGen call
-``swfflow job --task KEY -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …`` in the job's
-working directory, where the pilot has staged the input files and the sandbox: the workflow's
+``swfflow job --task KEY [--values=B64] -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …`` in
+the job's working directory, where the pilot has staged the input files and the sandbox: the workflow's
 folder with ``plan.json`` at its top (every relative path of the plan resolves against it).
 
 The job:
 
 1. finds the task in the plan and rebuilds its standalone CWL tool (the same
    :func:`~swfflow.runtime.leaf.standalone_tool` a local run uses, from the payload's ``tool``,
-   ``tool_file`` and ``inherited`` requirements/hints);
+   ``tool_file`` and ``inherited`` requirements/hints); the inputs the driver computed at run
+   time (a dynamic ``valueFrom``, an upstream ExpressionTool's output) come with ``--values``,
+   base64url JSON that :func:`swfflow.plan.jedi.with_computed_values` added on submission;
 2. binds the input files with :func:`~swfflow.backends.local_jobs.job_invocations` (the helper the
    local executor uses): ``-i`` is the job's chunk of the master dataset, ``--secondaryN`` the
    files of the N-th secondary dataset. A split port that takes one ``File`` gets one tool
@@ -40,6 +42,7 @@ from swfflow import ir
 from swfflow.backends.local_jobs import files_in, job_invocations, master_dataset
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError, UnsupportedFeature
+from swfflow.plan.jedi import VALUES_OPTION, driver_computed_ports
 from swfflow.plan.model import Plan, TaskSpec
 from swfflow.runtime.containers import ContainerPolicy
 from swfflow.runtime.files import absolute_locations, describe_files, location_path
@@ -67,6 +70,7 @@ class JobRequest:
     secondaries: dict[int, tuple[str, ...]] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # port → JEDI file name
     no_container: bool = False
+    values: dict[str, Any] = field(default_factory=dict)  # --values: inputs the driver computed
 
 
 @dataclass(frozen=True)
@@ -291,17 +295,28 @@ def place_output(port: str, paths: list[Path], name: str | None, workdir: Path) 
 # --- the job ------------------------------------------------------------------------------
 def job_objects(task: TaskSpec, tool: dict[str, Any], sandbox: Path,
                 master_files: list[dict[str, Any]],
-                dataset_files: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One CWL job object per tool invocation."""
+                dataset_files: dict[str, list[dict[str, Any]]],
+                values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One CWL job object per tool invocation: the plan's constants, then the values the
+    driver computed at run time (``--values``), then the staged files."""
+    computed = driver_computed_ports(task.inputs)
+    foreign = sorted(set(values or {}) - set(computed))
+    if foreign:
+        raise ConfigError(f"task {task.key!r}: {VALUES_OPTION} names port(s) "
+                          f"{', '.join(foreign)}, which the driver does not compute",
+                          where="swfflow job",
+                          hint=f"ports computed at run time: {', '.join(computed) or 'none'}")
     spec = asdict(task)
-    spec["payload"] = {**spec["payload"], "tool": tool,
-                       "job": absolute_locations(spec["payload"].get("job") or {}, sandbox)}
-    missing = [i.port for i in task.inputs if i.expression and i.port not in spec["payload"]["job"]]
+    job = {**absolute_locations(spec["payload"].get("job") or {}, sandbox), **(values or {})}
+    spec["payload"] = {**spec["payload"], "tool": tool, "job": job}
+    missing = [port for port in computed if port not in job]
     if missing:
-        raise UnsupportedFeature(
+        raise ConfigError(
             f"task {task.key!r}: input(s) {', '.join(missing)} are computed by the driver at "
-            "run time and are not in the plan", where="swfflow job",
-            hint="give them constant values, or run the workflow with `swfflow run`")
+            f"run time and were not given with {VALUES_OPTION}", where="swfflow job",
+            hint="run the job with the task's jobParameters as the driver submitted them "
+                 f"(`swfflow submit` adds {VALUES_OPTION}=...), or run the workflow with "
+                 "`swfflow run`")
     return job_invocations(spec, master_files, lambda did: dataset_files.get(did, []))
 
 
@@ -334,7 +349,7 @@ def run_job(request: JobRequest) -> JobReport:
         if master is not None:
             dataset_files[master] = master_files
         tool = runnable_tool(task, sandbox)
-        jobs = job_objects(task, tool, sandbox, master_files, dataset_files)
+        jobs = job_objects(task, tool, sandbox, master_files, dataset_files, request.values)
         report = _run_invocations(task, tool, jobs, request, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

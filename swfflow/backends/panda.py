@@ -4,9 +4,10 @@ What each protocol call does on the server (docs/panda.md has the why):
 
 - ``submit``: look the task name up first (``task/get_tasks_detailed_info_since`` with exact
   ``taskName``, ``vo`` and ``prodSourceLabel``), so a re-submission after a crash returns the
-  existing task and never re-runs a final one; otherwise ``insertTaskParams``. The id comes from
-  ``jediTaskID=N`` in the server's message; code 1/2 (already there) resolves to that id, code 3
-  (an incremental re-run) is only caused on purpose by :meth:`retry`.
+  existing task and never re-runs a final one; otherwise ``insertTaskParams`` (the inputs the
+  driver computed at run time added to ``jobParameters`` as ``--values=B64``, plan/jedi.py).
+  The id comes from ``jediTaskID=N`` in the server's message; code 1/2 (already there) resolves
+  to that id, code 3 (an incremental re-run) is only caused on purpose by :meth:`retry`.
 - ``status``: ONE ``get_tasks_detailed_info_since`` call per 200 tasks, filtered by the exact
   task ids and bounded by the earliest submission time we know; ids it does not return (the
   server truncates before it filters) are looked up one by one, exactly.
@@ -54,6 +55,7 @@ from swfflow.backends.panda_states import (
     to_state,
 )
 from swfflow.errors import ConfigError, ServiceError
+from swfflow.plan.jedi import with_computed_values
 from swfflow.plan.model import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ class PandaExecutor:
 
     # --- Executor protocol ---------------------------------------------------------------
     def submit(self, task: TaskSpec) -> str:
-        params = dict(task.params)
+        params = with_computed_values(task)  # values the driver computed reach the job
         params.setdefault("taskName", task.name)
         if params["taskName"] != task.name:
             raise ConfigError(f"task {task.key}: params taskName {params['taskName']!r} differs "

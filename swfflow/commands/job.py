@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from swfflow.plan.jedi import decode_values
 from swfflow.worker import LOG_NAME, REPORT_NAME, JobRequest, find_plan, parse_file_list, \
     parse_outputs, parse_secondaries, run_job
 
@@ -26,6 +27,9 @@ from swfflow.worker import LOG_NAME, REPORT_NAME, JobRequest, find_plan, parse_f
               help="The job's input files, comma-separated (runGen's ${IN/T}).")
 @click.option("--out", "outs", multiple=True, metavar="PORT=FILENAME",
               help="Name an output port's file as JEDI registers it (repeatable).")
+@click.option("--values", "values", default=None, metavar="B64",
+              help="The inputs the driver computed at run time (base64url JSON object of "
+                   "port values; the driver adds it to the task's jobParameters).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where inputs are staged and outputs are written (default: the current "
                    "directory).")
@@ -35,8 +39,8 @@ from swfflow.worker import LOG_NAME, REPORT_NAME, JobRequest, find_plan, parse_f
 @click.option("--json", "as_json", is_flag=True, help="Print the job report as JSON.")
 @click.pass_context
 def job_cmd(ctx: click.Context, task_key: str, plan_path: str | None, inputs: str | None,
-            outs: tuple[str, ...], workdir: Path | None, no_container: bool,
-            as_json: bool) -> None:
+            outs: tuple[str, ...], values: str | None, workdir: Path | None,
+            no_container: bool, as_json: bool) -> None:
     """Run one PanDA job of a compiled plan on a worker node (what the task's jobParameters
     call).
 
@@ -58,7 +62,8 @@ def job_cmd(ctx: click.Context, task_key: str, plan_path: str | None, inputs: st
     request = JobRequest(task=task_key, plan=find_plan(plan_path, workdir, dict(os.environ)),
                          workdir=workdir, inputs=parse_file_list(inputs),
                          secondaries=parse_secondaries(ctx.args),
-                         outputs=parse_outputs(outs), no_container=no_container)
+                         outputs=parse_outputs(outs), no_container=no_container,
+                         values=decode_values(values) if values is not None else {})
     report = run_job(request)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))

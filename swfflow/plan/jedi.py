@@ -4,17 +4,29 @@ profile and a few decisions the planner has made. Pure functions, no I/O.
 Field names and the job-parameter template shapes follow what prun produces
 (reference/panda.md §4): ``TaskRefinerBase.extractCommon`` reads ``taskName, userName, vo,
 prodSourceLabel, taskPriority, architecture, transUses, transHome, processingType, taskType``
-unconditionally, so all of them are always present.
+unconditionally, so all of them are always present. At submission, the inputs the driver
+computed at run time join ``jobParameters`` as ``--values=B64`` (:func:`with_computed_values`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.ir import Resources
+from swfflow.plan.model import TaskInput, TaskSpec
 from swfflow.plan.profile import Profile
+
+VALUES_OPTION = "--values"  # `swfflow job --values=B64`: the inputs the driver computed
+# one argv string may hold at most 128 KiB on Linux (MAX_ARG_STRLEN); stay well below it
+MAX_VALUES_CHARS = 64 * 1024
+_STAGED_CLASSES = ("File", "Directory")  # values a job gets only through a dataset
 
 
 @dataclass(frozen=True)
@@ -117,3 +129,90 @@ def job_parameters(task_key: str, split: Split,
     log = {"type": "template", "param_type": "log", "dataset": log_dataset,
            "value": f"{log_name}.$JEDITASKID.${{SN}}.log.tgz"}
     return params, log
+
+
+# --- inputs the driver computes at run time -----------------------------------------------
+def driver_computed_ports(inputs: Iterable[TaskInput]) -> tuple[str, ...]:
+    """The ports whose value only the driver knows, once upstream results are in: a dynamic
+    ``valueFrom``, or a value from an upstream step (an ExpressionTool's output) or from a
+    workflow input the plan had no value for (what ``ValueResolver.resolve`` computes)."""
+    return tuple(i.port for i in inputs
+                 if i.dataset is None and i.value is None and (i.expression or i.sources))
+
+
+def encode_values(values: Mapping[str, Any]) -> str:
+    """Compact JSON in unpadded base64url: only ``[A-Za-z0-9_-]``, nothing a shell expands or
+    splits, whatever the values hold."""
+    text = json.dumps(dict(values), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return base64.urlsafe_b64encode(text.encode()).decode("ascii").rstrip("=")
+
+
+def decode_values(text: str) -> dict[str, Any]:
+    """The inverse of :func:`encode_values`; anything else is a clear error."""
+    try:
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+        values = json.loads(raw.decode())
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{VALUES_OPTION} is not base64url-encoded JSON ({exc})",
+                          where="swfflow job",
+                          hint="pass the value the driver put into the task's jobParameters "
+                               "unchanged") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{VALUES_OPTION} holds {type(values).__name__}, not an object of "
+                          "port values", where="swfflow job")
+    return values
+
+
+def computed_values(task: TaskSpec) -> dict[str, Any]:
+    """The driver-computed inputs of a task the driver has resolved (``payload["job"]``),
+    checked to be plain JSON a job can get on its command line."""
+    job = task.payload.get("job") or {}
+    values = {port: job[port] for port in driver_computed_ports(task.inputs) if port in job}
+    for port, value in values.items():
+        staged = _staged_class(value)
+        if staged:
+            raise UnsupportedFeature(
+                f"task {task.key!r}: input {port!r} is computed by the driver at run time and "
+                f"is (or holds) a {staged}; a PanDA job gets files only through the datasets "
+                "the pilot stages, not on its command line", where=task.step,
+                hint="feed the files through a dataset (an upstream CommandLineTool's output), "
+                     "or compute a string, number or list of them instead")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise UnsupportedFeature(
+                f"task {task.key!r}: input {port!r} computed by the driver is not JSON ({exc})",
+                where=task.step) from None
+    return values
+
+
+def with_computed_values(task: TaskSpec) -> dict[str, Any]:
+    """The task's parameters, with its driver-computed inputs as one ``--values=B64`` constant
+    right after ``swfflow job --task KEY`` (none: the parameters as they are)."""
+    params = dict(task.params)
+    values = computed_values(task) if task.payload.get("kind") == "cwl" else {}
+    if not values:
+        return params
+    encoded = encode_values(values)
+    if len(encoded) > MAX_VALUES_CHARS:
+        sizes = ", ".join(f"{p} ({len(json.dumps(v))} B)" for p, v in sorted(values.items()))
+        raise UnsupportedFeature(
+            f"task {task.key!r}: the inputs computed by the driver take {len(encoded)} "
+            f"characters on the job's command line, more than {MAX_VALUES_CHARS}: {sizes}",
+            where=task.step, hint="pass large data as a file through a dataset")
+    items = [i for i in params.get("jobParameters") or []
+             if not str(i.get("value", "")).startswith(VALUES_OPTION + "=")]
+    items.insert(1, {"type": "constant", "value": f"{VALUES_OPTION}={encoded}"})
+    params["jobParameters"] = items
+    return params
+
+
+def _staged_class(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        if value.get("class") in _STAGED_CLASSES:
+            return str(value["class"])
+        return next(filter(None, map(_staged_class, value.values())), None)
+    if isinstance(value, list):
+        return next(filter(None, map(_staged_class, value)), None)
+    return None
