@@ -251,3 +251,15 @@ def test_computed_inputs_reach_the_worker_through_the_shell(sandbox, tmp_path):
     assert done.returncode == 2, done.stderr
     assert "names port(s) n, which the driver does not compute" in done.stderr
     assert "loud, text" in done.stderr
+
+
+def test_the_contract_runner_gives_its_pilots_the_shipped_values():
+    """The contract server's ExecutorRunner looks a task up in the plan by name; the computed
+    inputs exist only in the job parameters, so it must merge them as a worker would."""
+    from swfflow.testing.panda_runner import with_shipped_values
+
+    values = {"text": WHO, "loud": WHO.upper()}
+    planned = _task({})  # the plan the pilot finds: no computed values in it
+    shipped = with_shipped_values(planned, with_computed_values(_task(values)))
+    assert shipped.payload["job"] == {"n": 3, **values}
+    assert with_shipped_values(planned, planned.params) == planned  # nothing shipped

@@ -251,7 +251,8 @@ class ExecutorRunner:
         self.local_ids: dict[int, str] = {}  # PanDA task id → executor task id
 
     def start(self, task_id: int, params: Mapping[str, Any]) -> None:
-        self.local_ids[task_id] = self.executor.submit(self.specs(params))
+        spec = with_shipped_values(self.specs(params), params)
+        self.local_ids[task_id] = self.executor.submit(spec)
 
     def poll(self, task_id: int) -> RunReport:
         local = self.local_ids[task_id]
@@ -269,6 +270,21 @@ class ExecutorRunner:
             self.start(task_id, params)
         else:
             self.executor.retry(self.local_ids[task_id])
+
+
+def with_shipped_values(spec: TaskSpec, params: Mapping[str, Any]) -> TaskSpec:
+    """The plan's spec plus what the job parameters carry beyond the plan: the inputs the
+    driver computed at run time (``--values=B64``), merged into the job as ``swfflow job``
+    merges them on a worker."""
+    from swfflow.plan.jedi import VALUES_OPTION, decode_values
+
+    prefix = VALUES_OPTION + "="
+    shipped = [str(item.get("value")) for item in params.get("jobParameters") or []
+               if str(item.get("value", "")).startswith(prefix)]
+    if not shipped:
+        return spec
+    job = {**(spec.payload.get("job") or {}), **decode_values(shipped[-1][len(prefix):])}
+    return replace(spec, payload={**spec.payload, "job": job})
 
 
 def _utcnow() -> datetime:
