@@ -1,9 +1,10 @@
 """One PanDA job of a compiled plan, on a worker node: what ``swfflow job`` does.
 
 A task's ``jobParameters`` (:func:`swfflow.plan.jedi.job_parameters`) make runGen call
-``swfflow job --task KEY [--values=B64] -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …`` in
-the job's working directory, where the pilot has staged the input files and the sandbox: the workflow's
-folder with ``plan.json`` at its top (every relative path of the plan resolves against it).
+``swfflow job --task KEY [--values=B64] -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …``
+in the job's working directory, where the pilot has staged the input files and the sandbox: the
+workflow's folder with ``plan.json`` at its top (every relative path of the plan resolves
+against it).
 
 The job:
 
