@@ -257,7 +257,8 @@ def test_restart_resumes_recorded_stfs_without_loss_or_duplicates(tmp_path):
         replay_part.write_text("\n".join(body[:7]) + "\n")
         bridge.catalog = FlakyCatalog(bridge.catalog, failures=10**6)
         replay(bridge, replay_part)
-        run_until(bridge, lambda b: b.inbox.empty() and len(b.pending) == 3, timeout=20)
+        run_until(bridge, lambda b: not b.deliveries_waiting() and len(b.pending) == 3,
+                  timeout=20)
         assert bridge.store.file_counts(RUN) == (3, 0)
         bridge.work.flush_now = lambda: None  # like kill -9: no shutdown flush
     with contextlib.ExitStack() as stack:  # restart; the unacked messages come again
@@ -266,6 +267,20 @@ def test_restart_resumes_recorded_stfs_without_loss_or_duplicates(tmp_path):
         run_until(bridge, all_closed)
         assert bridge.store.file_counts(RUN) == (6, 6)
         assert len(bridge.catalog.list_files(STREAM)) == 6
+
+
+def test_no_wake_up_is_left_in_the_inbox_after_the_loop(tmp_path):
+    """A catalog call wakes the loop by queueing an empty delivery when it is done; the shutdown
+    flush's own call (failing here) must not leave one behind to be taken for a delivery."""
+    log, _ = recorded(tmp_path)
+    with contextlib.ExitStack() as stack:
+        bridge = build_bridge(setup_for(tmp_path, batch_ms=60_000.0, retry_initial_s=10.0),
+                              stack)
+        bridge.catalog = FlakyCatalog(bridge.catalog, failures=10**6)
+        replay(bridge, log)
+        bridge.run(until=lambda b: len(b.pending) == 6)  # no attach yet: the batch is young
+        assert bridge.gates["attach"].total_failures == 1  # the flush tried, and failed
+        assert bridge.inbox.empty() and not bridge.deliveries_waiting()
 
 
 def test_cli_replay_json_and_status(tmp_path):

@@ -137,7 +137,11 @@ class Bridge:
             self.work.step()
             if until is not None and until(self):
                 break
-        self.work.flush_now()
+        self.work.flush_now()  # its catalog threads are joined: no wake-up comes after it
+        with self.inbox.mutex:  # leave only deliveries behind, not wake-ups
+            kept = [item for item in self.inbox.queue if item is not None]
+            self.inbox.queue.clear()
+            self.inbox.queue.extend(kept)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -196,10 +200,10 @@ class Bridge:
     @property
     def idle(self) -> bool:
         """Nothing received is still waiting for its effect."""
-        return (not self._inbox_holds_deliveries() and not self.pending
+        return (not self.deliveries_waiting() and not self.pending
                 and not self.unrecorded and not any(self.waiters.values()))
 
-    def _inbox_holds_deliveries(self) -> bool:
+    def deliveries_waiting(self) -> bool:
         """Anything in the inbox but wake-ups (None: an attach call done, or stop())."""
         with self.inbox.mutex:
             return any(item is not None for item in self.inbox.queue)
