@@ -223,11 +223,10 @@ def make_driver(plan: Plan, store: SubmissionStore, backends: Backends, source: 
     """The driver of `swfflow run`, over PanDA + Rucio. No payload preparation: PanDA gets the
     task parameters; expression steps run here, their tools rebuilt from the plan (``source``:
     the workflow or plan file submitted), with scratch under the state directory."""
-    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+    from swfflow.drive.expressions import expressions_for_plan
 
-    expressions = client_expressions(PlanPayloads(plan_folder(source, plan)), store.path.parent)
     return Driver(plan, backends.catalog, backends.executor, store.driver_store,
-                  run_expression=expressions)
+                  run_expression=expressions_for_plan(source, plan, store.path.parent))
 
 
 def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:

@@ -128,33 +128,33 @@ def _file(location: str, name: str = "part.txt") -> dict:
 
 def test_metadata_only_expression_needs_no_local_copy(tmp_path):
     """cwltool never opens a File an expression does not load: a replica elsewhere will do."""
-    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+    from swfflow.drive.expressions import expressions_for_plan
 
     plan, task = _plan_task("count")
-    run = client_expressions(PlanPayloads(plan_folder(str(EXPR_WORKFLOW), plan)), tmp_path)
+    run = expressions_for_plan(str(EXPR_WORKFLOW), plan, tmp_path)
     parts = [_file("root://eos.example.org//eic/a.txt"), _file("user.swfflow:b.txt")]
     assert run(task, {"parts": parts}) == {"n": 2}
 
 
 def test_contents_of_a_local_replica_are_read_in_place(tmp_path):
     """A posix RSE's replica (file://localhost/… as Rucio lists it) is read where it is."""
-    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+    from swfflow.drive.expressions import expressions_for_plan
 
     part = tmp_path / "sizes.txt"
     part.write_text("4096 /buffer/swf.1.000001.stf\n4096 /buffer/swf.1.000002.stf\n8192 total\n")
     plan, task = _plan_task("stf_lines")
-    run = client_expressions(PlanPayloads(plan_folder(str(EXPR_WORKFLOW), plan)), tmp_path)
+    run = expressions_for_plan(str(EXPR_WORKFLOW), plan, tmp_path)
     assert run(task, {"parts": [_file(f"file://localhost{part}")]}) == {"stfs": 2}
 
 
 def test_contents_of_a_file_only_in_rucio_are_a_clear_error(tmp_path):
-    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+    from swfflow.drive.expressions import expressions_for_plan
     from swfflow.errors import RunFailed
 
     local = tmp_path / "here.txt"
     local.write_text("1 x.stf\n")
     plan, task = _plan_task("stf_lines")
-    run = client_expressions(PlanPayloads(plan_folder(str(EXPR_WORKFLOW), plan)), tmp_path)
+    run = expressions_for_plan(str(EXPR_WORKFLOW), plan, tmp_path)
     parts = [_file(local.as_uri()), _file("root://eos.example.org//eic/sizes.txt", "sizes.txt")]
     with pytest.raises(RunFailed) as failure:
         run(task, {"parts": parts})
@@ -173,7 +173,7 @@ def test_plan_json_expression_tools_are_rebuilt_from_the_plan(tmp_path, source, 
     """A bridge or submission given a plan.json rebuilds each expression's tool from the plan's
     payload (what a worker job does), with the inherited InlineJavascriptRequirement."""
     from swfflow.commands.compile import build_plan
-    from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+    from swfflow.drive.expressions import expressions_for_plan, plan_folder
 
     inputs = str(_inputs_file(tmp_path, 3))
     plan = dataclasses.replace(build_plan(str(EXPR_WORKFLOW), inputs, str(PROFILE), "7"),
@@ -181,7 +181,7 @@ def test_plan_json_expression_tools_are_rebuilt_from_the_plan(tmp_path, source, 
     plan_json = tmp_path / "plan.json"
     plan_json.write_text(plan.to_json())
     assert plan_folder(str(plan_json), plan) == (folder or tmp_path)
-    run = client_expressions(PlanPayloads(plan_folder(str(plan_json), plan)), tmp_path)
+    run = expressions_for_plan(str(plan_json), plan, tmp_path)
     assert run(plan.task("decide"), {"min_parts": 3}) == {"do_merge": True, "label": "merge if 3"}
 
 

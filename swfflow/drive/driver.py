@@ -223,7 +223,7 @@ class Driver:
             self._set(task, TaskPhase.FAILED,
                       f"expression step {spec.step} cannot be evaluated: this driver has no "
                       "expression runner (pass run_expression=, e.g. "
-                      "swfflow.drive.expressions.client_expressions)")
+                      "swfflow.drive.expressions.expressions_for_plan)")
             return
         try:
             outputs = self.run_expression(self.prepare(spec), inputs)

@@ -70,6 +70,13 @@ def client_expressions(payloads: Prepare, workdir: Path) -> ExpressionRunner:
     return evaluate
 
 
+def expressions_for_plan(source: str, plan: Plan, workdir: Path) -> ExpressionRunner:
+    """``run_expression`` for a driver of ``plan`` (submitted from the workflow or plan file
+    ``source``) whose backend builds no local payloads: what the bridge and ``swfflow submit``
+    pass with PanDA."""
+    return client_expressions(PlanPayloads(plan_folder(source, plan)), workdir)
+
+
 def _require_local_contents(spec: TaskSpec, job: Mapping[str, Any]) -> None:
     for port in _loaded_ports(spec.payload["tool"]):
         elsewhere = [f["location"] for f in _files(job.get(port))

@@ -201,11 +201,22 @@ def with_computed_values(task: TaskSpec) -> dict[str, Any]:
             f"task {task.key!r}: the inputs computed by the driver take {len(encoded)} "
             f"characters on the job's command line, more than {MAX_VALUES_CHARS}: {sizes}",
             where=task.step, hint="pass large data as a file through a dataset")
-    items = [i for i in params.get("jobParameters") or []
-             if not str(i.get("value", "")).startswith(VALUES_OPTION + "=")]
+    items = [i for i in params.get("jobParameters") or [] if _values_item(i) is None]
     items.insert(1, {"type": "constant", "value": f"{VALUES_OPTION}={encoded}"})
     params["jobParameters"] = items
     return params
+
+
+def shipped_values(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The values :func:`with_computed_values` put into the task parameters (none: empty)."""
+    found = [v for v in map(_values_item, params.get("jobParameters") or []) if v is not None]
+    return decode_values(found[-1]) if found else {}
+
+
+def _values_item(item: Mapping[str, Any]) -> str | None:
+    """The encoded values of a ``--values=B64`` job-parameter item; None for any other."""
+    flag, sep, encoded = str(item.get("value", "")).partition("=")
+    return encoded if sep and flag == VALUES_OPTION else None
 
 
 def _staged_class(value: Any) -> str | None:

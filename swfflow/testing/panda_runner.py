@@ -276,15 +276,13 @@ def with_shipped_values(spec: TaskSpec, params: Mapping[str, Any]) -> TaskSpec:
     """The plan's spec plus what the job parameters carry beyond the plan: the inputs the
     driver computed at run time (``--values=B64``), merged into the job as ``swfflow job``
     merges them on a worker."""
-    from swfflow.plan.jedi import VALUES_OPTION, decode_values
+    from swfflow.plan.jedi import shipped_values
 
-    prefix = VALUES_OPTION + "="
-    shipped = [str(item.get("value")) for item in params.get("jobParameters") or []
-               if str(item.get("value", "")).startswith(prefix)]
-    if not shipped:
+    values = shipped_values(params)
+    if not values:
         return spec
-    job = {**(spec.payload.get("job") or {}), **decode_values(shipped[-1][len(prefix):])}
-    return replace(spec, payload={**spec.payload, "job": job})
+    return replace(spec, payload={**spec.payload,
+                                  "job": {**(spec.payload.get("job") or {}), **values}})
 
 
 def _utcnow() -> datetime:

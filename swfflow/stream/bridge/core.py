@@ -34,9 +34,7 @@ from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
 from swfflow.stream.bridge.backoff import Backoff
-from swfflow.stream.bridge.intake import Rejected
-from swfflow.stream.bridge.intake import file_facts as _file_facts
-from swfflow.stream.bridge.intake import peek as _peek
+from swfflow.stream.bridge.intake import Rejected, file_facts, peek
 from swfflow.stream.bus import Delivery
 from swfflow.stream.messages import (EPIC_TOPIC, EndRun, Envelope, MessageError, RunImminent,
                                      StfGen, UnknownMessageType, parse_message)
@@ -45,6 +43,7 @@ from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_
                                   BridgeStore, StfRow)
 
 log = logging.getLogger("swfflow.bridge")
+WAKE_UP = None  # an inbox item that only wakes the loop (Bridge.wake)
 Publish = Callable[[str, Envelope], None]
 
 
@@ -112,8 +111,7 @@ class Bridge:
         self.stop_event = threading.Event()
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
-                      ("prepare", "attach", "metadata", "close", "follow", "announce",
-                                    "hold")}
+                      ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
         from swfflow.stream.bridge.work import Work
 
         self.work = Work(self)
@@ -139,13 +137,18 @@ class Bridge:
                 break
         self.work.flush_now()  # its catalog threads are joined: no wake-up comes after it
         with self.inbox.mutex:  # leave only deliveries behind, not wake-ups
-            kept = [item for item in self.inbox.queue if item is not None]
+            kept = [item for item in self.inbox.queue if item is not WAKE_UP]
             self.inbox.queue.clear()
             self.inbox.queue.extend(kept)
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.inbox.put(None)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the loop now (from any thread): an empty item in the inbox, which the loop
+        takes and skips; a catalog call does it when it is done."""
+        self.inbox.put(WAKE_UP)
 
     def _drain(self, timeout: float) -> None:
         """Handle what is in the inbox (waiting up to ``timeout`` for the first one), at most
@@ -159,7 +162,7 @@ class Bridge:
         try:
             limit = max(1, self.config.batch_size)
             for taken in range(1, limit + 1):
-                if delivery is not None:
+                if delivery is not WAKE_UP:
                     self.handle(delivery)
                 if taken == limit:
                     return
@@ -204,9 +207,9 @@ class Bridge:
                 and not self.unrecorded and not any(self.waiters.values()))
 
     def deliveries_waiting(self) -> bool:
-        """Anything in the inbox but wake-ups (None: an attach call done, or stop())."""
+        """Anything in the inbox but wake-ups (:meth:`wake`)."""
         with self.inbox.mutex:
-            return any(item is not None for item in self.inbox.queue)
+            return any(item is not WAKE_UP for item in self.inbox.queue)
 
     def open_runs(self) -> list[str]:
         return list(self.runs)
@@ -221,7 +224,7 @@ class Bridge:
             delivery.ack()
             return
         except MessageError as exc:
-            self._dead(delivery, str(exc), *_peek(delivery.body))
+            self._dead(delivery, str(exc), *peek(delivery.body))
             return
         namespace = self.config.namespace
         if namespace and message.namespace and message.namespace != namespace:
@@ -342,7 +345,7 @@ class Bridge:
             raise Rejected(f"run {message.run_id} is already closed; STF {message.filename} "
                            "arrived too late to be attached")
         # whether it is known already (a redelivery) is looked up for the whole drain at once
-        size, checksum, pfn = _file_facts(message, run.get("container"))
+        size, checksum, pfn = file_facts(message, run.get("container"))
         row = StfRow(run_id=message.run_id, filename=message.filename,
                      sequence=message.sequence, size=size, adler32=checksum, pfn=pfn,
                      msg_id=message.msg_id, gen_at=time.time(), attached_at=None,

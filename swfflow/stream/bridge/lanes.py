@@ -98,9 +98,9 @@ class AttachLanes:
         self.in_flight.append(InFlight("metadata", future, catalog, set(), rows))
 
     def _wake(self, _done: Future) -> None:
-        """From the attach thread: an empty delivery wakes the bridge loop to collect the
-        outcome at once (no polling while a call is in flight; the loop skips it)."""
-        self.bridge.inbox.put(None)
+        """From the attach thread: the loop collects the outcome at once (no polling while a
+        call is in flight)."""
+        self.bridge.wake()
 
     def _slots(self) -> int:
         """Concurrent attach calls: several only for catalogs that give a client per thread."""

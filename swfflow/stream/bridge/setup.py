@@ -92,13 +92,12 @@ def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, template: 
               stack: ExitStack):
     if setup.backend == "panda":
         from swfflow.backends.panda import PandaExecutor
-        from swfflow.drive.expressions import PlanPayloads, client_expressions, plan_folder
+        from swfflow.drive.expressions import expressions_for_plan
 
         # PanDA gets the plan's task parameters as they are (no prepare); ExpressionTools are
         # no PanDA tasks: evaluated here, their tools rebuilt from the plan's payloads
-        payloads = PlanPayloads(plan_folder(setup.workflow, template))
         return (PandaExecutor(setup.panda_url), None,
-                client_expressions(payloads, setup.workdir))
+                expressions_for_plan(setup.workflow, template, setup.workdir))
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.drive.local_run import run_expression_locally
     from swfflow.drive.payload import LocalPayloads

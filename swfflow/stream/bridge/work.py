@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swfflow.backends.base import CommandRefused
@@ -279,7 +280,5 @@ def _missing(seen: set[int], total: int) -> list[int]:
 def _url(pfn: str | None) -> str | None:
     if not pfn:
         return None
-    from pathlib import Path
-
     # abspath, not resolve(): no filesystem calls per announced STF
     return pfn if "://" in pfn else Path(os.path.abspath(pfn)).as_uri()
