@@ -146,7 +146,7 @@ class SubmissionStore:
     """The state directory of submitted workflow instances (SQLite, WAL)."""
 
     def __init__(self, directory: Path, *, create: bool = True):
-        from swfflow.backends.local_catalog import sqlite_engine
+        from swfflow.state import sqlite_engine
 
         path = directory / STATE_FILE
         if not create and not path.is_file():

@@ -435,7 +435,8 @@ def test_a_store_from_before_meta_at_is_migrated(tmp_path):
     to set), and its runs go on."""
     import sqlite3
 
-    from swfflow.stream.store import BridgeStore, state_engine
+    from swfflow.stream.store import BridgeStore
+    from swfflow.state import state_engine
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from swfflow.backends.base import FileRecord
-from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.backends.local_catalog import LocalCatalog
+from swfflow.state import sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
 from swfflow.drive import Driver, DriverStore, TaskPhase
 from swfflow.drive.payload import LocalPayloads

@@ -38,7 +38,7 @@ def _dead_url() -> str:
 
 def _driver_rows(state_db: Path) -> dict[str, dict]:
     """Every task row the driver saved (phase, message, outputs of expression steps)."""
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.drive.store import DriverStore
 
     store = DriverStore(sqlite_engine(state_db))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from swfflow.backends.base import Catalog, Executor, FileRecord, TaskState
-from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.backends.local_catalog import LocalCatalog
+from swfflow.state import sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
 from swfflow.backends.splitting import GB, SplitRule, split_files
 from swfflow.errors import ServiceError

@@ -309,11 +309,12 @@ def _stf(directory, run: str, seq: int):
 def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp_path):
     import uuid
 
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.checksum import adler32_file
     from swfflow.plan.model import Plan, TaskInput
-    from swfflow.testing.panda_runner import ExecutorRunner, LocalPathCatalog, specs_from_plans
+    from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plans
+    from swfflow.backends.local_paths import LocalPathCatalog
 
     run = uuid.uuid4().hex[:10]
     raw, out, logs = f"swf:swf.{run}.run", f"user.swfflow:{run}.count", f"user.swfflow:{run}.log"
@@ -379,7 +380,7 @@ def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog,
     and the real Rucio server as backends: stream step while the run is open, merge after."""
     import random
 
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.checksum import adler32_file
     from swfflow.drive import Driver, DriverStore, TaskPhase
@@ -387,7 +388,8 @@ def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog,
     from swfflow.frontends import load_any
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile
-    from swfflow.testing.panda_runner import ExecutorRunner, LocalPathCatalog, specs_from_plans
+    from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plans
+    from swfflow.backends.local_paths import LocalPathCatalog
     from tests.test_drive import CHECK, SUM, WORKFLOW, _attach, _tick_until
 
     for name, text in (("wf.cwl", WORKFLOW), ("check.cwl", CHECK), ("sum.cwl", SUM)):

@@ -285,7 +285,8 @@ def test_runs_as_a_module_and_answers_panda_client(tmp_path):
 
 
 def test_real_runner_breaks_a_task_no_plan_knows_and_finds_plans_in_a_directory(tmp_path, client):
-    from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+    from swfflow.backends.local_catalog import LocalCatalog
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.plan.model import Plan, TaskSpec
     from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plan_dir

@@ -176,7 +176,8 @@ def sandbox(tmp_path: Path) -> Path:
 
 def _submitted_params(sandbox: Path, tmp_path: Path):
     """Drive the plan until `say` is on the (contract) PanDA server; its plan and parameters."""
-    from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+    from swfflow.backends.local_catalog import LocalCatalog
+    from swfflow.state import sqlite_engine
     from swfflow.backends.panda import PandaExecutor
     from swfflow.commands.compile import build_plan
     from swfflow.drive.driver import Driver

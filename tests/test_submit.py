@@ -74,12 +74,12 @@ def profile(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def real_panda(rucio_catalog, tmp_path_factory):
     """A contract server whose accepted tasks run for real; yields (server, plans it serves)."""
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.drive.payload import LocalPayloads
     from swfflow.frontends import load_any
-    from swfflow.testing.panda_runner import (ExecutorRunner, LocalPathCatalog,
-                                              specs_from_plans)
+    from swfflow.backends.local_paths import LocalPathCatalog
+    from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plans
     from swfflow.testing.panda_server import PandaContractServer
 
     work = tmp_path_factory.mktemp("panda-real")

@@ -6,6 +6,10 @@ Backends: ``local`` (embedded default: SQLite catalog, process-pool executor), `
 
 Every call is idempotent: creating an existing dataset, attaching an attached file, submitting a
 task whose name exists — none is an error, none duplicates anything.
+
+Beyond the calls every backend must answer, each protocol has optional members with a default
+(:class:`CatalogBase`, :class:`ExecutorBase`): a backend that can do more overrides them and
+says so, nobody asks ``hasattr``. Backends are built by :mod:`swfflow.assemble` only.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from swfflow.errors import ServiceError
 from swfflow.plan.model import ReplicationRule, TaskSpec
@@ -122,3 +126,29 @@ class Executor(Protocol):
 
     def resume(self, task_id: str) -> None:
         """Undo :meth:`pause`; resuming a task that is not paused is a no-op."""
+
+
+class CatalogBase:
+    """The optional members of a :class:`Catalog`, with what a catalog that cannot do more
+    answers. A catalog whose client is not thread-safe but can be duplicated (Rucio) sets
+    ``parallel_clients`` and returns a twin from :meth:`for_thread`; the bridge then attaches
+    with several calls at once, one client each."""
+
+    parallel_clients: ClassVar[bool] = False
+
+    def for_thread(self) -> Any:
+        """The catalog to use from another thread (default: this one; only called when
+        ``parallel_clients`` is true, or from a single other thread)."""
+        return self
+
+
+class ExecutorBase:
+    """The optional members of an :class:`Executor`, with their defaults."""
+
+    def task_outputs(self, task_id: str) -> dict[str, Any]:
+        """The parameter outputs (CWL output object) of a finished task, when the executor
+        can read them back (the local one can; PanDA cannot: empty)."""
+        return {}
+
+    def shutdown(self) -> None:
+        """Release what the executor holds (worker processes); the default holds nothing."""

@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, Integer, MetaData, String, Table, create_engine,
-                        event, func, select)
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.engine import Engine
 
-from swfflow.backends.base import FileRecord
+from swfflow.backends.base import CatalogBase, FileRecord
 from swfflow.errors import ConfigError
 from swfflow.plan.model import ReplicationRule
+from swfflow.state import sqlite_engine
 
 _META = MetaData()
 
@@ -46,24 +46,7 @@ ATTACHMENTS = Table(
 )
 
 
-def sqlite_engine(path: str | Path) -> Engine:
-    """One SQLite engine per state file, in WAL mode so a reader (``swfflow status``) never
-    blocks the running driver."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", future=True)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.close()
-
-    return engine
-
-
-class LocalCatalog:
+class LocalCatalog(CatalogBase):
     """A :class:`~swfflow.backends.base.Catalog` in SQLite."""
 
     def __init__(self, engine: Engine):

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
 
-from swfflow.backends.base import Catalog, TaskState, TaskStatus
+from swfflow.backends.base import Catalog, ExecutorBase, TaskState, TaskStatus
 from swfflow.backends.local_jobs import (files_in, intact, job_invocations, master_dataset,
                                          record_for, safe_name, task_outputs_of)
 from swfflow.backends.splitting import SplitRule, split_files
@@ -67,6 +67,14 @@ JOBS = Table(
 _ACTIVE = ("submitted", "running")
 
 
+def job_rows(engine: Any, task_id: str) -> list[Any]:
+    """The job rows of one task, in order: what ``swfflow status`` shows, read from the state
+    store without an executor."""
+    with engine.connect() as conn:
+        return conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
+                            .order_by(JOBS.c.number)).all()
+
+
 def _locked(method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(self: LocalExecutor, *args: Any, **kwargs: Any) -> Any:
@@ -75,7 +83,7 @@ def _locked(method: Any) -> Any:
     return wrapper
 
 
-class LocalExecutor:
+class LocalExecutor(ExecutorBase):
     """An :class:`~swfflow.backends.base.Executor` on this machine."""
 
     def __init__(self, catalog: Catalog, engine: Any, workdir: str | Path, *, jobs: int = 2,
@@ -165,9 +173,7 @@ class LocalExecutor:
     # --- beyond the protocol --------------------------------------------------------------
     @_locked
     def job_rows(self, task_id: str) -> list[Any]:
-        with self.engine.connect() as conn:
-            return conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
-                                .order_by(JOBS.c.number)).all()
+        return job_rows(self.engine, task_id)
 
     @_locked
     def task_outputs(self, task_id: str) -> dict[str, Any]:

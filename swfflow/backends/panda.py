@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from swfflow.backends.base import CommandRefused, TaskState, TaskStatus
+from swfflow.backends.base import CommandRefused, ExecutorBase, TaskState, TaskStatus
 from swfflow.backends.panda_client import (
     CLIENT_LOCK,
     check_auth_environment,
@@ -82,7 +82,7 @@ class _Unanswered(Exception):
 
 # --- the executor ----------------------------------------------------------------------------
 
-class PandaExecutor:
+class PandaExecutor(ExecutorBase):
     """:class:`swfflow.backends.base.Executor` over a PanDA server (JEDI tasks).
 
     ``url`` defaults to ``PANDA_URL_SSL`` (then ``PANDA_URL``) like panda-client; only its scheme

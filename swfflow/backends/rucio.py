@@ -24,7 +24,7 @@ from rucio.common import exception as rucio_errors
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt,
                       wait_exponential, wait_random)
 
-from swfflow.backends.base import FileRecord
+from swfflow.backends.base import CatalogBase, FileRecord
 from swfflow.checksum import normalize_adler32
 from swfflow.errors import ConfigError, ServiceError
 from swfflow.plan.model import ReplicationRule
@@ -66,8 +66,10 @@ def _pfn(value: str) -> str:
     return value if "://" in value else "file://localhost" + os.path.abspath(value)
 
 
-class RucioCatalog:
+class RucioCatalog(CatalogBase):
     """A Catalog on a Rucio server. Build it with :meth:`from_config` or the server's URL."""
+
+    parallel_clients = True  # a client is not thread-safe, a twin is cheap (for_thread)
 
     def __init__(self, host: str, *, account: str = "root", auth_type: str = "userpass",
                  creds: Mapping[str, Any] | None = None, default_rse: str = DEFAULT_RSE,

@@ -99,7 +99,7 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
                                   attempts=attempts, no_container=no_container,
                                   run=run_number, profile_path=profile_path, quiet=quiet)
     else:
-        from swfflow.backends.local_catalog import sqlite_engine
+        from swfflow.state import sqlite_engine
         from swfflow.runtime.batch import run_workflow_file
         from swfflow.runtime.provenance import ProvenanceStore
         provenance = ProvenanceStore(sqlite_engine(out / STATE_DIR / "state.db"))

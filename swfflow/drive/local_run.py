@@ -14,7 +14,8 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.backends.base import FileRecord
-from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.backends.local_catalog import LocalCatalog
+from swfflow.state import sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
 from swfflow.checksum import adler32_file
 from swfflow.drive.driver import Driver, TaskPhase

@@ -7,9 +7,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 
-from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
+from swfflow.backends.local_catalog import LocalCatalog
+from swfflow.state import sqlite_engine
 from swfflow.drive.store import DriverStore
 
 
@@ -43,10 +44,8 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
 def _jobs(engine: Any, task_id: str | None) -> list[dict[str, Any]]:
     if not task_id:
         return []
-    from swfflow.backends.local_executor import JOBS
-    with engine.connect() as conn:
-        rows = conn.execute(select(JOBS).where(JOBS.c.task_id == int(task_id))
-                            .order_by(JOBS.c.number)).all()
+    from swfflow.backends.local_executor import job_rows
+    rows = job_rows(engine, task_id)
     return [{"number": r.number, "state": r.state, "attempt": r.attempt,
              "exit_code": r.exit_code, "inputs": len(r.files), "command": r.command,
              "container": r.container, "produced": r.produced} for r in rows]

@@ -7,7 +7,8 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from swfflow.stream.store import BridgeStore, state_engine
+from swfflow.stream.store import BridgeStore
+from swfflow.state import state_engine
 
 
 def run_status(state_url: str, run: str | None = None) -> dict[str, Any]:

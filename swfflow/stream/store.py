@@ -26,14 +26,12 @@ import hashlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from swfflow.errors import ConfigError
 from swfflow.stream.tables import (  # noqa: F401 (the phases and tables: re-exported)
     DEAD, FILES, HOLD_PAUSED, HOLD_RUNNING, HOLDS, MAX_DEAD_BODY, MESSAGES, METADATA, OPEN_PHASES,
     PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED,
@@ -42,26 +40,6 @@ from swfflow.stream.tables import (  # noqa: F401 (the phases and tables: re-exp
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i:i + size] for i in range(0, len(items), size))
-
-
-def state_engine(url: str) -> Engine:
-    """An engine for a state URL: ``sqlite:///path`` (WAL, busy timeout) or any other
-    SQLAlchemy URL such as ``postgresql://user@host/db``."""
-    if "://" not in url:
-        raise ConfigError(f"state store {url!r} is not a database URL",
-                          hint="use sqlite:///bridge.db or postgresql://user@host/dbname")
-    if url.startswith("sqlite:///"):
-        from swfflow.backends.local_catalog import sqlite_engine
-
-        return sqlite_engine(Path(url.removeprefix("sqlite:///")))
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    try:
-        engine = create_engine(url, future=True, pool_pre_ping=True)
-    except Exception as exc:  # unknown dialect, missing driver
-        raise ConfigError(f"cannot use state store {url!r}: {exc}",
-                          hint="use sqlite:///bridge.db or postgresql://user@host/dbname") from None
-    return engine
 
 
 @dataclass(frozen=True)

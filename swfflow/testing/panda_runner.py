@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
 
-from swfflow.backends.base import Executor, FileRecord, TaskState
+from swfflow.backends.base import Executor, TaskState
+from swfflow.backends.local_paths import LocalPathCatalog
 from swfflow.plan.model import RUN, Plan, TaskSpec
 
 # --- what a runner reports -----------------------------------------------------------------
@@ -122,29 +122,6 @@ STATE_TO_RUN = {
 SpecLookup = Callable[[Mapping[str, Any]], TaskSpec]
 
 
-class LocalPathCatalog:
-    """A Catalog whose listed files carry local paths as pfns.
-
-    Rucio hands out ``file://localhost/…`` URLs for posix RSEs, while the local executor builds
-    CWL File locations from plain paths; this wrapper converts between them (everything else is
-    passed through unchanged)."""
-
-    def __init__(self, catalog: Any):
-        self.catalog = catalog
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.catalog, name)
-
-    def list_files(self, did: str) -> list[FileRecord]:
-        return [replace(f, pfn=_local_path(f.pfn)) for f in self.catalog.list_files(did)]
-
-
-def _local_path(pfn: str | None) -> str | None:
-    if pfn is None or not pfn.startswith("file://"):
-        return pfn
-    return unquote(urlparse(pfn).path)
-
-
 def specs_from_plans(plans: Iterable[Plan]) -> SpecLookup:
     """A lookup of TaskSpecs by ``taskName`` over instantiated plans."""
     by_name = {task.name: task for plan in plans for task in plan.tasks}
@@ -204,7 +181,7 @@ def local_runner(plan_dir: str | Path, workdir: str | Path, *, jobs: int = 2,
                  rucio_config: str | None = None) -> ExecutorRunner:
     """The real runner: the local executor over the Rucio server of ``rucio_config``
     (default ``$RUCIO_CONFIG``), state and job directories under ``workdir``."""
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.backends.rucio import RucioCatalog
 
@@ -224,7 +201,7 @@ def pilots_for_template(template: Plan, prepare: Callable[[TaskSpec], TaskSpec],
     bridge submits for ``template``: its spec found by instantiating the template for the run
     the task's name carries, made runnable by ``prepare``, run by the local executor over the
     Rucio server of ``rucio_config``, with its state and job folders under ``workdir``."""
-    from swfflow.backends.local_catalog import sqlite_engine
+    from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.backends.rucio import RucioCatalog
     from swfflow.testing.panda_server import PandaContractServer

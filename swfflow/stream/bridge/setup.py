@@ -58,7 +58,7 @@ def load_template(workflow_path: str, inputs_path: str | None, profile_path: str
 def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     """A ready :class:`~swfflow.stream.bridge.core.Bridge`; resources close with ``stack``."""
     from swfflow.stream.bridge.core import Bridge, BridgeConfig
-    from swfflow.stream.store import state_engine
+    from swfflow.state import state_engine
 
     if setup.catalog not in CATALOGS or setup.backend not in BACKENDS:
         raise ConfigError(f"unknown catalog/backend {setup.catalog}/{setup.backend}",
@@ -101,7 +101,7 @@ def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, template: 
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.drive.local_run import run_expression_locally
     from swfflow.drive.payload import LocalPayloads
-    from swfflow.testing.panda_runner import LocalPathCatalog
+    from swfflow.backends.local_paths import LocalPathCatalog
 
     if workflow is None:
         raise ConfigError("the local executor needs the workflow file, not a plan.json",

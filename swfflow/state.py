@@ -1,0 +1,51 @@
+"""Database engines for swfflow's state: the one place a SQLAlchemy engine is made.
+
+Every state store (the local catalog and executor, the driver's tables, ``swfflow submit``'s
+state directory, the bridge's store, the run-time engine's provenance) takes an engine from
+here: :func:`sqlite_engine` for a file, :func:`state_engine` for a URL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+
+from swfflow.errors import ConfigError
+
+_URL_HINT = "use sqlite:///bridge.db or postgresql://user@host/dbname"
+
+
+def sqlite_engine(path: str | Path) -> Engine:
+    """One SQLite engine per state file, in WAL mode so a reader (``swfflow status``) never
+    blocks the running driver."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    return engine
+
+
+def state_engine(url: str) -> Engine:
+    """An engine for a state URL: ``sqlite:///path`` (WAL, busy timeout) or any other
+    SQLAlchemy URL such as ``postgresql://user@host/db``."""
+    if "://" not in url:
+        raise ConfigError(f"state store {url!r} is not a database URL", hint=_URL_HINT)
+    if url.startswith("sqlite:///"):
+        return sqlite_engine(Path(url.removeprefix("sqlite:///")))
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=True)
+    except Exception as exc:  # unknown dialect, missing driver
+        raise ConfigError(f"cannot use state store {url!r}: {exc}", hint=_URL_HINT) from None
+    return engine
