@@ -217,16 +217,11 @@ def job_outcome(status: Any, job: Any) -> str | None:
 
 
 def _profile(settings: ExecutorSettings) -> Any:
-    from swfflow.plan.profile import Profile, load_profile
-    profile = load_profile(settings.profile)
-    overrides = {"site": settings.site, "vo": settings.vo, "user": settings.nickname,
-                 "workingGroup": settings.working_group,
-                 "prodSourceLabel": settings.prod_source_label}
-    data = profile.as_dict()
-    data.update({k: v for k, v in overrides.items() if v})
-    if settings.scope:
-        data["scopes"]["output"] = settings.scope
-    return Profile.model_validate(data)
+    from swfflow.pipeline import load_profile_with
+    return load_profile_with(settings.profile, {
+        "site": settings.site, "vo": settings.vo, "user": settings.nickname,
+        "workingGroup": settings.working_group, "prodSourceLabel": settings.prod_source_label,
+    }, output_scope=settings.scope)
 
 
 def _number(value: Any) -> Any:

@@ -1,8 +1,9 @@
 """``swfflow submit`` / ``kill`` / ``retry`` (and the status of a submission): the glue between
 the command line and the SAME driver as ``swfflow run``, over PanDA + Rucio.
 
-- :func:`connect` builds the two backends for the servers :mod:`swfflow.server_config` found;
-  the driver evaluates ExpressionTool steps here (:mod:`swfflow.drive.expressions`).
+- :func:`connect` asks :mod:`swfflow.assemble` for the backends (PanDA + Rucio, or ``dryrun``
+  on the state directory's own catalog); the driver evaluates ExpressionTool steps here
+  (:mod:`swfflow.drive.expressions`).
 - :class:`SubmissionStore` is the persistent state directory: the driver's own tables (one row
   per task: phase, PanDA task id, message) plus one row per workflow instance saying which
   servers it was submitted to, so ``status``/``kill``/``retry`` find it by name and a re-run
@@ -19,20 +20,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 
+from swfflow.assemble import Backends, Settings, assemble, executor_at
 from swfflow.backends.base import TaskState, TaskStatus
-from swfflow.drive.driver import _FROM_BACKEND as BACKEND_TO_PHASE
+from swfflow.drive.driver import PHASE_OF_STATE
 from swfflow.drive.driver import DONE, FINAL, Driver, TaskPhase
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
-from swfflow.plan.model import RUN, Plan
-from swfflow.server_config import Servers
+from swfflow.plan.model import Plan
 
 STATE_FILE = "submit.db"
 DEFAULT_STATE_DIR = ".swfflow"  # the same place `swfflow run --outdir .` keeps its state
@@ -60,48 +62,16 @@ PENDING_RETRIES = Table(
 RETRY_GRACE_S = 900.0  # after this long, a task still in its old status has failed again
 
 
-# --- plans ----------------------------------------------------------------------------------
-
-def load_plan(source: str, inputs: str | None, profile: str | None, run: str | None) -> Plan:
-    """The plan instance to submit: a workflow compiled for ``run``, or a plan.json
-    (instantiated for ``run`` if it still has the ``${RUN}`` placeholder)."""
-    if not source.endswith(".json"):
-        if run is None:
-            raise ConfigError("a workflow is submitted for one run: --run N is missing",
-                              where=source, hint="e.g. swfflow submit calib.cwl --run 100123")
-        from swfflow.commands.compile import build_plan
-
-        return build_plan(source, inputs, profile, run)
-    from swfflow.commands.compile import read_plan_file
-
-    plan = read_plan_file(source)
-    if plan.run == RUN:
-        if run is None:
-            raise ConfigError("the plan is not instantiated for a run: --run N is missing",
-                              where=source, hint="or compile with --run N")
-        return plan.instantiate(run)
-    if run is not None and str(run) != plan.run:
-        raise ConfigError(f"the plan is for run {plan.run}, not {run}", where=source,
-                          hint="drop --run, or compile the workflow without --run")
-    return plan
-
-
-@dataclass
-class Backends:
-    catalog: Any  # RucioCatalog
-    executor: WatchedExecutor
-
-
-def connect(where: Servers, store: SubmissionStore, *, attempts: int = 5,
-            backoff_s: float = 1.0) -> Backends:
-    """A RucioCatalog and a PandaExecutor for ``where`` (nothing is contacted yet)."""
-    from swfflow.backends.panda import PandaExecutor
-    from swfflow.backends.rucio import RucioCatalog
-
-    catalog = RucioCatalog.from_config(where.rucio_config, attempts=attempts,
-                                       backoff_s=backoff_s / 2, max_backoff_s=8 * backoff_s)
-    executor = PandaExecutor(where.panda_url, attempts=attempts, backoff_s=backoff_s)
-    return Backends(catalog=catalog, executor=WatchedExecutor(executor, store))
+def connect(settings: Settings, store: SubmissionStore, stack: ExitStack, *, plan: Plan,
+            source: str) -> Backends:
+    """The backends ``settings`` name, over the state directory, for driving ``plan`` (the
+    workflow or plan file ``source``): nothing is contacted yet. The executor is watched
+    (:class:`WatchedExecutor`); ExpressionTool scratch and a dry run's record go under the
+    state directory."""
+    backends = assemble(replace(settings, workdir=store.path.parent), engine=store.engine,
+                        stack=stack, plan=plan, source=source)
+    backends.executor = WatchedExecutor(backends.executor, store)
+    return backends
 
 
 class WatchedExecutor:
@@ -219,19 +189,17 @@ class SubmissionStore:
 
 # --- acting on an instance ------------------------------------------------------------------
 
-def make_driver(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
+def make_driver(plan: Plan, store: SubmissionStore, backends: Backends) -> Driver:
     """The driver of `swfflow run`, over PanDA + Rucio. No payload preparation: PanDA gets the
-    task parameters; expression steps run here, their tools rebuilt from the plan (``source``:
-    the workflow or plan file submitted), with scratch under the state directory."""
-    from swfflow.drive.expressions import expressions_for_plan
-
+    task parameters; expression steps run here, their tools rebuilt from the plan
+    (:func:`connect`)."""
     return Driver(plan, backends.catalog, backends.executor, store.driver_store,
-                  run_expression=expressions_for_plan(source, plan, store.path.parent))
+                  run_expression=backends.run_expression)
 
 
 def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
     """Create the datasets, record the instance, submit what may be released now."""
-    driver = make_driver(plan, store, backends, source)
+    driver = make_driver(plan, store, backends)
     store.record(driver.instance, backends.executor.url, backends.catalog.host, source)
     driver.start()
     driver.tick()
@@ -263,7 +231,7 @@ def refresh(store: SubmissionStore, instance: str, executor: Any) -> None:
     if not live:
         return
     for task_id, status in executor.status(list(live)).items():
-        phase = BACKEND_TO_PHASE[status.state]
+        phase = PHASE_OF_STATE[status.state]
         if phase.value != rows[live[task_id]]["phase"]:
             store.driver_store.save(instance, live[task_id], phase=phase.value,
                                     message=status.message if phase is TaskPhase.FAILED else "")
@@ -296,8 +264,7 @@ def retry_instance(store: SubmissionStore, instance: str, backends: Backends) ->
     """Retry the failed (failed, partial, exhausted, killed) tasks of the instance and release
     again what they blocked; succeeded tasks are left alone. Returns the driver, ticked once."""
     refresh(store, instance, backends.executor)
-    source = store.submissions()[instance]["source"]
-    driver = make_driver(store.plan(instance), store, backends, source)
+    driver = make_driver(store.plan(instance), store, backends)
     driver.start()  # re-arms failed tasks (executor.retry) and blocked ones, like a re-run
     driver.tick()
     return driver
@@ -344,9 +311,8 @@ def submitted_status(directory: Path, run: str | None = None, *, refresh_live: b
             continue
         statuses = None
         if refresh_live:
-            from swfflow.backends.panda import PandaExecutor
-
-            executor = WatchedExecutor(PandaExecutor(panda_url or where["panda_url"]), store)
+            executor = WatchedExecutor(executor_at(panda_url or where["panda_url"], Settings(),
+                                                   engine=store.engine), store)
             refresh(store, instance, executor)
             statuses = executor.last
         instances.append(instance_report(store, instance, statuses))

@@ -55,7 +55,7 @@ def panda_running_the_template(tmp: Path, rucio_config: str):
     instantiates its plan per run, so the runner finds each task's spec by instantiating the
     same template for the run its name carries (what a pilot gets from the job parameters)."""
     from swfflow.drive.payload import LocalPayloads
-    from swfflow.stream.bridge.setup import load_template
+    from swfflow.pipeline import load_template
     from swfflow.testing.panda_runner import pilots_for_template
 
     template, workflow = load_template(str(WORKFLOW), None, str(PROFILE))
@@ -170,7 +170,7 @@ def test_the_runner_finds_every_runs_task_by_its_name():
     """What the contract server's runner relies on above: a task name of any run resolves to
     that run's instance of the template; a name of no task (or of another workflow) does not."""
     from swfflow.plan.model import RUN
-    from swfflow.stream.bridge.setup import load_template
+    from swfflow.pipeline import load_template
     from swfflow.testing.panda_runner import specs_from_template
 
     template, _ = load_template(str(WORKFLOW), None, str(PROFILE))

@@ -116,7 +116,7 @@ def test_bridge_help_documents_panda_url():
 # --- the client-side runner itself: File inputs that live only in Rucio ----------------------
 
 def _plan_task(step: str):
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
 
     plan = build_plan(str(EXPR_WORKFLOW), None, str(PROFILE), "7")
     return plan, plan.task(step)
@@ -172,7 +172,7 @@ def test_contents_of_a_file_only_in_rucio_are_a_clear_error(tmp_path):
 def test_plan_json_expression_tools_are_rebuilt_from_the_plan(tmp_path, source, folder):
     """A bridge or submission given a plan.json rebuilds each expression's tool from the plan's
     payload (what a worker job does), with the inherited InlineJavascriptRequirement."""
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
     from swfflow.drive.expressions import expressions_for_plan, plan_folder
 
     inputs = str(_inputs_file(tmp_path, 3))
@@ -201,7 +201,8 @@ def panda_running(template, tmp: Path, rucio_config: str):
 @pytest.mark.slow
 def test_bridge_expressions_read_the_streaming_outputs_in_rucio(tmp_path, rucio_env,
                                                                 rucio_catalog):
-    from swfflow.stream.bridge.setup import build_bridge, load_template
+    from swfflow.stream.bridge.setup import build_bridge
+    from swfflow.pipeline import load_template
     from swfflow.stream.bridge.sources import replay
     from tests.test_bridge import all_done, run_until
 

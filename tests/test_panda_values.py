@@ -179,7 +179,7 @@ def _submitted_params(sandbox: Path, tmp_path: Path):
     from swfflow.backends.local_catalog import LocalCatalog
     from swfflow.state import sqlite_engine
     from swfflow.backends.panda import PandaExecutor
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
     from swfflow.drive.driver import Driver
     from swfflow.drive.expressions import PlanPayloads, client_expressions
     from swfflow.drive.store import DriverStore

@@ -110,7 +110,7 @@ def _stf_record(path: Path, run: str, sequence: int) -> FileRecord:
 @pytest.mark.slow
 def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, rucio_catalog,
                                                         profile, tmp_path, capsys):
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
 
     server, plans = real_panda
     run = _run_number()
@@ -216,7 +216,7 @@ def flaky_panda():
 
 
 def _plan(profile: Path, run: str):
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
 
     return build_plan(str(CALIB), None, str(profile), run)
 

@@ -402,7 +402,7 @@ def _golden(name: str, plan_json: str, replace: dict[str, str]) -> None:
 
 
 def test_compiled_plans_match_golden_files(harness: Path) -> None:
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
 
     harness_plan = build_plan(str(harness / f"{checks.HARNESS_NAME}.cwl"),
                               str(harness / checks.HARNESS_INPUTS), None, None)
@@ -418,7 +418,7 @@ def test_compiled_plans_match_golden_files(harness: Path) -> None:
 def test_snakemake_rules_compile_to_golden_plans_equivalent_to_the_cwl(harness: Path) -> None:
     """Every template × parameter set, rendered as Snakemake rules, compiles to the plan the
     CWL rendering gives (issue 8: both kinds of template are compiled and pinned)."""
-    from swfflow.commands.compile import build_plan
+    from swfflow.pipeline import build_plan
     from swfflow.plan.compare import plan_shape
 
     snakemake_plan = build_plan(str(harness / "Snakefile"), None, None, None)

@@ -53,6 +53,11 @@ class LocalCatalog(CatalogBase):
         self.engine = engine
         _META.create_all(engine)
 
+    @property
+    def host(self) -> str:
+        """Where the catalog is (what ``swfflow submit`` records, as Rucio's host)."""
+        return str(self.engine.url)
+
     @classmethod
     def at(cls, path: str | Path) -> LocalCatalog:
         return cls(sqlite_engine(path))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from swfflow.assemble import names
 from swfflow.errors import ConfigError
 from swfflow.stream.messages import EPIC_TOPIC
 
@@ -23,13 +24,14 @@ from swfflow.stream.messages import EPIC_TOPIC
 @click.option("--replay", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Feed this recorded message log (JSON lines, `swfflow daqsim --record`) "
                    "instead of a broker subscription.")
-@click.option("--backend", type=click.Choice(["local", "panda"]), default="local",
-              help="Where tasks run: this machine, or PanDA (see --panda-url). ExpressionTool "
-                   "steps are evaluated here either way.")
+@click.option("--backend", type=click.Choice(names("executor")), default="local",
+              help="Where tasks run: this machine, PanDA (see --panda-url), or nowhere "
+                   "(dryrun: the tasks that would be submitted are recorded in "
+                   "WORKDIR/dryrun-tasks.jsonl). ExpressionTool steps are evaluated here.")
 @click.option("--panda-url", default=None, metavar="URL",
               help="PanDA server for --backend panda [default: $PANDA_URL_SSL, else "
                    "$PANDA_URL]; auth from panda-client's usual environment.")
-@click.option("--catalog", type=click.Choice(["local", "rucio"]), default="local",
+@click.option("--catalog", type=click.Choice(names("catalog")), default="local",
               help="Where datasets live: the state database, or Rucio ($RUCIO_CONFIG).")
 @click.option("--state", default="sqlite:///bridge-state/bridge.db", metavar="URL",
               help="State store: sqlite:///FILE or postgresql://user@host/db.")

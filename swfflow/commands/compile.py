@@ -12,49 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from swfflow.errors import ConfigError, SwfflowError
-from swfflow.frontends import load_any, load_inputs_file
+from swfflow.pipeline import build_plan, load_workflow, parse_config
 from swfflow.plan.draw import to_dot, to_mermaid
 from swfflow.plan.model import Plan
-from swfflow.plan.planner import compile_workflow
-from swfflow.plan.profile import load_profile
 
 _CHECK_FAILED = 2
-
-
-def build_plan(workflow_path: str, inputs_path: str | None, profile_path: str | None,
-               run: str | None, strict: bool = False, config: dict | None = None) -> Plan:
-    """Front end + planner: the one path every command takes from a file to a plan.
-    ``config`` (``--config k=v``) is added to the inputs; a Snakefile reads them as config."""
-    profile = load_profile(profile_path)  # cheapest check first
-    inputs = {**load_inputs_file(inputs_path), **(config or {})}
-    workflow = load_any(workflow_path, inputs, strict=strict)
-    return compile_workflow(workflow, inputs, profile, run)
-
-
-def parse_config(pairs: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs as Snakemake's --config reads them (values are YAML scalars)."""
-    import yaml
-    config = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--config {pair!r} is not KEY=VALUE", hint="e.g. --config stf_dir=data")
-        try:
-            config[key.strip()] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            config[key.strip()] = value
-    return config
-
-
-def read_plan_file(path: str) -> Plan:
-    """A compiled plan.json, or one clear error saying why it is not one."""
-    try:
-        return Plan.from_json(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read the plan: {exc.strerror}", where=path) from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"not a swfflow plan: {exc}", where=path,
-                          hint="write one with `swfflow compile WORKFLOW -o plan.json`") from None
 
 
 def _split_text(params: dict) -> str:
@@ -165,7 +127,7 @@ def dag_cmd(workflow, inputs, fmt, output):
       swfflow dag examples/calib.cwl                       # mermaid, paste into markdown
       swfflow dag examples/calib.cwl --format svg -o calib.svg
     """
-    wf = load_any(workflow, load_inputs_file(inputs))
+    wf, _ = load_workflow(workflow, inputs)
     text = _FORMATS[fmt](wf)
     data = text.encode()
     if fmt == "svg":

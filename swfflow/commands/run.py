@@ -94,7 +94,7 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     values = load_inputs_file(inputs)
     ir_workflow = load_any(workflow, values)
     if ir_workflow.stream_inputs():
-        from swfflow.drive.local_run import run_plan_locally
+        from swfflow.run_plan import run_plan_locally
         result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
                                   attempts=attempts, no_container=no_container,
                                   run=run_number, profile_path=profile_path, quiet=quiet)

@@ -6,6 +6,7 @@ or progress on stderr, ``--json`` on stdout).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from swfflow.assemble import RUN_HERE, Settings, names
 from swfflow.errors import RunFailed
 
 _EXAMPLES_ENV = """
@@ -65,12 +67,17 @@ def _follow_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Run number (needed unless the plan.json is instantiated).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               envvar="SWFFLOW_PROFILE", help="Profile YAML: VO, user, label, scopes, names.")
+@click.option("--backend", type=click.Choice([n for n in names("executor") if n not in RUN_HERE]),
+              default="panda", show_default=True,
+              help="panda: PanDA + Rucio. dryrun: record the tasks that would be submitted "
+                   "in STATE/dryrun-tasks.jsonl, datasets in the state directory; nothing runs, "
+                   "no server is contacted.")
 @_follow_options
 @_server_options
 def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path: str | None,
-               follow: bool, poll_s: float, timeout_s: float | None, state: str | None,
-               panda_url: str | None, rucio_config: str | None, attempts: int, as_json: bool,
-               quiet: bool) -> None:
+               backend: str, follow: bool, poll_s: float, timeout_s: float | None,
+               state: str | None, panda_url: str | None, rucio_config: str | None,
+               attempts: int, as_json: bool, quiet: bool) -> None:
     """Submit WORKFLOW (CWL, Snakefile, or a plan.json) for one run to PanDA + Rucio.
 
     Creates the run's datasets in Rucio (the stream dataset open, with its replication
@@ -89,18 +96,22 @@ def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path:
       swfflow status; swfflow kill calib:100123; swfflow retry calib:100123
     """
     from swfflow import submission as sub
-    from swfflow.server_config import servers
+    from swfflow.assemble import executor_name_of
+    from swfflow.pipeline import load_instance
 
     _logging(quiet or as_json)
-    plan = sub.load_plan(workflow, inputs, profile_path, run)
+    plan = load_instance(workflow, inputs, profile_path, run)
     store = sub.SubmissionStore(sub.state_dir(state))
-    known = store.submissions().get(f"{plan.workflow}:{plan.run}", {})
-    backends = sub.connect(servers(panda_url or known.get("panda_url"), rucio_config),
-                           store, attempts=attempts)
-    driver = sub.submit(plan, store, backends, workflow)
-    if follow:
-        _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
-    _finish(store, driver.instance, backends, as_json, must_succeed=follow)
+    known = store.submissions().get(f"{plan.workflow}:{plan.run}", {}).get("panda_url")
+    if known and executor_name_of(known) != backend:
+        known = None  # submitted elsewhere before: --backend decides
+    with contextlib.ExitStack() as stack:
+        backends = sub.connect(_settings(backend, panda_url or known, rucio_config, attempts),
+                               store, stack, plan=plan, source=workflow)
+        driver = sub.submit(plan, store, backends, workflow)
+        if follow:
+            _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
+        _finish(store, driver.instance, backends, as_json, must_succeed=follow)
 
 
 submit_cmd.help = (submit_cmd.help or "") + _EXAMPLES_ENV
@@ -143,28 +154,38 @@ def retry_cmd(instance: str, follow: bool, poll_s: float, timeout_s: float | Non
     succeed. Succeeded tasks are left alone.
     """
     from swfflow import submission as sub
-    from swfflow.server_config import servers
+    from swfflow.assemble import executor_name_of
 
     _logging(quiet or as_json)
     store = sub.SubmissionStore(sub.state_dir(state), create=False)
     name = store.find(instance)
     where = store.submissions()[name]
-    backends = sub.connect(servers(panda_url or where["panda_url"], rucio_config),
-                           store, attempts=attempts)
-    driver = sub.retry_instance(store, name, backends)
-    if follow:
-        _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
-    _finish(store, name, backends, as_json, must_succeed=follow)
+    url = panda_url or where["panda_url"]
+    with contextlib.ExitStack() as stack:
+        backends = sub.connect(_settings(executor_name_of(url), url, rucio_config, attempts),
+                               store, stack, plan=store.plan(name), source=where["source"])
+        driver = sub.retry_instance(store, name, backends)
+        if follow:
+            _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
+        _finish(store, name, backends, as_json, must_succeed=follow)
 
 
 # --- helpers --------------------------------------------------------------------------------
 
+def _settings(backend: str, panda_url: str | None, rucio_config: str | None,
+              attempts: int) -> Settings:
+    """What the server options say (the catalog is the executor's: Rucio for PanDA)."""
+    return Settings(executor=backend, panda_url=panda_url, rucio_config=rucio_config,
+                    panda_attempts=attempts, rucio_attempts=attempts)
+
+
 def _executor_for(store: Any, name: str, panda_url: str | None, attempts: int) -> Any:
     from swfflow import submission as sub
-    from swfflow.backends.panda import PandaExecutor
+    from swfflow.assemble import executor_at
 
     url = panda_url or store.submissions()[name]["panda_url"]
-    return sub.WatchedExecutor(PandaExecutor(url, attempts=attempts), store)
+    return sub.WatchedExecutor(executor_at(url, Settings(panda_attempts=attempts),
+                                           engine=store.engine), store)
 
 
 def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,

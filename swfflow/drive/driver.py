@@ -48,7 +48,7 @@ class TaskPhase(str, Enum):
 
 DONE = {TaskPhase.SUCCEEDED, TaskPhase.SKIPPED}
 FINAL = DONE | {TaskPhase.FAILED, TaskPhase.BLOCKED}
-_FROM_BACKEND = {
+PHASE_OF_STATE = {
     TaskState.SUBMITTED: TaskPhase.SUBMITTED, TaskState.WAITING: TaskPhase.SUBMITTED,
     TaskState.RUNNING: TaskPhase.RUNNING, TaskState.UNKNOWN: TaskPhase.SUBMITTED,
     TaskState.SUCCEEDED: TaskPhase.SUCCEEDED, TaskState.PARTIAL: TaskPhase.FAILED,
@@ -160,7 +160,7 @@ class Driver:
             return
         for task_id, status in self.executor.status(list(live)).items():
             task = live[task_id]
-            phase = _FROM_BACKEND[status.state]
+            phase = PHASE_OF_STATE[status.state]
             if phase is not task.phase:
                 message = status.message if phase is TaskPhase.FAILED else ""
                 self._set(task, phase, message)

@@ -21,7 +21,7 @@ from typing import Any
 from .. import ir
 from ..errors import ConfigError, WorkflowError
 from .cwl_compile import Compiler, Scope, plain
-from .cwl_loader import DocumentCache, Loaded, _parse_yaml, absolute_locations, path_to_uri
+from .cwl_loader import DocumentCache, Loaded, parse_yaml, absolute_locations, path_to_uri
 from .cwl_pchain import is_pchain_run
 from .cwl_types import type_str
 
@@ -59,7 +59,7 @@ def load_inputs(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError("no such inputs file", where=str(path),
                           hint="give a YAML or JSON file with the workflow's inputs")
     try:
-        data = _parse_yaml(path)
+        data = parse_yaml(path)
     except WorkflowError as exc:
         raise ConfigError(exc.what, where=exc.where, hint=exc.hint) from None
     if data is None:

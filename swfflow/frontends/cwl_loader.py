@@ -146,7 +146,7 @@ class DocumentCache:
                 hint="check the path of the run: reference (relative to the file that names it)",
             )
         self.file_loads += 1
-        root = _parse_yaml(path)
+        root = parse_yaml(path)
         if not isinstance(root, Mapping) or ("class" not in root and "$graph" not in root):
             raise WorkflowError(f"{path} is not a CWL document", where=f"{path}:1",
                                 hint="a CWL file is a YAML mapping with cwlVersion and class")
@@ -179,7 +179,7 @@ class _PchainAwareFetcher(DefaultFetcher):
         return is_pchain_run(url) or url.endswith(".cwl") or super().check_exists(url)
 
 
-def _parse_yaml(path: Path) -> Any:
+def parse_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

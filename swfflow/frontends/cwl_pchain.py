@@ -26,7 +26,7 @@ ALLOWED_INPUTS = {
     ir.StepKind.JUNCTION: {"opt_inDS", "opt_inDsType", "opt_args", "opt_exec", "opt_containerImage"},
     ir.StepKind.PHPO: {"opt_trainingDS", "opt_trainingDsType", "opt_args"},
 }
-_DATASET_INPUTS = {"opt_inDS", "opt_secondaryDSs", "opt_trainingDS"}
+DATASET_INPUTS = {"opt_inDS", "opt_secondaryDSs", "opt_trainingDS"}
 
 
 def pchain_name(run: str) -> str:
@@ -67,7 +67,7 @@ def pchain_step(name: str, step_def: Any, bindings: dict[str, ir.Binding],
         native[port] = value
     if sources:
         native["sources"] = sources
-    inputs = {p: ir.Port(p, ir.PortKind.DATASET if p in _DATASET_INPUTS else ir.PortKind.PARAM)
+    inputs = {p: ir.Port(p, ir.PortKind.DATASET if p in DATASET_INPUTS else ir.PortKind.PARAM)
               for p in sorted(bindings)}
     out_names = [str(o if isinstance(o, str) else o.id).rsplit("/", 1)[-1] for o in step_def.out]
     outputs = {o: ir.Port(o, ir.PortKind.DATASET, "string") for o in out_names or ["outDS"]}

@@ -15,7 +15,7 @@ from ..ir import Binding, Condition
 from .cwl_expr import UNKNOWN, evaluate_if_known, referenced_inputs
 
 
-def _merge(values: list[Any], link_merge: str | None) -> Any:
+def merge_sources(values: list[Any], link_merge: str | None) -> Any:
     if link_merge == "merge_flattened":
         flat: list[Any] = []
         for value in values:
@@ -24,17 +24,17 @@ def _merge(values: list[Any], link_merge: str | None) -> Any:
     return values  # merge_nested (the default for several sources)
 
 
-def _pick(value: Any, pick_value: str | None, where: str, port: str) -> Any:
-    if pick_value is None:
+def pick_value(value: Any, method: str | None, where: str, port: str) -> Any:
+    if method is None:
         return value
     items = value if isinstance(value, list) else [value]
     present = [v for v in items if v is not None]
-    if pick_value == "first_non_null":
+    if method == "first_non_null":
         if not present:
             raise WorkflowError(f"pickValue first_non_null on {port}: every source is null",
                                 where=where, hint="give one of the sources a value")
         return present[0]
-    if pick_value == "the_only_non_null":
+    if method == "the_only_non_null":
         if len(present) != 1:
             raise WorkflowError(f"pickValue the_only_non_null on {port}: {len(present)} "
                                 "sources are non-null", where=where,
@@ -54,10 +54,10 @@ def gathered(binding: Binding, workflow_values: Mapping[str, Any], multiple: boo
     if not binding.sources:
         value = None
     elif multiple or binding.link_merge:
-        value = _merge(values, binding.link_merge)
+        value = merge_sources(values, binding.link_merge)
     else:
         value = values[0]
-    value = _pick(value, binding.pick_value, where, binding.port)
+    value = pick_value(value, binding.pick_value, where, binding.port)
     if value is None and binding.has_default:
         value = binding.default
     return value

@@ -32,7 +32,7 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.errors import UnsupportedFeature, WorkflowError
-from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS, _DATASET_INPUTS
+from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS, DATASET_INPUTS
 from swfflow.frontends.snakemake_dag import SnakeDag, SnakeJob, SnakeRule, build_dag
 
 _MODES = {"stream": ir.EdgeMode.STREAM, "complete": ir.EdgeMode.COMPLETE}
@@ -246,7 +246,7 @@ class _Lowering:
                 bindings[port] = ir.Binding(port, default=value, has_default=True)
         if sources:
             native["sources"] = sources
-        inputs = {p: ir.Port(p, ir.PortKind.DATASET if p in _DATASET_INPUTS else ir.PortKind.PARAM)
+        inputs = {p: ir.Port(p, ir.PortKind.DATASET if p in DATASET_INPUTS else ir.PortKind.PARAM)
                   for p in sorted(options)}
         outputs = {"outDS": ir.Port("outDS", ir.PortKind.DATASET, "string")}
         step = ir.Step(name=rule.name, kind=kind, inputs=inputs, outputs=outputs,

@@ -28,8 +28,7 @@ from urllib.parse import unquote, urlparse
 from swfflow import ir
 from swfflow.errors import RunFailed, SwfflowError
 from swfflow.frontends.cwl_expr import evaluate
-from swfflow.frontends.cwl_values import _merge as merge_sources
-from swfflow.frontends.cwl_values import _pick as pick_value
+from swfflow.frontends.cwl_values import merge_sources, pick_value
 from swfflow.runtime import scatter as scatter_rt
 from swfflow.runtime.files import absolute_locations, describe_files
 from swfflow.runtime.parallel import JobSlots

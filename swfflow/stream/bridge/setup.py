@@ -1,4 +1,5 @@
-"""Build a bridge from command-line choices: the plan template, catalog, executor, store."""
+"""Build a bridge from command-line choices: the plan template (:mod:`swfflow.pipeline`), the
+catalog and executor (:mod:`swfflow.assemble`), the store (:mod:`swfflow.state`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from swfflow.errors import ConfigError
-from swfflow.plan.model import RUN, Plan
-
-CATALOGS = ("local", "rucio")
-BACKENDS = ("local", "panda")
+from swfflow.plan.model import Plan
 
 
 @dataclass
@@ -31,87 +29,31 @@ class Setup:
     options: dict[str, Any] = field(default_factory=dict)  # BridgeConfig fields
 
 
-def load_template(workflow_path: str, inputs_path: str | None, profile_path: str | None
-                  ) -> tuple[Plan, Any]:
-    """The run-templated plan (``${RUN}`` kept) and, for a workflow file, its IR."""
-    if workflow_path.endswith(".json"):
-        from swfflow.commands.compile import read_plan_file
-
-        plan = read_plan_file(workflow_path)
-        workflow = None
-    else:
-        from swfflow.frontends import load_any, load_inputs_file
-        from swfflow.plan.planner import compile_workflow
-        from swfflow.plan.profile import load_profile
-
-        profile = load_profile(profile_path)
-        inputs = load_inputs_file(inputs_path)
-        workflow = load_any(workflow_path, inputs)
-        plan = compile_workflow(workflow, inputs, profile, None)
-    if plan.run != RUN:
-        raise ConfigError(f"the plan is already instantiated for run {plan.run}",
-                          where=workflow_path,
-                          hint="compile without --run: the bridge instantiates it per run")
-    return plan, workflow
-
-
 def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     """A ready :class:`~swfflow.stream.bridge.core.Bridge`; resources close with ``stack``."""
-    from swfflow.stream.bridge.core import Bridge, BridgeConfig
+    from swfflow.assemble import Settings, assemble, names
+    from swfflow.pipeline import load_template
     from swfflow.state import state_engine
+    from swfflow.stream.bridge.core import Bridge, BridgeConfig
 
-    if setup.catalog not in CATALOGS or setup.backend not in BACKENDS:
+    if setup.catalog not in names("catalog") or setup.backend not in names("executor"):
         raise ConfigError(f"unknown catalog/backend {setup.catalog}/{setup.backend}",
-                          hint=f"catalogs: {', '.join(CATALOGS)}; backends: {', '.join(BACKENDS)}")
+                          hint=f"catalogs: {', '.join(names('catalog'))}; "
+                               f"backends: {', '.join(names('executor'))}")
     template, workflow = load_template(setup.workflow, setup.inputs, setup.profile)
     engine = state_engine(setup.state)
     stack.callback(engine.dispose)
-    catalog = _catalog(setup, engine)
-    executor, prepare, run_expression = _executor(setup, engine, catalog, workflow, template,
-                                                  stack)
-    # a Rucio client is not thread-safe: the attach thread gets its own
-    attach_catalog = _catalog(setup, engine) if setup.catalog == "rucio" else None
-    return Bridge(template, catalog, executor, engine, config=BridgeConfig(**setup.options),
-                  publish=publish, prepare=prepare, run_expression=run_expression,
-                  attach_catalog=attach_catalog)
-
-
-def _catalog(setup: Setup, engine: Any):
-    if setup.catalog == "local":
-        from swfflow.backends.local_catalog import LocalCatalog
-
-        return LocalCatalog(engine)
-    from swfflow.backends.rucio import RucioCatalog
-
-    # few quick attempts per call: the bridge's own gates back off for longer outages
-    return RucioCatalog.from_config(setup.rucio_config, attempts=2, backoff_s=0.2,
-                                    max_backoff_s=1.0)
-
-
-def _executor(setup: Setup, engine: Any, catalog: Any, workflow: Any, template: Plan,
-              stack: ExitStack):
-    if setup.backend == "panda":
-        from swfflow.backends.panda import PandaExecutor
-        from swfflow.drive.expressions import expressions_for_plan
-
-        # PanDA gets the plan's task parameters as they are (no prepare); ExpressionTools are
-        # no PanDA tasks: evaluated here, their tools rebuilt from the plan's payloads
-        return (PandaExecutor(setup.panda_url), None,
-                expressions_for_plan(setup.workflow, template, setup.workdir))
-    from swfflow.backends.local_executor import LocalExecutor
-    from swfflow.drive.local_run import run_expression_locally
-    from swfflow.drive.payload import LocalPayloads
-    from swfflow.backends.local_paths import LocalPathCatalog
-
-    if workflow is None:
-        raise ConfigError("the local executor needs the workflow file, not a plan.json",
-                          hint="give the .cwl/Snakefile, or use --backend panda")
-    workdir = setup.workdir.resolve()
-    reader = LocalPathCatalog(catalog) if setup.catalog == "rucio" else catalog
-    executor = LocalExecutor(reader, engine, workdir, jobs=setup.jobs,
-                             no_container=setup.no_container)
-    stack.callback(executor.shutdown)
-    return executor, LocalPayloads(workflow), run_expression_locally(workdir)
+    # few quick attempts per Rucio call: the bridge's own gates back off for longer outages
+    settings = Settings(executor=setup.backend, catalog=setup.catalog, workdir=setup.workdir,
+                        jobs=setup.jobs, no_container=setup.no_container,
+                        panda_url=setup.panda_url, rucio_config=setup.rucio_config,
+                        rucio_attempts=2, rucio_backoff_s=0.2, rucio_max_backoff_s=1.0)
+    backends = assemble(settings, engine=engine, stack=stack, plan=template, workflow=workflow,
+                        source=setup.workflow)
+    return Bridge(template, backends.catalog, backends.executor, engine,
+                  config=BridgeConfig(**setup.options), publish=publish,
+                  prepare=backends.prepare, run_expression=backends.run_expression,
+                  attach_catalog=backends.attach_catalog)
 
 
 def summary(bridge: Any) -> dict[str, Any]:
