@@ -29,6 +29,9 @@ export PATH="$PWD/$VENV/bin:$PATH"
 # panda-client resolves its cache host at import time unless this is set (reference/panda.md §8)
 export PANDA_BEHIND_REAL_LB=1
 
+# the import contracts (pyproject [tool.importlinter], docs/design.md "Rooms") before any test
+lint-imports
+
 if [ $# -gt 0 ]; then
   exec python -m pytest -n 2 "$@"
 fi

@@ -4,7 +4,8 @@
 
 - the ready jobs of one rule in one submission wave become ONE PanDA task (one JEDI job per
   Snakemake job, see :mod:`.tasks`), submitted through swfflow's PanDA backend
-  (:class:`swfflow.backends.panda.PandaExecutor`, idempotent by task name);
+  (:class:`swfflow.backends.panda.PandaExecutor`, built by :mod:`swfflow.assemble`,
+  idempotent by task name);
 - each poll cycle asks PanDA once about every active task (the backend batches 200 ids per
   call), and every JEDI status maps to an end or a wait (``swfflow.backends.panda_states``):
   done → success; finished (partial) → success for jobs whose outputs exist, error for the
@@ -88,10 +89,11 @@ class Executor(RemoteExecutor):
         self.status_queries = 0  # PanDA status calls made (one per cycle), for the bench
         self.panda = None
         if self.dry_dir is None:
-            from swfflow.backends.panda import PandaExecutor
+            from swfflow.assemble import Settings, build_executor
             try:
-                self.panda = PandaExecutor(settings.panda_url,
-                                           unknown_alert_polls=self.unknown_polls)
+                self.panda = build_executor(Settings(executor="panda",
+                                                     panda_url=settings.panda_url,
+                                                     unknown_alert_polls=self.unknown_polls))
             except SwfflowError as exc:
                 raise WorkflowError(f"swfpanda: {exc}") from None
         else:

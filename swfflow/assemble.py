@@ -90,7 +90,7 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
     """The catalog and executor ``settings`` name, over the state ``engine``, with the helpers
     a driver of ``plan`` needs (``workflow``: its IR, when there is one; ``source``: the
     workflow or plan file it came from). Resources are released with ``stack``."""
-    catalog = _factory("catalog", settings.catalog_name)(settings, engine=engine)
+    catalog = build_catalog(settings, engine=engine)
     executor = build_executor(settings, engine=engine, catalog=catalog)
     stack.callback(executor.shutdown)
     backends = Backends(catalog=catalog, executor=executor,
@@ -114,6 +114,11 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         # are no tasks: evaluated here, their tools rebuilt from the plan's payloads
         backends.run_expression = expressions_for_plan(source, plan, workdir)
     return backends
+
+
+def build_catalog(settings: Settings, *, engine: Any = None) -> Any:
+    """The catalog alone (the PanDA double's pilots)."""
+    return _factory("catalog", settings.catalog_name)(settings, engine=engine)
 
 
 def build_executor(settings: Settings, *, engine: Any = None, catalog: Any = None) -> Any:

@@ -17,6 +17,7 @@ here, so they all accept exactly the same inputs and fail with the same messages
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from swfflow.frontends import load_any, load_inputs_file
 from swfflow.plan.model import RUN, Plan
 from swfflow.plan.planner import compile_workflow
 from swfflow.plan.profile import Profile, load_profile
+
+# panda-client resolves its cache host at import time unless told it is behind a real LB
+# (reference/panda.md §8); the planner imports it to parse pchain steps offline, so the
+# environment is set here, at the planner's edge, not inside the pure planner
+OFFLINE_PANDA_CLIENT = {"PANDA_BEHIND_REAL_LB": "1"}
 
 
 def build_plan(workflow_path: str, inputs_path: str | None, profile_path: str | None,
@@ -42,7 +48,7 @@ def compile_file(workflow_path: str, inputs_path: str | None, profile_path: str 
     """:func:`build_plan`, also returning the workflow's IR."""
     profile = load_profile(profile_path)  # cheapest check first
     workflow, inputs = load_workflow(workflow_path, inputs_path, config, strict)
-    return compile_workflow(workflow, inputs, profile, run), workflow
+    return _compile(workflow, inputs, profile, run), workflow
 
 
 def load_workflow(workflow_path: str, inputs_path: str | None, config: dict | None = None,
@@ -55,7 +61,14 @@ def load_workflow(workflow_path: str, inputs_path: str | None, config: dict | No
 def compile_loaded(workflow: ir.Workflow, inputs: Mapping[str, Any], profile_path: str | None,
                    run: str | None) -> Plan:
     """The plan of a workflow already loaded with ``inputs``."""
-    return compile_workflow(workflow, dict(inputs), load_profile(profile_path), run)
+    return _compile(workflow, dict(inputs), load_profile(profile_path), run)
+
+
+def _compile(workflow: ir.Workflow, inputs: dict[str, Any], profile: Profile,
+             run: str | None) -> Plan:
+    for key, value in OFFLINE_PANDA_CLIENT.items():
+        os.environ.setdefault(key, value)
+    return compile_workflow(workflow, inputs, profile, run)
 
 
 def read_plan_file(path: str) -> Plan:

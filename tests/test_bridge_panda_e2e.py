@@ -56,7 +56,7 @@ def panda_running_the_template(tmp: Path, rucio_config: str):
     same template for the run its name carries (what a pilot gets from the job parameters)."""
     from swfflow.drive.payload import LocalPayloads
     from swfflow.pipeline import load_template
-    from swfflow.testing.panda_runner import pilots_for_template
+    from swfflow.testing.panda_server import pilots_for_template
 
     template, workflow = load_template(str(WORKFLOW), None, str(PROFILE))
     with pilots_for_template(template, LocalPayloads(workflow), tmp,

@@ -191,7 +191,7 @@ def panda_running(template, tmp: Path, rucio_config: str):
     """The contract server whose runner executes each accepted task of the bridge's template
     with the local executor over the same Rucio server (as the pilots would)."""
     from swfflow.drive.expressions import PlanPayloads
-    from swfflow.testing.panda_runner import pilots_for_template
+    from swfflow.testing.panda_server import pilots_for_template
 
     return pilots_for_template(template, PlanPayloads(EXPR_WORKFLOW.parent), tmp,
                                rucio_config=rucio_config)

@@ -153,13 +153,18 @@ class LocalCatalog(CatalogBase):
 
     def datasets(self) -> list[dict[str, Any]]:
         """Every dataset with its state and file count (for ``swfflow status``)."""
-        counts_q = (select(ATTACHMENTS.c.dataset, func.count().label("n"))
-                    .group_by(ATTACHMENTS.c.dataset))
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(DATASETS).order_by(DATASETS.c.did)).all()
-            counts = {r.dataset: r.n for r in conn.execute(counts_q)}
-        return [{"did": r.did, "open": bool(r.open), "files": counts.get(r.did, 0)}
-                for r in rows]
+        return datasets_in(self.engine)
+
+
+def datasets_in(engine: Engine) -> list[dict[str, Any]]:
+    """Every dataset of the local catalog in ``engine``, with its state and file count, read
+    without a catalog (``swfflow status``)."""
+    counts_q = (select(ATTACHMENTS.c.dataset, func.count().label("n"))
+                .group_by(ATTACHMENTS.c.dataset))
+    with engine.connect() as conn:
+        rows = conn.execute(select(DATASETS).order_by(DATASETS.c.did)).all()
+        counts = {r.dataset: r.n for r in conn.execute(counts_q)}
+    return [{"did": r.did, "open": bool(r.open), "files": counts.get(r.did, 0)} for r in rows]
 
 
 def _check_did(did: str) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import inspect
 
-from swfflow.backends.local_catalog import LocalCatalog
+from swfflow.backends.local_catalog import datasets_in
 from swfflow.state import sqlite_engine
 from swfflow.drive.store import DriverStore
 
@@ -32,7 +32,7 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
                           "jobs": _jobs(engine, row.get("task_id")) if has_jobs else []})
         instances.append({"instance": inst.instance, "workflow": inst.workflow, "run": inst.run,
                           "state": inst.state, "tasks": tasks})
-    datasets = LocalCatalog(engine).datasets() if inspect(engine).has_table(
+    datasets = datasets_in(engine) if inspect(engine).has_table(
         "catalog_datasets") else []
     jobs = []
     if inspect(engine).has_table("prov_jobs"):

@@ -27,18 +27,14 @@ from typing import Any
 from swfflow.errors import WorkflowError
 from swfflow.ir import Step, StepKind
 
-# panda-client resolves its cache host at import time unless told it is behind a real LB
-# (reference/panda.md §8); offline dry parsing never contacts the server.
-_PANDA_ENV = {"PANDA_BEHIND_REAL_LB": "1"}
-
 # keys pchain copies from the parsed command line even when the template has them
 _ALWAYS_COPIED = {"log", "container_name", "multiStepExec", "site", "excludedSite",
                   "includedSite", "nMaxFilesPerJob", "nGBPerJob"}
 
 
 def _panda_client():
-    for key, value in _PANDA_ENV.items():
-        os.environ.setdefault(key, value)
+    # offline dry parsing never contacts the server; the caller's edge (swfflow.pipeline)
+    # sets PANDA_BEHIND_REAL_LB so that the import does not resolve the cache host
     from pandaclient import PhpoScript, PrunScript
     return PrunScript, PhpoScript
 

@@ -24,6 +24,7 @@ broker hands one subscription.
 from __future__ import annotations
 
 import abc
+import importlib
 import itertools
 import json
 import logging
@@ -31,7 +32,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from swfflow.errors import ConfigError
 from swfflow.stream.messages import Envelope, Message, parse_message, to_json
@@ -144,26 +145,27 @@ def check_ack_mode(ack: str) -> str:
     return ack
 
 
+# URL scheme → "module:opener" (imported on first use; an opener takes the split URL, its query
+# and the client id): the STOMP bus imports this module, never the other way round
+BUSES = {
+    "memory": "swfflow.stream.bus:open_memory",
+    "stomp": "swfflow.stream.stomp_bus:open_stomp",
+}
+
+
 def open_bus(url: str, *, client_id: str | None = None) -> Bus:
     """A bus for ``stomp://[user:pass@]host:port`` or ``memory://[name]``."""
     parts = urlsplit(url)
     query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    if parts.scheme == "memory":
-        return MemoryBus(MemoryBroker.named(parts.netloc or "default"))
-    if parts.scheme == "stomp":
-        if not parts.hostname or not parts.port:
-            raise ConfigError(f"broker URL {url!r} needs a host and a port",
-                              hint="e.g. stomp://127.0.0.1:61613 or stomp://admin:admin@host:61613")
-        from swfflow.stream.stomp_bus import StompBus
+    if parts.scheme not in BUSES:
+        raise ConfigError(f"unsupported broker URL {url!r}",
+                          hint="use stomp://host:port (ActiveMQ) or memory:// (in-process)")
+    module, attribute = BUSES[parts.scheme].split(":")
+    return getattr(importlib.import_module(module), attribute)(parts, query, client_id)
 
-        heartbeat = int(query.get("heartbeat", "30000"))
-        return StompBus(parts.hostname, parts.port,
-                        user=unquote(parts.username) if parts.username else None,
-                        passcode=unquote(parts.password) if parts.password else None,
-                        client_id=client_id or query.get("client_id"),
-                        heartbeats=(heartbeat, heartbeat))
-    raise ConfigError(f"unsupported broker URL {url!r}",
-                      hint="use stomp://host:port (ActiveMQ) or memory:// (in-process)")
+
+def open_memory(parts: SplitResult, query: dict[str, str], client_id: str | None) -> Bus:
+    return MemoryBus(MemoryBroker.named(parts.netloc or "default"))
 
 
 # --- the in-process broker -------------------------------------------------------------------

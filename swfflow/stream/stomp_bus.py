@@ -23,11 +23,12 @@ import threading
 import time
 import uuid
 from typing import Callable
+from urllib.parse import SplitResult, unquote
 
 import stomp
 import stomp.exception
 
-from swfflow.errors import ServiceError
+from swfflow.errors import ConfigError, ServiceError
 from swfflow.stream.bus import (
     Bus,
     Delivery,
@@ -350,3 +351,17 @@ class StompBus(Bus):
                     hint="check the broker log; re-run with --record to keep a copy",
                 )
             self._unconfirmed.clear()
+
+
+def open_stomp(parts: SplitResult, query: dict[str, str], client_id: str | None) -> StompBus:
+    """The bus of a ``stomp://[user:pass@]host:port[?heartbeat=MS&client_id=ID]`` URL
+    (:func:`swfflow.stream.bus.open_bus`)."""
+    if not parts.hostname or not parts.port:
+        raise ConfigError(f"broker URL {parts.geturl()!r} needs a host and a port",
+                          hint="e.g. stomp://127.0.0.1:61613 or stomp://admin:admin@host:61613")
+    heartbeat = int(query.get("heartbeat", "30000"))
+    return StompBus(parts.hostname, parts.port,
+                    user=unquote(parts.username) if parts.username else None,
+                    passcode=unquote(parts.password) if parts.password else None,
+                    client_id=client_id or query.get("client_id"),
+                    heartbeats=(heartbeat, heartbeat))

@@ -19,16 +19,14 @@ bridge instantiates one plan per run: :func:`specs_from_template` serves every r
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from swfflow.backends.base import Executor, TaskState
-from swfflow.backends.local_paths import LocalPathCatalog
 from swfflow.plan.model import RUN, Plan, TaskSpec
 
 # --- what a runner reports -----------------------------------------------------------------
@@ -177,46 +175,29 @@ def specs_from_plan_dir(directory: str | Path) -> SpecLookup:
     return lookup
 
 
+def local_pilot(workdir: str | Path, state_db: str | Path, *, jobs: int = 2,
+                no_container: bool = False, rucio_config: str | None = None) -> Any:
+    """What JEDI and the pilots do, on this machine: the local executor (built by
+    :mod:`swfflow.assemble`) over the Rucio server of ``rucio_config`` (default
+    ``$RUCIO_CONFIG``), its job folders under ``workdir``, its state in ``state_db``."""
+    from swfflow.assemble import Settings, build_catalog, build_executor
+    from swfflow.state import sqlite_engine
+
+    settings = Settings(executor="local", catalog="rucio", workdir=Path(workdir), jobs=jobs,
+                        no_container=no_container, rucio_config=rucio_config)
+    engine = sqlite_engine(state_db)
+    return build_executor(settings, engine=engine,
+                          catalog=build_catalog(settings, engine=engine))
+
+
 def local_runner(plan_dir: str | Path, workdir: str | Path, *, jobs: int = 2,
                  rucio_config: str | None = None) -> ExecutorRunner:
     """The real runner: the local executor over the Rucio server of ``rucio_config``
     (default ``$RUCIO_CONFIG``), state and job directories under ``workdir``."""
-    from swfflow.state import sqlite_engine
-    from swfflow.backends.local_executor import LocalExecutor
-    from swfflow.backends.rucio import RucioCatalog
-
     workdir = Path(workdir)
-    catalog = LocalPathCatalog(RucioCatalog.from_config(rucio_config))
-    executor = LocalExecutor(catalog, sqlite_engine(workdir / "panda-runner.db"),
-                             workdir / "work", jobs=jobs)
+    executor = local_pilot(workdir / "work", workdir / "panda-runner.db", jobs=jobs,
+                           rucio_config=rucio_config)
     return ExecutorRunner(executor, specs_from_plan_dir(plan_dir))
-
-
-@contextlib.contextmanager
-def pilots_for_template(template: Plan, prepare: Callable[[TaskSpec], TaskSpec],
-                        workdir: str | Path, *, rucio_config: str | None = None,
-                        jobs: int = 2, no_container: bool = True, tick_s: float = 0.1
-                        ) -> Iterator[Any]:
-    """A running contract server whose runner executes, as the pilots would, every task the
-    bridge submits for ``template``: its spec found by instantiating the template for the run
-    the task's name carries, made runnable by ``prepare``, run by the local executor over the
-    Rucio server of ``rucio_config``, with its state and job folders under ``workdir``."""
-    from swfflow.state import sqlite_engine
-    from swfflow.backends.local_executor import LocalExecutor
-    from swfflow.backends.rucio import RucioCatalog
-    from swfflow.testing.panda_server import PandaContractServer
-
-    workdir, spec_of = Path(workdir), specs_from_template(template)
-    # a Rucio client of its own: the runner works in the server's tick thread
-    pilot = LocalExecutor(LocalPathCatalog(RucioCatalog.from_config(rucio_config)),
-                          sqlite_engine(workdir / "jedi.db"), workdir / "pilot", jobs=jobs,
-                          no_container=no_container)
-    runner = ExecutorRunner(pilot, lambda params: prepare(spec_of(params)))
-    try:
-        with PandaContractServer(runner=runner, tick_s=tick_s) as panda:
-            yield panda
-    finally:
-        pilot.shutdown()
 
 
 class ExecutorRunner:

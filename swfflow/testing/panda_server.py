@@ -25,16 +25,19 @@ Test-only control endpoints (not PanDA's): ``POST /_contract/force_status`` with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
 import signal
 import threading
 from http.server import ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from swfflow.backends.panda_states import JEDI_STATUSES
+from swfflow.plan.model import Plan, TaskSpec
 from swfflow.testing.panda_http import (
     BadArgument,
     Endpoint,
@@ -43,7 +46,8 @@ from swfflow.testing.panda_http import (
     handler_for,
     typed_arg,
 )
-from swfflow.testing.panda_runner import StateMachineRunner, TaskRunner
+from swfflow.testing.panda_runner import (ExecutorRunner, StateMachineRunner, TaskRunner,
+                                          local_pilot, specs_from_template)
 from swfflow.testing.panda_tasks import TaskStore
 
 log = logging.getLogger(__name__)
@@ -263,6 +267,27 @@ def _route(path: str) -> Route | None:
             name = path[len(prefix):]
             return name, table[name]
     return None
+
+
+@contextlib.contextmanager
+def pilots_for_template(template: Plan, prepare: Callable[[TaskSpec], TaskSpec],
+                        workdir: str | Path, *, rucio_config: str | None = None,
+                        jobs: int = 2, no_container: bool = True, tick_s: float = 0.1
+                        ) -> Iterator[Any]:
+    """A running contract server whose runner executes, as the pilots would, every task the
+    bridge submits for ``template``: its spec found by instantiating the template for the run
+    the task's name carries, made runnable by ``prepare``, run by the local executor over the
+    Rucio server of ``rucio_config``, with its state and job folders under ``workdir``."""
+    workdir, spec_of = Path(workdir), specs_from_template(template)
+    # a Rucio client of its own: the runner works in the server's tick thread
+    pilot = local_pilot(workdir / "pilot", workdir / "jedi.db", jobs=jobs,
+                        no_container=no_container, rucio_config=rucio_config)
+    runner = ExecutorRunner(pilot, lambda params: prepare(spec_of(params)))
+    try:
+        with PandaContractServer(runner=runner, tick_s=tick_s) as panda:
+            yield panda
+    finally:
+        pilot.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
