@@ -13,15 +13,14 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlparse
-
-if TYPE_CHECKING:
-    from swfflow.testing.panda_server import PandaContractServer
 
 log = logging.getLogger(__name__)
 
-Endpoint = Callable[["PandaContractServer", dict, str], dict]
+# (the PandaContractServer, the arguments, the caller) → answer; the server module imports
+# this one, so the server is not named here by type
+Endpoint = Callable[[Any, dict, str], dict]
 Route = tuple[str, tuple[str, Endpoint]]  # endpoint name, (expected method, endpoint)
 
 
@@ -69,7 +68,7 @@ def typed_arg(args: dict[str, Any], name: str, kind: type, default: Any = ..., *
 
 
 # --- the request handler -------------------------------------------------------------------
-def handler_for(server: PandaContractServer,
+def handler_for(server: Any,
                 route: Callable[[str], Route | None]) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to ``server``; ``route`` maps a URL path to its endpoint."""
     class Handler(BaseHTTPRequestHandler):

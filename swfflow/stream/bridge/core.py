@@ -13,6 +13,11 @@ committed and acked by the bridge thread. Every message is handled in two halves
    tasks), each behind its own retry gate. When an effect is committed, the deliveries waiting
    on it are acked.
 
+The loop owns its collaborators and hands each what it needs when it makes it: the open runs
+(:class:`~.runs.OpenRuns`), the held deliveries (:class:`~.acks.Acks`) and the reconcilers
+(:class:`~.work.Work`, whose catalog calls run in :class:`~.lanes.AttachLanes`); none of them
+holds a reference back to the loop.
+
 So a crash at any point loses nothing (unacked messages come back; recorded intents are
 resumed from the store) and duplicates nothing (every record and every effect is keyed).
 """
@@ -23,9 +28,8 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from swfflow.backends.base import Catalog, Executor
@@ -33,46 +37,23 @@ from swfflow.drive.driver import Driver, ExpressionRunner, Prepare
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
+from swfflow.stream.bridge.acks import KEYED_BY_FILE, Acks, Waiter
 from swfflow.stream.bridge.backoff import Backoff
+from swfflow.stream.bridge.config import BridgeConfig
 from swfflow.stream.bridge.intake import Rejected, file_facts, peek
+from swfflow.stream.bridge.runs import OpenRuns
+from swfflow.stream.bridge.work import Work
 from swfflow.stream.bus import Delivery
-from swfflow.stream.messages import (EPIC_TOPIC, EndRun, Envelope, MessageError, RunImminent,
-                                     StfGen, UnknownMessageType, parse_message)
+from swfflow.stream.messages import (EndRun, Envelope, MessageError, RunImminent, StfGen,
+                                     UnknownMessageType, parse_message)
 from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_ANNOUNCED,
-                                  PHASE_DONE, PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED,
-                                  BridgeStore, StfRow)
+                                  PHASE_ENDING, PHASE_PREPARED, BridgeStore, StfRow)
+
+__all__ = ["Bridge", "BridgeConfig", "HANDLERS", "Rejected", "Waiter"]
 
 log = logging.getLogger("swfflow.bridge")
 WAKE_UP = None  # an inbox item that only wakes the loop (Bridge.wake)
 Publish = Callable[[str, Envelope], None]
-
-
-@dataclass
-class BridgeConfig:
-    namespace: str | None = None  # only this testbed namespace (messages without one pass)
-    batch_size: int = 500  # attach when this many STFs wait …
-    batch_ms: float = 50.0  # … or when the oldest has waited this long
-    attach_parallel: int = 2  # attach calls at once (catalogs with a client per thread)
-    # register STFs without their run/sequence metadata and set it once nothing waits to be
-    # attached: per-file metadata is Rucio's slow path (about 4x an attach, measured)
-    defer_metadata: bool = True
-    metadata_batch: int = 200  # STFs per metadata call (bounds how long it holds a slot)
-    tick_s: float = 1.0  # follow the runs' tasks this often
-    end_timeout_s: float = 120.0  # after end_run, wait this long for announced-but-missing STFs
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    destination: str = EPIC_TOPIC  # where stf_ready goes
-    sender: str = "swfflow-bridge"
-    emit_ready: bool = True
-    rse: str | None = None  # where STF replicas are registered (catalog default if None)
-
-
-@dataclass
-class Waiter:
-    delivery: Delivery
-    msg_id: str
-    msg_type: str
-    run_id: str | None
 
 
 class Bridge:
@@ -95,14 +76,9 @@ class Bridge:
         self.publish, self.prepare, self.run_expression = publish, prepare, run_expression
         self.store, self.driver_store = BridgeStore(engine), DriverStore(engine)
         self.inbox: queue.Queue[Delivery | None] = queue.Queue()
-        self.waiters: dict[tuple[str, ...], list[Waiter]] = defaultdict(list)
-        self.runs: dict[str, dict[str, Any]] = {}  # open runs (store rows, kept in sync)
         # the profile's bridge.pause_tasks_on_pause (absent in plans compiled before it)
         self.pause_tasks = bool((template.profile.get("bridge") or {})
                                 .get("pause_tasks_on_pause", False))
-        self.holds: dict[str, dict[str, Any]] = {}  # br_holds rows still to act on
-        self.drivers: dict[str, Driver] = {}
-        self.pending: list[StfRow] = []  # recorded, not attached
         # STFs received in the current drain, recorded together (one commit) at its end
         self.unrecorded: dict[tuple[str, str], StfRow] = {}
         self.counters: Counter[str] = Counter()
@@ -112,24 +88,41 @@ class Bridge:
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
                       ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
-        from swfflow.stream.bridge.work import Work
+        self.open = OpenRuns(self.store, self.new_driver)
+        self.acks = Acks(self.store, self.counters)
+        self.work = Work(self.open, self.acks, self.store, self.config, self.gates,
+                         self.counters, executor=executor, catalog=self.attach_catalog_now,
+                         wake=self.wake, publish=publish)
 
-        self.work = Work(self)
+    # --- what the collaborators are given ---------------------------------------------------
+    def new_driver(self, run_id: str) -> Driver:
+        """A driver of the run's instance of the plan (:meth:`OpenRuns.driver` starts it)."""
+        return Driver(self.template.instantiate(run_id), self.catalog, self.executor,
+                      self.driver_store, prepare=self.prepare,
+                      run_expression=self.run_expression)
+
+    def attach_catalog_now(self) -> Catalog:
+        """The catalog the attach threads start from (read when they start)."""
+        return self.attach_catalog or self.catalog
+
+    @property
+    def runs(self) -> dict[str, dict[str, Any]]:
+        """The open runs (store rows, kept in sync)."""
+        return self.open.rows
+
+    @property
+    def pending(self) -> list[StfRow]:
+        """STFs recorded and not attached yet."""
+        return self.open.pending
+
+    @property
+    def waiters(self) -> dict[tuple[str, ...], list[Waiter]]:
+        return self.acks.waiters
 
     # --- the loop -------------------------------------------------------------------------
-    def resume(self) -> None:
-        """Load every open run and every recorded-but-unattached STF from the store."""
-        for row in self.store.runs(OPEN_PHASES):
-            self.runs[row["run_id"]] = row
-        self.pending = self.store.unattached(list(self.runs))
-        self.holds = {h["run_id"]: h for h in self.store.holds_to_keep(list(self.runs))}
-        if self.runs:
-            log.info("resuming %d open run(s) %s with %d STF(s) to attach", len(self.runs),
-                     ", ".join(self.runs), len(self.pending))
-
     def run(self, until: Callable[[Bridge], bool] | None = None) -> None:
         """Handle deliveries and do the work until ``stop()`` or ``until(self)`` is true."""
-        self.resume()
+        self.open.resume()
         while not self.stop_event.is_set():
             self._drain(timeout=self.work.idle_wait())
             self.work.step()
@@ -183,8 +176,8 @@ class Bridge:
             return
         try:
             known = self.store.files((r.run_id, r.filename) for r in rows)
-            self.pending.extend(self.store.add_files([r for r in rows
-                                                      if (r.run_id, r.filename) not in known]))
+            self.open.pending.extend(self.store.add_files(
+                [r for r in rows if (r.run_id, r.filename) not in known]))
         except Exception as exc:  # the store unreachable or locked: never lost, never silent
             self.counters["errors"] += 1
             self.last_error = f"recording {len(rows)} STF(s): " \
@@ -192,19 +185,18 @@ class Bridge:
             log.exception("recording %d STF(s) failed; their messages will be redelivered",
                           len(rows))
             for row in rows:
-                for waiter in self.waiters.pop(("file", row.run_id, row.filename), []):
-                    waiter.delivery.nack()
+                self.acks.nack(("file", row.run_id, row.filename))
             return
         # redeliveries: acked now if attached already, else when their pending row is
         self.counters["duplicates"] += len(known)
-        self.release(*(("file", *key) for key, row in known.items()
-                       if row.attached_at is not None))
+        self.acks.release(*(("file", *key) for key, row in known.items()
+                            if row.attached_at is not None))
 
     @property
     def idle(self) -> bool:
         """Nothing received is still waiting for its effect."""
-        return (not self.deliveries_waiting() and not self.pending
-                and not self.unrecorded and not any(self.waiters.values()))
+        return (not self.deliveries_waiting() and not self.open.pending
+                and not self.unrecorded and not self.acks.waiting())
 
     def deliveries_waiting(self) -> bool:
         """Anything in the inbox but wake-ups (:meth:`wake`)."""
@@ -224,7 +216,7 @@ class Bridge:
             delivery.ack()
             return
         except MessageError as exc:
-            self._dead(delivery, str(exc), *peek(delivery.body))
+            self.acks.dead(delivery, str(exc), *peek(delivery.body))
             return
         namespace = self.config.namespace
         if namespace and message.namespace and message.namespace != namespace:
@@ -243,56 +235,15 @@ class Bridge:
         try:
             HANDLERS[message.msg_type](self, message, waiter)
         except Rejected as exc:
-            self._dead(delivery, str(exc), message.msg_type, message.run_id)
+            self.acks.dead(delivery, str(exc), message.msg_type, message.run_id)
         except Exception as exc:  # the store unreachable, a bug: never lost, never silent
             self.counters["errors"] += 1
             self.last_error = f"{message.msg_type} run {message.run_id}: " \
                 f"{type(exc).__name__}: {exc}".splitlines()[0]
             log.exception("handling %s of run %s failed; it will be redelivered",
                           message.msg_type, message.run_id)
-            for waiters in self.waiters.values():  # not half-registered
-                if waiter in waiters:
-                    waiters.remove(waiter)
+            self.acks.forget(waiter)  # not half-registered
             delivery.nack()
-
-    def _dead(self, delivery: Delivery, reason: str, msg_type: str | None,
-              run_id: str | None) -> None:
-        self.store.dead_letter(delivery.body, reason, msg_type, run_id)
-        self.counters["dead_letters"] += 1
-        log.warning("dead letter (%s run %s): %s", msg_type, run_id, reason.splitlines()[0])
-        delivery.ack()
-
-    def done(self, waiter: Waiter) -> None:
-        """The effect of this message is already in the store: mark it and ack."""
-        if waiter.msg_type not in KEYED_BY_FILE:
-            self.store.mark_processed([(waiter.msg_id, waiter.msg_type, waiter.run_id)])
-        waiter.delivery.ack()
-
-    def wait_for(self, key: tuple[str, ...], waiter: Waiter) -> None:
-        self.waiters[key].append(waiter)
-
-    def release(self, *keys: tuple[str, ...]) -> None:
-        """The effects ``keys`` are committed: every message waiting on them is done (one
-        transaction for all of them, then the acks)."""
-        waiting = [w for key in keys for w in self.waiters.pop(key, [])]
-        self.store.mark_processed([(w.msg_id, w.msg_type, w.run_id) for w in waiting
-                                   if w.msg_type not in KEYED_BY_FILE])
-        for waiter in waiting:
-            waiter.delivery.ack()
-
-    def known_run(self, run_id: str) -> dict[str, Any]:
-        row = self.runs.get(run_id) or self.store.run(run_id)
-        if row is None:
-            raise Rejected(f"unknown run {run_id}: no run_imminent was received for it")
-        return row
-
-    def update_run(self, run_id: str, **values: Any) -> None:
-        self.store.update_run(run_id, **values)
-        if run_id in self.runs:
-            self.runs[run_id].update(values)
-            if values.get("phase") in (PHASE_DONE, PHASE_FAILED):
-                del self.runs[run_id]
-                self.drivers.pop(run_id, None)
 
     def on_run_imminent(self, message: RunImminent, waiter: Waiter) -> None:
         run_id = message.run_id
@@ -300,47 +251,47 @@ class Bridge:
         if self.store.add_run(run_id, did, namespace=message.namespace,
                               daq_state=message.state, daq_substate=message.substate,
                               container=message.container):
-            self.runs[run_id] = self.store.run(run_id)
+            self.open.rows[run_id] = self.store.run(run_id)
             log.info("run %s announced: stream dataset %s", run_id, did)
-        row = self.known_run(run_id)
+        row = self.open.known(run_id)
         if row["phase"] == PHASE_ANNOUNCED:
-            self.wait_for(("prepared", run_id), waiter)
+            self.acks.wait_for(("prepared", run_id), waiter)
         else:
-            self.done(waiter)
+            self.acks.done(waiter)
 
     def on_daq_state(self, message: Envelope, waiter: Waiter) -> None:
-        self.known_run(message.run_id)
-        self.update_run(message.run_id, daq_state=getattr(message, "state", None),
+        self.open.known(message.run_id)
+        self.open.update(message.run_id, daq_state=getattr(message, "state", None),
                         daq_substate=getattr(message, "substate", None))
-        self.done(waiter)
+        self.acks.done(waiter)
 
     def on_pause_or_resume(self, message: Envelope, waiter: Waiter) -> None:
         """The DAQ state is recorded; with ``pause_tasks_on_pause`` the run's tasks are paused
         (resumed) by the ``hold`` reconciler, and the message is acked once they are."""
-        run = self.known_run(message.run_id)
-        self.update_run(message.run_id, daq_state=getattr(message, "state", None),
+        run = self.open.known(message.run_id)
+        self.open.update(message.run_id, daq_state=getattr(message, "state", None),
                         daq_substate=getattr(message, "substate", None))
         if not self.pause_tasks or run["phase"] not in OPEN_PHASES:
-            self.done(waiter)
+            self.acks.done(waiter)
             return
         wanted = HOLD_PAUSED if message.msg_type == "pause_run" else HOLD_RUNNING
         hold = self.store.want_hold(message.run_id, wanted)
         if hold["applied_at"] is not None:  # already so (a redelivery)
-            self.done(waiter)
+            self.acks.done(waiter)
             return
-        self.holds[message.run_id] = hold
-        self.wait_for(("hold", message.run_id), waiter)
+        self.open.holds[message.run_id] = hold
+        self.acks.wait_for(("hold", message.run_id), waiter)
 
     def on_stf_gen(self, message: StfGen, waiter: Waiter) -> None:
-        run = self.known_run(message.run_id)
+        run = self.open.known(message.run_id)
         key = (message.run_id, message.filename)
         if key in self.unrecorded:  # a duplicate within this drain
-            self.wait_for(("file", *key), waiter)
+            self.acks.wait_for(("file", *key), waiter)
             return
         if run["phase"] not in OPEN_PHASES or run["closed_at"] is not None:
             if self.store.file(*key) is not None:  # attached before the close: a redelivery
                 self.counters["duplicates"] += 1
-                self.done(waiter)
+                self.acks.done(waiter)
                 return
             raise Rejected(f"run {message.run_id} is already closed; STF {message.filename} "
                            "arrived too late to be attached")
@@ -351,12 +302,12 @@ class Bridge:
                      msg_id=message.msg_id, gen_at=time.time(), attached_at=None,
                      ready_sent=False)
         self.unrecorded[key] = row  # committed with the rest of this drain (record_files)
-        self.wait_for(("file", *key), waiter)
+        self.acks.wait_for(("file", *key), waiter)
 
     def on_end_run(self, message: EndRun, waiter: Waiter) -> None:
-        run = self.known_run(message.run_id)
+        run = self.open.known(message.run_id)
         if run["phase"] not in OPEN_PHASES or run["closed_at"] is not None:
-            self.done(waiter)
+            self.acks.done(waiter)
             return
         values: dict[str, Any] = {}
         if message.total_stf_files is not None:
@@ -366,8 +317,8 @@ class Bridge:
         if run["phase"] == PHASE_PREPARED:
             values["phase"] = PHASE_ENDING
         if values:
-            self.update_run(message.run_id, **values)
-        self.wait_for(("closed", message.run_id), waiter)
+            self.open.update(message.run_id, **values)
+        self.acks.wait_for(("closed", message.run_id), waiter)
 
 HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
     "run_imminent": Bridge.on_run_imminent,
@@ -380,5 +331,3 @@ HANDLERS: dict[str, Callable[[Bridge, Any, Waiter], None]] = {
 # what we (or a data agent) announced: nothing to do, acked at once (our own stf_ready come
 # back on the shared topic, one per STF: recording them would double the flood's commits)
 NO_EFFECT = frozenset({"stf_ready"})
-# whose effect is keyed by their br_files row (run, file name), not by their message id
-KEYED_BY_FILE = frozenset({"stf_gen"})

@@ -1,6 +1,7 @@
 """The catalog half of the bridge's work: attaching recorded STFs in batches, several calls
 at once, and setting their run/sequence metadata afterwards (a lane of its own, because
-per-file metadata is Rucio's slow path). Mixed into :class:`~swfflow.stream.bridge.work.Work`.
+per-file metadata is Rucio's slow path). A collaborator of
+:class:`~swfflow.stream.bridge.work.Work`, given everything it touches when it is made.
 
 Catalog calls run in threads of their own (``config.attach_parallel`` at once, each with its
 own catalog client); their outcome is committed and acked by the bridge thread, which alone
@@ -10,47 +11,61 @@ touches the store and the acks.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from swfflow.backends.base import FileRecord
+from swfflow.backends.base import Catalog, FileRecord
 from swfflow.errors import ConfigError
-from swfflow.stream.bridge.backoff import is_permanent
-from swfflow.stream.store import PHASE_ENDING, PHASE_PREPARED, StfRow
-
-if TYPE_CHECKING:
-    from swfflow.stream.bridge.core import Bridge
+from swfflow.stream.bridge.acks import Acks
+from swfflow.stream.bridge.backoff import Backoff, is_permanent
+from swfflow.stream.bridge.config import BridgeConfig
+from swfflow.stream.bridge.runs import OpenRuns
+from swfflow.stream.store import PHASE_ENDING, PHASE_PREPARED, BridgeStore, StfRow
 
 MAX_ATTACH_PER_FLUSH = 5000  # bounds one flush's latency when a backlog drains
 ATTACHABLE = (PHASE_PREPARED, PHASE_ENDING)  # run phases whose STFs can be attached
 
 
+@dataclass
+class LaneHooks:
+    """What the lanes report back to the reconcilers that own the runs."""
+
+    fail_run: Callable[[str, str], None]  # (run, reason): the run can never complete
+    reject: Callable[[list[StfRow], str], None]  # these STFs can never be attached
+    attached: Callable[[], None]  # some STFs were attached: there is stf_ready to send
+
+
 class AttachLanes:
-    """attach / set_metadata / collect_attached; needs ``fail_run`` and ``_reject``."""
+    """attach / set_metadata / collect_attached, in threads of their own."""
 
-    bridge: Bridge
-
-    def init_lanes(self) -> None:
+    def __init__(self, runs: OpenRuns, acks: Acks, store: BridgeStore, config: BridgeConfig,
+                 gates: dict[str, Backoff], counters: Counter[str], *,
+                 catalog: Callable[[], Catalog], wake: Callable[[], None], hooks: LaneHooks):
+        self.runs, self.acks, self.store, self.config = runs, acks, store, config
+        self.gates, self.counters, self.hooks = gates, counters, hooks
+        self.catalog = catalog  # the catalog the attach threads use (each a twin of it)
+        self.wake = wake  # wakes the bridge loop (from an attach thread)
         self.attacher: ThreadPoolExecutor | None = None  # started on first use
         self.idle_catalogs: list = []
         self.in_flight: list[InFlight] = []
         self.attaching: set[tuple[str, str]] = set()  # (run, filename) of the calls in flight
         self.metadata_due = True  # look for attached STFs whose metadata is not set yet
 
-    def stop_lanes(self) -> None:
+    def stop(self) -> None:
         if self.attacher is not None:
             self.attacher.shutdown(wait=True)
             self.attacher, self.idle_catalogs = None, []
 
     def attach(self, force: bool = False) -> None:
         """Start attaching the ready STFs: a batch per free slot (config.attach_parallel)."""
-        bridge, config = self.bridge, self.bridge.config
-        while len(self.in_flight) < self._slots():
-            ready = [r for r in bridge.pending
+        config, rows = self.config, self.runs.rows
+        while self.free_slot():
+            ready = [r for r in self.runs.pending
                      if (r.run_id, r.filename) not in self.attaching
-                     and bridge.runs.get(r.run_id, {}).get("phase") in ATTACHABLE]
+                     and rows.get(r.run_id, {}).get("phase") in ATTACHABLE]
             if not ready:
                 return
             young = time.time() - ready[0].gen_at < config.batch_ms / 1000
@@ -62,63 +77,64 @@ class AttachLanes:
             by_run: dict[str, list[StfRow]] = defaultdict(list)
             for row in ready[:max(1, limit)]:
                 by_run[row.run_id].append(row)
-            batches = [(bridge.runs[run_id]["stream_did"], rows)
-                       for run_id, rows in by_run.items()]
+            batches = [(rows[run_id]["stream_did"], batch) for run_id, batch in by_run.items()]
             keys = {(r.run_id, r.filename) for rows in by_run.values() for r in rows}
             catalog = self._take_catalog()
             future = self.attacher.submit(_attach_batches, catalog, batches, config.rse,
                                           not config.defer_metadata)
-            future.add_done_callback(self._wake)
+            future.add_done_callback(self._done)
             self.in_flight.append(InFlight("attach", future, catalog, keys))
             self.attaching |= keys
 
     def set_metadata(self) -> None:
         """With defer_metadata: set the run/sequence metadata of attached STFs, a batch at a
         time in a free slot, only while nothing is waiting to be attached."""
-        bridge, config = self.bridge, self.bridge.config
+        config = self.config
         # a full batch in flight means a backlog is draining: metadata waits till it is done
         draining = any(f.kind == "attach" and len(f.keys) >= config.batch_size
                        for f in self.in_flight)
         if not (config.defer_metadata and self.metadata_due) or draining \
-                or len(self.in_flight) >= self._slots() \
+                or not self.free_slot() \
                 or any(f.kind == "metadata" for f in self.in_flight) \
-                or any((r.run_id, r.filename) not in self.attaching for r in bridge.pending):
+                or any((r.run_id, r.filename) not in self.attaching for r in self.runs.pending):
             return
-        rows = bridge.store.without_metadata(list(bridge.runs), config.metadata_batch)
+        rows = self.store.without_metadata(list(self.runs.rows), config.metadata_batch)
         if not rows:
             self.metadata_due = False
             return
         scopes = {run_id: row["stream_did"].split(":", 1)[0]
-                  for run_id, row in bridge.runs.items()}
+                  for run_id, row in self.runs.rows.items()}
         records = [_record(scopes[r.run_id], r, with_meta=True) for r in rows
                    if r.run_id in scopes]
         catalog = self._take_catalog()
         future = self.attacher.submit(_catch, catalog.set_file_metadata, records)
-        future.add_done_callback(self._wake)
+        future.add_done_callback(self._done)
         self.in_flight.append(InFlight("metadata", future, catalog, set(), rows))
 
-    def _wake(self, _done: Future) -> None:
+    def _done(self, _done: Future) -> None:
         """From the attach thread: the loop collects the outcome at once (no polling while a
         call is in flight)."""
-        self.bridge.wake()
+        self.wake()
+
+    def free_slot(self) -> bool:
+        """Another catalog call may start now."""
+        return len(self.in_flight) < self._slots()
 
     def _slots(self) -> int:
         """Concurrent attach calls: several only for catalogs that give a client per thread."""
-        catalog = self.bridge.attach_catalog or self.bridge.catalog
-        return max(1, self.bridge.config.attach_parallel) if hasattr(catalog, "for_thread") \
-            else 1
+        return max(1, self.config.attach_parallel) if self.catalog().parallel_clients else 1
 
     def _take_catalog(self):
         if self.attacher is None:
             self.attacher = ThreadPoolExecutor(self._slots(), thread_name_prefix="bridge-attach")
-            first = self.bridge.attach_catalog or self.bridge.catalog
+            first = self.catalog()
             self.idle_catalogs = [first] + [first.for_thread() for _ in range(self._slots() - 1)]
         return self.idle_catalogs.pop()
 
     def collect_attached(self, wait: bool = False) -> None:
         """Commit the outcome of the attach calls that are done: per run, mark attached and
         ack, or reject, fail the run, or back off (the rows stay pending)."""
-        gate, transient, collected = self.bridge.gates["attach"], None, False
+        gate, transient, collected = self.gates["attach"], None, False
         for entry in list(self.in_flight):
             if not (wait or entry.future.done()):
                 continue
@@ -136,9 +152,9 @@ class AttachLanes:
                     if error is None:
                         self._attached(run_id, rows)
                     elif isinstance(error, ConfigError):  # the dataset is closed or gone: never
-                        self._reject(rows, f"cannot attach to {did}: {error.what}")
+                        self.hooks.reject(rows, f"cannot attach to {did}: {error.what}")
                     elif is_permanent(error):
-                        self.fail_run(run_id, f"attach failed permanently: "
+                        self.hooks.fail_run(run_id, f"attach failed permanently: "
                                       f"{type(error).__name__}: {str(error).splitlines()[0]}")
                     else:
                         transient = error
@@ -150,13 +166,13 @@ class AttachLanes:
             gate.ok()
 
     def _metadata_set(self, rows: list[StfRow], error: Exception | None) -> None:
-        gate = self.bridge.gates["metadata"]
+        gate = self.gates["metadata"]
         try:
             if error is None:
-                self.bridge.store.mark_metadata(rows)
+                self.store.mark_metadata(rows)
             elif is_permanent(error):
-                for run_id in sorted({r.run_id for r in rows} & set(self.bridge.runs)):
-                    self.fail_run(run_id, f"setting STF metadata failed permanently: "
+                for run_id in sorted({r.run_id for r in rows} & set(self.runs.rows)):
+                    self.hooks.fail_run(run_id, f"setting STF metadata failed permanently: "
                                   f"{type(error).__name__}: {str(error).splitlines()[0]}")
             else:
                 raise error
@@ -166,16 +182,15 @@ class AttachLanes:
             gate.ok()
 
     def _attached(self, run_id: str, rows: list[StfRow]) -> None:
-        bridge = self.bridge
-        if run_id not in bridge.runs:  # failed meanwhile: its messages are dead letters
+        if run_id not in self.runs.rows:  # failed meanwhile: its messages are dead letters
             return
-        bridge.store.mark_attached(rows, with_metadata=not bridge.config.defer_metadata)
+        self.store.mark_attached(rows, with_metadata=not self.config.defer_metadata)
         self.metadata_due = True
         done = {(r.run_id, r.filename) for r in rows}
-        bridge.pending = [r for r in bridge.pending if (r.run_id, r.filename) not in done]
-        bridge.release(*(("file", run_id, row.filename) for row in rows))
-        bridge.counters["attached"] += len(rows)
-        self.unannounced = True
+        self.runs.drop_pending(lambda r: (r.run_id, r.filename) not in done)
+        self.acks.release(*(("file", run_id, row.filename) for row in rows))
+        self.counters["attached"] += len(rows)
+        self.hooks.attached()
 
 
 @dataclass
