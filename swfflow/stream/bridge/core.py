@@ -91,7 +91,8 @@ class Bridge:
         self.open = OpenRuns(self.store, self.new_driver)
         self.acks = Acks(self.store, self.counters)
         self.work = Work(self.open, self.acks, self.store, self.config, self.gates,
-                         self.counters, executor=executor, catalog=self.attach_catalog_now,
+                         self.counters, executor=lambda: self.executor,
+                         catalog=self.attach_catalog_now,
                          wake=self.wake, publish=publish)
 
     # --- what the collaborators are given ---------------------------------------------------

@@ -36,10 +36,12 @@ FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
 
 class Work:
     def __init__(self, runs: OpenRuns, acks: Acks, store: BridgeStore, config: BridgeConfig,
-                 gates: dict[str, Backoff], counters: Counter[str], *, executor: Executor,
-                 catalog: Callable[[], Catalog], wake: Callable[[], None],
+                 gates: dict[str, Backoff], counters: Counter[str], *,
+                 executor: Callable[[], Executor], catalog: Callable[[], Catalog],
+                 wake: Callable[[], None],
                  publish: Callable[[str, Envelope], None] | None):
         self.runs, self.acks, self.store, self.config = runs, acks, store, config
+        # the backends as the loop holds them when a call is made (tests swap in wrappers)
         self.gates, self.executor, self.publish = gates, executor, publish
         self.last_follow = 0.0
         self.unannounced = True  # check the store for attached-but-unannounced STFs
@@ -138,7 +140,7 @@ class Work:
                 return
         else:
             targets = sorted(paused)
-        act = self.executor.pause if pausing else self.executor.resume
+        act = self.executor().pause if pausing else self.executor().resume
         refused = []
         for task_id in targets:  # a transient error propagates: the gate retries them all
             try:
