@@ -1,8 +1,9 @@
 """The two small protocols the driver talks to: an :class:`Executor` and a :class:`Catalog`.
 
 Backends: ``local`` (embedded default: SQLite catalog, process-pool executor), ``rucio``
-(Catalog over rucio-clients) and ``panda`` (Executor over panda-client). The driver, the
-``swfflow submit`` command and the stream bridge all use these and nothing else.
+(Catalog over rucio-clients), ``panda`` (Executor over panda-client) and ``dryrun`` (an
+Executor that records and runs nothing). The driver, ``swfflow submit``, the stream bridge and
+the Snakemake plugin all use these and nothing else.
 
 Every call is idempotent: creating an existing dataset, attaching an attached file, submitting a
 task whose name exists — none is an error, none duplicates anything.
