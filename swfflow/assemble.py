@@ -16,12 +16,15 @@ Every command that takes ``--backend`` offers it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from swfflow.backends.base import Catalog, Executor
 from swfflow.errors import ConfigError
+from swfflow.plan.model import TaskSpec
 
 # kind → name → "module:factory"
 BACKENDS: dict[str, dict[str, str]] = {
@@ -71,13 +74,13 @@ class Settings:
 class Backends:
     """What a driver runs on: the two backends and their helpers."""
 
-    catalog: Any  # a Catalog
-    executor: Any  # an Executor
-    prepare: Any = None  # the driver's ``prepare`` (executors that run payloads here)
-    run_expression: Any = None  # the driver's ExpressionTool runner
+    catalog: Catalog
+    executor: Executor
+    prepare: Callable[[TaskSpec], TaskSpec] | None = None  # executors that run payloads here
+    run_expression: Callable[..., dict] | None = None  # the driver's ExpressionTool runner
     # the bridge attaches from threads of their own: a catalog with a client of its own there
     # (None: the same one)
-    attach_catalog: Any = None
+    attach_catalog: Catalog | None = None
 
 
 def names(kind: str) -> list[str]:
@@ -90,6 +93,9 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
     """The catalog and executor ``settings`` name, over the state ``engine``, with the helpers
     a driver of ``plan`` needs (``workflow``: its IR, when there is one; ``source``: the
     workflow or plan file it came from). Resources are released with ``stack``."""
+    if settings.executor in RUN_HERE and workflow is None:
+        raise ConfigError(f"the {settings.executor} executor needs the workflow file, not a "
+                          "plan.json", hint="give the .cwl/Snakefile, or use --backend panda")
     catalog = build_catalog(settings, engine=engine)
     executor = build_executor(settings, engine=engine, catalog=catalog)
     stack.callback(executor.shutdown)
@@ -101,10 +107,6 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         from swfflow.drive.local_run import run_expression_locally
         from swfflow.drive.payload import LocalPayloads
 
-        if workflow is None:
-            raise ConfigError(f"the {settings.executor} executor needs the workflow file, not "
-                              "a plan.json", hint="give the .cwl/Snakefile, or use --backend "
-                                                  "panda")
         backends.prepare = LocalPayloads(workflow)
         backends.run_expression = run_expression_locally(workdir)
     elif plan is not None:
