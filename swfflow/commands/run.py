@@ -1,13 +1,10 @@
 """``swfflow run`` and ``swfflow status``: run a workflow on this machine, and show its state.
 
-Two engines behind one command:
-
-- a workflow with a stream input (``swf:stream: true``) is compiled into a plan and driven by
-  :class:`~swfflow.drive.Driver` over the local backends, exactly as PanDA + Rucio would run it:
-  the input files are attached one by one to the open run dataset, streaming steps consume them
-  while it is open, merges are released when it closes;
-- any other CWL workflow runs in swfflow's run-time engine (:mod:`swfflow.runtime.engine`),
-  which decides scatter widths and conditions on real values; leaves run through cwltool.
+Every workflow is compiled into a plan and the plan runs over the local backends, as PanDA +
+Rucio would run it (:mod:`swfflow.drive.local_run`): the engine walks the plan's data flow and
+submits each leaf job as a task of the plan to the local executor. A workflow with a stream
+input (``swf:stream: true``) has its input files attached one by one to the open run dataset,
+streaming steps consume them while it is open, merges are released when it closes.
 """
 
 from __future__ import annotations
@@ -28,8 +25,11 @@ STATE_DIR = ".swfflow"
 def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
                     outdir: str) -> tuple[int, dict[str, Any] | None]:
     """The cwltest hook: run one conformance test in process; (exit code, output object)."""
-    from swfflow.frontends.cwl import load_inputs
-    from swfflow.runtime.batch import run_workflow_file
+    import os
+
+    from swfflow.drive.local_run import run_plan_locally
+    from swfflow.frontends.cwl import load_inputs, load_workflow
+    from swfflow.runtime.files import describe_files
 
     def local(path: str) -> str:
         if path.startswith("file://"):
@@ -40,8 +40,11 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
 
     logging.getLogger("cwltool").setLevel(logging.ERROR)
     try:
-        inputs = load_inputs(local(jobfile)) if jobfile else {}
-        return 0, run_workflow_file(local(processfile), inputs, outdir, no_container=True)
+        inputs = describe_files(load_inputs(local(jobfile)) if jobfile else {})
+        workflow = load_workflow(local(processfile), inputs)
+        return 0, run_plan_locally(workflow, inputs, Path(outdir), jobs=os.cpu_count() or 1,
+                                   attempts=1, no_container=True, run="local",
+                                   profile_path=None, quiet=True)
     except SwfflowError as exc:
         print(f"swfflow: error: {exc}", file=sys.stderr)
         return exc.exit_code, None
@@ -93,18 +96,10 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     out = Path(outdir).resolve()
     values = load_inputs_file(inputs)
     ir_workflow = load_any(workflow, values)
-    if ir_workflow.stream_inputs():
-        from swfflow.drive.local_run import run_plan_locally
-        result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
-                                  attempts=attempts, no_container=no_container,
-                                  run=run_number, profile_path=profile_path, quiet=quiet)
-    else:
-        from swfflow.backends.local_catalog import sqlite_engine
-        from swfflow.runtime.batch import run_workflow_file
-        from swfflow.runtime.provenance import ProvenanceStore
-        provenance = ProvenanceStore(sqlite_engine(out / STATE_DIR / "state.db"))
-        result = run_workflow_file(workflow, values, out, no_container=no_container,
-                                   provenance=provenance, reuse_jobs=True, jobs=jobs)
+    from swfflow.drive.local_run import run_plan_locally
+    result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
+                              attempts=attempts, no_container=no_container,
+                              run=run_number, profile_path=profile_path, quiet=quiet)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -1,7 +1,7 @@
 """``swfflow run`` for a streaming workflow: compile, then drive the plan over local backends.
 
 The stream input's files (from the inputs file) play the DAQ: they are registered (size,
-adler32) and attached to the open run dataset one per driver tick, and the dataset is closed
+adler32) and attached to the open run dataset one per tick of the run, and the dataset is closed
 after the last one — so the streaming step runs while its dataset is still open and the merge
 is released at close, as in a real run.
 """
@@ -17,9 +17,8 @@ from swfflow.backends.base import FileRecord
 from swfflow.backends.local_catalog import LocalCatalog, sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
 from swfflow.checksum import adler32_file
-from swfflow.drive.driver import Driver, TaskPhase
+from swfflow.drive.flow_run import FlowRun
 from swfflow.drive.payload import LocalPayloads
-from swfflow.drive.progress import Progress
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError, RunFailed
 from swfflow.plan.model import Plan, TaskSpec
@@ -40,7 +39,7 @@ class StreamFeeder:
                     self.queue.append((spec.did, _local_path(value, spec.port or "")))
         self.closed = False
 
-    def __call__(self, driver: Driver) -> None:
+    def __call__(self, run: FlowRun) -> None:
         if self.queue:
             did, path = self.queue.pop(0)
             scope = did.split(":", 1)[0]
@@ -48,7 +47,7 @@ class StreamFeeder:
                 did=f"{scope}:{path.name}", size=path.stat().st_size,
                 adler32=adler32_file(path), pfn=str(path))])
         elif not self.closed:
-            driver.close_streams()
+            run.close_streams()
             self.closed = True
 
 
@@ -79,44 +78,46 @@ def run_expression_locally(workdir: Path) -> Any:
 def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path, *,
                      jobs: int, attempts: int | None, no_container: bool, run: str,
                      profile_path: str | None, quiet: bool) -> dict[str, Any]:
+    """Compile, then run the plan on the local backends; the workflow's output object, its
+    files copied into ``outdir``."""
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile
-    from swfflow.runtime.batch import relocate
 
+    streams = {name: inputs.get(name) for name in workflow.stream_inputs()}
+    for name, files in streams.items():
+        if not files:
+            raise ConfigError(f"stream input {name!r} has no files",
+                              where=workflow.source_path or None,
+                              hint=f"list the run's STF files under {name}: in the inputs file")
     plan = compile_workflow(workflow, inputs, load_profile(profile_path), run)
     workdir = outdir / ".swfflow"
     engine = sqlite_engine(outdir / STATE_DB)
     catalog = LocalCatalog(engine)
     executor = LocalExecutor(catalog, engine, workdir, jobs=jobs, attempts=attempts,
                              no_container=no_container)
-    driver = Driver(plan, catalog, executor, DriverStore(engine),
-                    prepare=LocalPayloads(workflow),
-                    run_expression=run_expression_locally(workdir))
-    feeder = StreamFeeder(plan, catalog, {n: inputs.get(n) for n in workflow.stream_inputs()})
-    progress = Progress(driver, enabled=not quiet)
+    feeder = StreamFeeder(plan, catalog, streams)
+    flow = FlowRun(plan, catalog, executor, DriverStore(engine),
+                   source_path=workflow.source_path, outputs_of=executor.task_outputs,
+                   prepare=LocalPayloads(workflow),
+                   run_expression=run_expression_locally(workdir), jobs=jobs, on_tick=feeder,
+                   job_inputs=lambda task_id: {row.number: list(row.files)
+                                               for row in executor.job_rows(task_id)})
     try:
-        with progress:
-            driver.run(on_tick=lambda d: (feeder(d), progress.update()))
+        outputs = flow.run()
     except KeyboardInterrupt:
         log.warning("interrupted: state saved in %s; run the same command to resume",
                     outdir / STATE_DB)
         raise
     finally:
         executor.shutdown()
-    if driver.failed or any(t.phase is TaskPhase.BLOCKED for t in driver.tasks.values()):
-        raise RunFailed(_failure_text(driver), where=workflow.source_path or None,
-                        hint=f"see `swfflow status --outdir {outdir}`; fix and run the same "
-                             "command again to resume")
-    types = {name: out.type for name, out in workflow.outputs.items()}
-    return relocate(driver.workflow_outputs(types), outdir, workdir)
+    return relocate(outputs, outdir, workdir)
 
 
-def _failure_text(driver: Driver) -> str:
-    lines = []
-    for task in driver.tasks.values():
-        if task.phase is TaskPhase.FAILED:
-            lines.append(f"step {task.spec.step} failed: {task.message}")
-    blocked = [t.spec.step for t in driver.tasks.values() if t.phase is TaskPhase.BLOCKED]
-    if blocked:
-        lines.append(f"not started because of it: {', '.join(blocked)}")
-    return "\n".join(lines)
+def relocate(outputs: dict[str, Any], outdir: Path, workdir: Path) -> dict[str, Any]:
+    """Copy the output files out of the job directories into ``outdir`` (cwltool's own
+    relocation, so names, secondary files and checksums follow its rules)."""
+    from cwltool.process import relocateOutputs
+    from cwltool.stdfsaccess import StdFsAccess
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    return relocateOutputs(outputs, str(outdir), {str(workdir)}, "copy", StdFsAccess(""))

@@ -23,9 +23,13 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
             continue
         tasks = []
         rows = store.load(inst.instance)
-        for spec in inst.plan["tasks"]:
-            row = rows.get(spec["key"], {})
-            tasks.append({"key": spec["key"], "name": spec["name"],
+        planned = [(spec["key"], spec["name"]) for spec in inst.plan["tasks"]]
+        # run-time instances (a scatter whose width the planner could not know) follow
+        planned += [(key, row["name"]) for key, row in sorted(rows.items())
+                    if key not in {k for k, _ in planned}]
+        for key, name in planned:
+            row = rows.get(key, {})
+            tasks.append({"key": key, "name": name,
                           "phase": row.get("phase", "pending"), "task_id": row.get("task_id"),
                           "message": row.get("message", ""),
                           "jobs": _jobs(engine, row.get("task_id")) if has_jobs else []})

@@ -19,6 +19,7 @@ from urllib.parse import urldefrag
 
 from swfflow import ir
 from swfflow.errors import RunFailed
+from swfflow.plan.floats import spelled
 from swfflow.runtime.containers import ContainerPolicy
 from swfflow.runtime.jobrun import clean_outputs
 from swfflow.runtime.tool import ToolResult, run_tool
@@ -41,7 +42,7 @@ def standalone_tool(step: ir.Step) -> dict[str, Any]:
     # extension hints (swf:Sizing, …) were for the planner; cwltool would only warn about them
     tool["hints"] = [h for h in _merged(tool.get("hints"), step.hints)
                      if ":" not in str(h.get("class")) or "$namespaces" in tool]
-    return tool
+    return spelled(tool)  # it travels as JSON (executor state, PanDA sandbox)
 
 
 # Requirements whose names the front end resolved against the original document: the tool's
