@@ -1,6 +1,7 @@
-"""``swfflow run`` for a workflow with a stream input: compile, assemble the local backends,
-then drive the plan as PanDA + Rucio would run it (the stream input's files fed one per tick by
-:class:`~swfflow.drive.local_run.StreamFeeder`)."""
+"""``swfflow run``: compile, assemble the local backends, then run the plan as PanDA + Rucio
+would run it — the engine walks the plan's data flow and every leaf job is a task of the plan
+(:class:`~swfflow.drive.flow_run.FlowRun`). A stream input's files are fed one per tick by
+:class:`~swfflow.drive.local_run.StreamFeeder`; outputs are copied into ``outdir``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.assemble import Settings, assemble
-from swfflow.drive.driver import Driver, TaskPhase
+from swfflow.drive.flow_run import FlowRun
 from swfflow.drive.local_run import StreamFeeder
-from swfflow.drive.progress import Progress
 from swfflow.drive.store import DriverStore
-from swfflow.errors import RunFailed
+from swfflow.errors import ConfigError
 from swfflow.pipeline import compile_loaded
 from swfflow.state import sqlite_engine
 
@@ -26,8 +26,14 @@ STATE_DB = Path(".swfflow") / "state.db"
 def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path, *,
                      jobs: int, attempts: int | None, no_container: bool, run: str,
                      profile_path: str | None, quiet: bool) -> dict[str, Any]:
-    from swfflow.runtime.batch import relocate
-
+    """The workflow's output object, its files copied into ``outdir``."""
+    streams = {name: inputs.get(name) for name in workflow.stream_inputs()}
+    for name, files in streams.items():
+        if not files:
+            raise ConfigError(f"stream input {name!r} has no files",
+                              where=workflow.source_path or None,
+                              hint=f"list the run's STF files under `{name}:` in the inputs "
+                                   "file (a DAQ run without STFs is the bridge's business)")
     plan = compile_loaded(workflow, inputs, profile_path, run)
     workdir = outdir / ".swfflow"
     engine = sqlite_engine(outdir / STATE_DB)
@@ -35,32 +41,46 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                         attempts=attempts, no_container=no_container)
     with ExitStack() as stack:  # the executor is shut down however the run ends
         backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow)
-        driver = Driver(plan, backends.catalog, backends.executor, DriverStore(engine),
-                        prepare=backends.prepare, run_expression=backends.run_expression)
-        feeder = StreamFeeder(plan, backends.catalog,
-                              {n: inputs.get(n) for n in workflow.stream_inputs()})
-        progress = Progress(driver, enabled=not quiet)
+        executor = backends.executor
+        assert backends.prepare is not None and backends.run_expression is not None
+        flow = FlowRun(plan, backends.catalog, executor, DriverStore(engine),
+                       source_path=workflow.source_path, outputs_of=executor.task_outputs,
+                       prepare=backends.prepare, run_expression=backends.run_expression,
+                       jobs=jobs, on_tick=StreamFeeder(plan, backends.catalog, streams),
+                       job_inputs=lambda task_id: {row.number: list(row.files)
+                                                   for row in executor.job_rows(task_id)})
         try:
-            with progress:
-                driver.run(on_tick=lambda d: (feeder(d), progress.update()))
+            outputs = flow.run()
         except KeyboardInterrupt:
             log.warning("interrupted: state saved in %s; run the same command to resume",
                         outdir / STATE_DB)
             raise
-    if driver.failed or any(t.phase is TaskPhase.BLOCKED for t in driver.tasks.values()):
-        raise RunFailed(_failure_text(driver), where=workflow.source_path or None,
-                        hint=f"see `swfflow status --outdir {outdir}`; fix and run the same "
-                             "command again to resume")
-    types = {name: out.type for name, out in workflow.outputs.items()}
-    return relocate(driver.workflow_outputs(types), outdir, workdir)
+    return relocate(outputs, outdir, workdir)
 
 
-def _failure_text(driver: Driver) -> str:
-    lines = []
-    for task in driver.tasks.values():
-        if task.phase is TaskPhase.FAILED:
-            lines.append(f"step {task.spec.step} failed: {task.message}")
-    blocked = [t.spec.step for t in driver.tasks.values() if t.phase is TaskPhase.BLOCKED]
-    if blocked:
-        lines.append(f"not started because of it: {', '.join(blocked)}")
-    return "\n".join(lines)
+def relocate(outputs: dict[str, Any], outdir: Path, workdir: Path) -> dict[str, Any]:
+    """Copy the output files out of the job directories into ``outdir`` (cwltool's own
+    relocation, so names, secondary files and checksums follow its rules)."""
+    from cwltool.process import relocateOutputs
+    from cwltool.stdfsaccess import StdFsAccess
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    return relocateOutputs(outputs, str(outdir), {str(workdir)}, "copy", StdFsAccess(""))
+
+
+def run_workflow_file(path: str | Path, inputs: dict[str, Any] | None, outdir: str | Path, *,
+                      no_container: bool = False, jobs: int | None = None,
+                      attempts: int | None = 1) -> dict[str, Any]:
+    """A CWL file run once with ``inputs`` as cwl-runner runs it (one attempt per job by
+    default): what the conformance hook and library callers use."""
+    import os
+
+    from swfflow.frontends.cwl import load_workflow
+    from swfflow.runtime.files import describe_files
+
+    inputs = describe_files(inputs or {})
+    workflow = load_workflow(path, inputs)
+    return run_plan_locally(workflow, inputs, Path(outdir).resolve(),
+                            jobs=jobs or os.cpu_count() or 1, attempts=attempts,
+                            no_container=no_container, run="local", profile_path=None,
+                            quiet=True)

@@ -1,7 +1,7 @@
 """Database engines for swfflow's state: the one place a SQLAlchemy engine is made.
 
 Every state store (the local catalog and executor, the driver's tables, ``swfflow submit``'s
-state directory, the bridge's store, the run-time engine's provenance) takes an engine from
+state directory, the bridge's store) takes an engine from
 here: :func:`sqlite_engine` for a file, :func:`state_engine` for a URL.
 """
 

@@ -346,7 +346,7 @@ steps:
 """
 
 
-def test_engine_run_records_provenance_and_reuses_jobs_on_rerun(tmp_path):
+def test_run_records_each_job_and_runs_nothing_again_on_rerun(tmp_path):
     (tmp_path / "say.cwl").write_text(PARAM_WORKFLOW)
     (tmp_path / "in.json").write_text(json.dumps({"words": ["a", "b", "c"]}))
     args = ["run", "say.cwl", "in.json", "--outdir", "out", "-q"]
@@ -357,6 +357,7 @@ def test_engine_run_records_provenance_and_reuses_jobs_on_rerun(tmp_path):
     second = _run(args, tmp_path)
     assert second.returncode == 0 and json.loads(second.stdout) == json.loads(first.stdout)
     status = json.loads(_run(["status", "--outdir", "out", "--json"], tmp_path).stdout)
-    jobs = [(j["step"], j["status"], j["command"]) for j in status["engine_jobs"]]
-    assert jobs[:3] == [(f"say[{i}]", "success", ["echo", w]) for i, w in enumerate("abc")]
-    assert [s for _, s, _ in jobs[3:]] == ["reused"] * 3  # nothing ran the second time
+    tasks = status["instances"][0]["tasks"]
+    jobs = [(t["key"], j["state"], j["attempt"], j["command"]) for t in tasks for j in t["jobs"]]
+    # one job per scatter element, each run once: the second run found them all done
+    assert jobs == [(f"say.{i}", "done", 1, ["echo", w]) for i, w in enumerate("abc")]

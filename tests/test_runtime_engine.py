@@ -6,7 +6,7 @@ import pytest
 
 from swfflow.errors import RunFailed
 from swfflow.frontends import cwl
-from swfflow.runtime.batch import run_workflow_file
+from swfflow.run_plan import run_workflow_file
 
 # The workflow input loads its contents; the step reads them in a valueFrom and in a `when`.
 LOAD_CONTENTS_WORKFLOW = """cwlVersion: v1.2

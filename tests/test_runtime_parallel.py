@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from swfflow.errors import RunFailed
-from swfflow.runtime.batch import run_workflow_file
+from swfflow.run_plan import run_workflow_file
 
 RENDEZVOUS_TOOL = """cwlVersion: v1.2
 class: CommandLineTool
@@ -134,7 +134,7 @@ def test_scatter_elements_run_at_once_with_jobs_2(tmp_path):
                              str(out), "--json"], capture_output=True, text=True,
                             timeout=120, check=False)
     assert status.returncode == 0, status.stderr
-    assert '"meet[0]"' in status.stdout and '"meet[1]"' in status.stdout  # both recorded
+    assert '"meet.0"' in status.stdout and '"meet.1"' in status.stdout  # both recorded
 
 
 def test_rendezvous_fails_when_jobs_run_one_at_a_time(tmp_path):
@@ -142,7 +142,7 @@ def test_rendezvous_fails_when_jobs_run_one_at_a_time(tmp_path):
     workflow = _write(tmp_path, SCATTER_WORKFLOW)
     inputs = {"names": ["a", "b"], "partners": ["b", "a"],
               "markers": str(tmp_path / "markers"), "patience": 1}
-    with pytest.raises(RunFailed, match=r"meet\[0\]"):
+    with pytest.raises(RunFailed, match=r"step meet failed \(task .*\.meet\.0\)"):
         run_workflow_file(workflow, inputs, tmp_path / "out", no_container=True, jobs=1)
     assert not (tmp_path / "markers" / "b").exists()  # the second job never started
 
@@ -169,5 +169,7 @@ def test_jobs_1_and_jobs_2_give_the_same_outputs(tmp_path):
 def test_a_failed_element_is_the_error_not_its_skipped_siblings(tmp_path):
     workflow = _write(tmp_path, ECHO_WORKFLOW)
     inputs = {"letters": ["x", "y", "z"], "numbers": [1, 2], "fail_on": "y"}
-    with pytest.raises(RunFailed, match=r"step echo\[2\] failed \(exit code 1\)"):
+    # the y elements fail (echo.1.0 first); x and z elements that did not run are no error
+    with pytest.raises(RunFailed, match=r"step echo failed \(task .*\.echo\.1\.[01]\)"
+                                        r"\n  hint: job 0 failed after 1 attempt\(s\), exit code 1"):
         run_workflow_file(workflow, inputs, tmp_path / "out", no_container=True, jobs=2)

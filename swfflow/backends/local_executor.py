@@ -271,7 +271,8 @@ class LocalExecutor(ExecutorBase):
         drained = master is None or (self.catalog.dataset_exists(master)
                                      and not self.catalog.is_open(master)
                                      and len(row.assigned) >= len(self.catalog.list_files(master)))
-        if row.state == "finishing" or (drained and jobs):
+        # a closed empty input (a run without STFs) ends the task with no job, as it ends
+        if row.state == "finishing" or (drained and (jobs or master is not None)):
             self._set_task(task_id, "done", "")
 
     def _pool_or_new(self) -> ProcessPoolExecutor:
@@ -337,7 +338,7 @@ class LocalExecutor(ExecutorBase):
         produced: list[dict[str, Any]] = []
         ok = result["status"] == "success"
         if ok:
-            produced = self._register(task.spec, job.number, result["outputs"] or {},
+            produced = self._register(task.spec, task.id, job.number, result["outputs"] or {},
                                       result["log"])
         state = "done" if ok else (
             "failed" if result.get("final") or job.attempt >= self._max_attempts(task.spec)
@@ -353,14 +354,15 @@ class LocalExecutor(ExecutorBase):
             return max(1, self.attempts)
         return max(1, int(spec["params"].get("maxAttempt") or 3))
 
-    def _register(self, spec: dict[str, Any], number: int, outputs: dict[str, Any],
-                  log: str) -> list[dict[str, Any]]:
+    def _register(self, spec: dict[str, Any], task_id: int, number: int,
+                  outputs: dict[str, Any], log: str) -> list[dict[str, Any]]:
         produced = []
         for port, did in (spec.get("outputs") or {}).items():
             scope, dsname = did.split(":", 1)
             files = files_in(outputs.get(port))
             # several files on one port (one per invocation) may share a basename
-            records = [record_for(f, f"{scope}:{dsname}._{number:06d}."
+            # JEDI's own file names carry the task id: tasks sharing a dataset never collide
+            records = [record_for(f, f"{scope}:{dsname}.{task_id}._{number:06d}."
                                      f"{f'{k}.' if len(files) > 1 else ''}{f['basename']}")
                        for k, f in enumerate(files)]
             self.catalog.add_files(did, records)
@@ -372,7 +374,7 @@ class LocalExecutor(ExecutorBase):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(log)
             record = record_for({"location": str(path), "basename": path.name},
-                                 f"{scope}:{dsname}._{number:06d}.log")
+                                 f"{scope}:{dsname}.{task_id}._{number:06d}.log")
             self.catalog.add_files(spec["log_dataset"], [record])
         return produced
 

@@ -21,14 +21,19 @@ def first_dataset_port(spec: dict[str, Any], did: str) -> str | None:
     return next((i["port"] for i in spec.get("inputs", ()) if i.get("dataset") == did), None)
 
 
+def declared_input(tool: Any, port: str) -> Any:
+    """The tool's declaration of input ``port`` (a dict or a type string), or None."""
+    inputs = tool.get("inputs") or {} if isinstance(tool, dict) else {}
+    if isinstance(inputs, list):
+        inputs = {str(i.get("id", "")).split("#")[-1].split("/")[-1]: i for i in inputs}
+    return inputs.get(port)
+
+
 def is_array_port(tool: Any, port: str) -> bool:
     """Does the tool's input ``port`` take a list (``File[]``, ``type: array``)?"""
     if not isinstance(tool, dict):
         return True
-    inputs = tool.get("inputs") or {}
-    if isinstance(inputs, list):
-        inputs = {str(i.get("id", "")).split("#")[-1].split("/")[-1]: i for i in inputs}
-    declared = inputs.get(port)
+    declared = declared_input(tool, port)
     kind = declared.get("type") if isinstance(declared, dict) else declared
     if isinstance(kind, list):  # optional: [null, X]
         kind = next((k for k in kind if k != "null"), None)
@@ -45,7 +50,8 @@ def bind_job_files(spec: dict[str, Any], master_files: list[dict[str, Any]],
     ``swfflow job`` on a worker node."""
     payload = spec["payload"]
     tool = payload.get("tool")
-    values = dict(payload.get("job") or {})
+    values = {port: value for port, value in (payload.get("job") or {}).items()
+              if not _tool_default_float(tool, port, value)}
     master = master_dataset(spec)
     if master is not None:
         port = payload.get("split_port") or first_dataset_port(spec, master)
@@ -58,6 +64,15 @@ def bind_job_files(spec: dict[str, Any], master_files: list[dict[str, Any]],
         files = [f for did in dids for f in dataset_files(did)]
         values[port] = files if is_array_port(tool, port) else (files[0] if files else None)
     return values
+
+
+def _tool_default_float(tool: Any, port: str, value: Any) -> bool:
+    """A float equal to the tool's own default is left to the tool: cwltool writes the
+    document's spelling (``1.23e5`` → ``123000``), which a value that travelled through JSON
+    has lost (it would write ``123000.0``)."""
+    declared = declared_input(tool, port)
+    return isinstance(value, float) and isinstance(declared, dict) and \
+        "default" in declared and declared["default"] == value
 
 
 def job_invocations(spec: dict[str, Any], master_files: list[dict[str, Any]],

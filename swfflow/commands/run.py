@@ -1,13 +1,10 @@
 """``swfflow run`` and ``swfflow status``: run a workflow on this machine, and show its state.
 
-Two engines behind one command:
-
-- a workflow with a stream input (``swf:stream: true``) is compiled into a plan and driven by
-  :class:`~swfflow.drive.Driver` over the local backends, exactly as PanDA + Rucio would run it:
-  the input files are attached one by one to the open run dataset, streaming steps consume them
-  while it is open, merges are released when it closes;
-- any other CWL workflow runs in swfflow's run-time engine (:mod:`swfflow.runtime.engine`),
-  which decides scatter widths and conditions on real values; leaves run through cwltool.
+Every workflow is compiled into a plan and the plan runs over the local backends, as PanDA +
+Rucio would run it (:mod:`swfflow.run_plan`): the engine walks the plan's data flow and
+submits each leaf job as a task of the plan to the local executor. A workflow with a stream
+input (``swf:stream: true``) has its input files attached one by one to the open run dataset,
+streaming steps consume them while it is open, merges are released when it closes.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
                     outdir: str) -> tuple[int, dict[str, Any] | None]:
     """The cwltest hook: run one conformance test in process; (exit code, output object)."""
     from swfflow.frontends.cwl import load_inputs
-    from swfflow.runtime.batch import run_workflow_file
+    from swfflow.run_plan import run_workflow_file
 
     def local(path: str) -> str:
         if path.startswith("file://"):
@@ -93,18 +90,10 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     out = Path(outdir).resolve()
     values = load_inputs_file(inputs)
     ir_workflow = load_any(workflow, values)
-    if ir_workflow.stream_inputs():
-        from swfflow.run_plan import run_plan_locally
-        result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
-                                  attempts=attempts, no_container=no_container,
-                                  run=run_number, profile_path=profile_path, quiet=quiet)
-    else:
-        from swfflow.state import sqlite_engine
-        from swfflow.runtime.batch import run_workflow_file
-        from swfflow.runtime.provenance import ProvenanceStore
-        provenance = ProvenanceStore(sqlite_engine(out / STATE_DIR / "state.db"))
-        result = run_workflow_file(workflow, values, out, no_container=no_container,
-                                   provenance=provenance, reuse_jobs=True, jobs=jobs)
+    from swfflow.run_plan import run_plan_locally
+    result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
+                              attempts=attempts, no_container=no_container,
+                              run=run_number, profile_path=profile_path, quiet=quiet)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -2,7 +2,7 @@
 run on this machine.
 
 The stream input's files (from the inputs file) play the DAQ: they are registered (size,
-adler32) and attached to the open run dataset one per driver tick, and the dataset is closed
+adler32) and attached to the open run dataset one per tick of the run, and the dataset is closed
 after the last one — so the streaming step runs while its dataset is still open and the merge
 is released at close, as in a real run (:mod:`swfflow.run_plan`).
 """
@@ -14,10 +14,8 @@ from typing import Any
 
 from swfflow.backends.base import Catalog, FileRecord
 from swfflow.checksum import adler32_file
-from swfflow.drive.driver import Driver
 from swfflow.errors import ConfigError, RunFailed
 from swfflow.plan.model import Plan, TaskSpec
-
 
 
 class StreamFeeder:
@@ -32,7 +30,8 @@ class StreamFeeder:
                     self.queue.append((spec.did, _local_path(value, spec.port or "")))
         self.closed = False
 
-    def __call__(self, driver: Driver) -> None:
+    def __call__(self, run: Any) -> None:
+        """One tick of ``run`` (anything with ``close_streams()``: the flow run)."""
         if self.queue:
             did, path = self.queue.pop(0)
             scope = did.split(":", 1)[0]
@@ -40,7 +39,7 @@ class StreamFeeder:
                 did=f"{scope}:{path.name}", size=path.stat().st_size,
                 adler32=adler32_file(path), pfn=str(path))])
         elif not self.closed:
-            driver.close_streams()
+            run.close_streams()
             self.closed = True
 
 

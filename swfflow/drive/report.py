@@ -24,9 +24,13 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
             continue
         tasks = []
         rows = store.load(inst.instance)
-        for spec in inst.plan["tasks"]:
-            row = rows.get(spec["key"], {})
-            tasks.append({"key": spec["key"], "name": spec["name"],
+        planned = [(spec["key"], spec["name"]) for spec in inst.plan["tasks"]]
+        # run-time instances (a scatter whose width the planner could not know) follow
+        planned += [(key, row["name"]) for key, row in sorted(rows.items())
+                    if key not in {k for k, _ in planned}]
+        for key, name in planned:
+            row = rows.get(key, {})
+            tasks.append({"key": key, "name": name,
                           "phase": row.get("phase", "pending"), "task_id": row.get("task_id"),
                           "message": row.get("message", ""),
                           "jobs": _jobs(engine, row.get("task_id")) if has_jobs else []})
@@ -34,11 +38,7 @@ def collect_status(db: Path, run: str | None = None) -> dict[str, Any]:
                           "state": inst.state, "tasks": tasks})
     datasets = datasets_in(engine) if inspect(engine).has_table(
         "catalog_datasets") else []
-    jobs = []
-    if inspect(engine).has_table("prov_jobs"):
-        from swfflow.runtime.provenance import ProvenanceStore
-        jobs = ProvenanceStore(engine).rows()
-    return {"instances": instances, "datasets": datasets, "engine_jobs": jobs}
+    return {"instances": instances, "datasets": datasets}
 
 
 def _jobs(engine: Any, task_id: str | None) -> list[dict[str, Any]]:
@@ -68,14 +68,6 @@ def render_status(report: dict[str, Any]) -> None:
         for task in inst["tasks"]:
             if task["phase"] == "failed" and task["message"]:
                 console.print(f"[bold red]{task['key']}[/]: {task['message']}")
-    if report.get("engine_jobs"):
-        table = Table(title="jobs (run-time engine)")
-        for column in ("step", "status", "exit code", "command"):
-            table.add_column(column)
-        for job in report["engine_jobs"]:
-            table.add_row(job["step"], job["status"], str(job["exit_code"]),
-                          " ".join(job["command"] or [])[:80])
-        console.print(table)
     if report["datasets"]:
         table = Table(title="datasets")
         for column in ("dataset", "open", "files"):

@@ -98,6 +98,7 @@ class Plan:
     inputs: dict[str, Any] = field(default_factory=dict)  # the job object (parameters)
     outputs: dict[str, Any] = field(default_factory=dict)  # workflow output → sources
     skipped: tuple[str, ...] = ()  # steps whose static `when` is false
+    flow: dict[str, Any] = field(default_factory=dict)  # the data flow (swfflow.plan.flow)
     plan_version: int = PLAN_VERSION
 
     # --- access ---------------------------------------------------------------------------

@@ -32,6 +32,20 @@ def relative(value: Any, bases: tuple[str, ...]) -> Any:
     return value
 
 
+def relative_locations(value: Any, bases: tuple[str, ...]) -> Any:
+    """:func:`relative` for values: only the ``location``/``path`` of File and Directory
+    objects change; a string parameter that happens to name the folder is the user's and
+    stays as it is."""
+    if isinstance(value, dict):
+        if value.get("class") in ("File", "Directory"):
+            return {k: relative(v, bases) if k in ("location", "path") else
+                    relative_locations(v, bases) for k, v in value.items()}
+        return {k: relative_locations(v, bases) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_locations(v, bases) for v in value]
+    return value
+
+
 def display_path(source_path: str) -> str:
     """The workflow path relative to the working directory when it lies below it (so a plan
     compiled at the top of a checkout names ``examples/calib.cwl`` wherever the checkout is),

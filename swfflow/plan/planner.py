@@ -23,12 +23,14 @@ from urllib.parse import urldefrag
 from swfflow.errors import WorkflowError
 from swfflow.ir import Leaf, PortKind, StepKind, Workflow, iter_leaves, qualified_graph
 from swfflow.plan import jedi
+from swfflow.plan.floats import spelled
+from swfflow.plan.flow import flow_of
 from swfflow.plan.model import (
     CLOSE_AT_END_RUN, CLOSE_WITH_PRODUCER, RELEASE_AFTER_PARENTS, RELEASE_AT_START,
     RELEASE_WITH_PARENTS, RUN, DatasetSpec, ParentLink, Plan, ReplicationRule, TaskInput,
     TaskSpec,
 )
-from swfflow.plan.paths import base_dirs, display_path, relative
+from swfflow.plan.paths import base_dirs, display_path, relative, relative_locations
 from swfflow.plan.profile import Profile, load_profile
 from swfflow.plan.sources import OriginMap, resolve_origins, workflow_output_origins
 
@@ -230,7 +232,7 @@ class _Planner:
         whens = [c.expression for c in (*leaf.enclosing_when, step.when)
                  if c is not None and c.static is None]
         payload = {"kind": _payload_kind(step.kind), "step": path,
-                   "tool": relative(step.tool, self.base), "job": relative(job, self.base),
+                   "tool": relative(spelled(step.tool), self.base), "job": relative_locations(job, self.base),
                    "split_port": split_port,
                    "gather_ports": {p: d[0] if len(d) == 1 else d for p, d in datasets.items()
                                     if p != split_port}}
@@ -305,7 +307,7 @@ class _Planner:
             expression = binding.value_from
             if known and expression is None:
                 job[port] = value
-                inputs.append(TaskInput(port=port, value=relative(value, self.base),
+                inputs.append(TaskInput(port=port, value=relative_locations(value, self.base),
                                         sources=sources))
             else:
                 inputs.append(TaskInput(port=port, expression=expression, sources=sources))
@@ -357,8 +359,9 @@ class _Planner:
                    for name, origins in workflow_output_origins(self.wf).items()}
         return Plan(workflow=self.wf.name, source=display_path(self.wf.source_path),
                     run=self.run, profile=self.profile.as_dict(), datasets=self.datasets(),
-                    tasks=self.tasks(), inputs=relative(self.inputs, self.base),
-                    outputs=outputs, skipped=tuple(sorted(self.skipped)))
+                    tasks=self.tasks(), inputs=relative_locations(self.inputs, self.base),
+                    outputs=outputs, skipped=tuple(sorted(self.skipped)),
+                    flow=flow_of(self.wf, self.base))
 
 
 def _key(path: str, index: tuple[int, ...]) -> str:

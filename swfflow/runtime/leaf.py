@@ -1,4 +1,4 @@
-"""Leaf steps of the IR, run through cwltool, with provenance.
+"""Leaf steps of the IR as standalone cwltool processes (what a job runs).
 
 A leaf's process dict is run standalone, so the requirements it inherits from its enclosing
 workflows (InlineJavascriptRequirement, SchemaDefRequirement, …) are written into it, and it gets
@@ -11,19 +11,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urldefrag
 
 from swfflow import ir
 from swfflow.errors import RunFailed
-from swfflow.runtime.containers import ContainerPolicy
-from swfflow.runtime.jobrun import clean_outputs
-from swfflow.runtime.tool import ToolResult, run_tool
+from swfflow.plan.floats import spelled
 
-ProvenanceSink = Callable[[str, dict[str, Any], ToolResult], None]
 
 
 def standalone_tool(step: ir.Step) -> dict[str, Any]:
@@ -41,7 +35,7 @@ def standalone_tool(step: ir.Step) -> dict[str, Any]:
     # extension hints (swf:Sizing, …) were for the planner; cwltool would only warn about them
     tool["hints"] = [h for h in _merged(tool.get("hints"), step.hints)
                      if ":" not in str(h.get("class")) or "$namespaces" in tool]
-    return tool
+    return spelled(tool)  # it travels as JSON (executor state, PanDA sandbox)
 
 
 # Requirements whose names the front end resolved against the original document: the tool's
@@ -61,35 +55,3 @@ def _merged(own: Any, inherited: tuple[dict[str, Any], ...],
              and str(i.get("class")) in by_class else i for i in items]
     present = {str(i.get("class")) for i in items}
     return items + [dict(r) for r in inherited if str(r.get("class")) not in present]
-
-
-@dataclass
-class LeafRunner:
-    """Runs leaves of an IR workflow in job directories under ``workdir``."""
-
-    workdir: Path
-    policy: ContainerPolicy = ContainerPolicy()
-    provenance: ProvenanceSink | None = None
-    cache_dir: Path | None = None  # cwltool's job cache: a re-run reuses finished jobs
-    counter: int = 0
-    _tools: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-    def __call__(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
-        tool = self._tools.get(id(step))
-        if tool is None:
-            tool = self._tools[id(step)] = standalone_tool(step)
-        self.counter += 1
-        outdir = self.workdir / "steps" / f"{self.counter:05d}-{_safe(label)}"
-        result = run_tool(tool, job, outdir, policy=self.policy, workdir=self.workdir,
-                          where=step.where or label, cache_dir=self.cache_dir)
-        if self.provenance is not None:
-            self.provenance(label, job, result)
-        if not result.ok:
-            code = "" if result.exit_code is None else f" (exit code {result.exit_code})"
-            raise RunFailed(f"step {label} failed{code}", where=step.where or None,
-                            hint="last lines of its log:\n" + result.log_tail(15))
-        return clean_outputs(result.outputs or {})
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label)[:80]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from swfflow.frontends.cwl_compile import plain  # ruamel maps → plain dicts (cwltool mutates)
+from swfflow.plan.floats import unspelled
 from swfflow.runtime.containers import ContainerPolicy
 
 _EXIT_STATUS = re.compile(r"exited with status: (-?\d+)")
@@ -57,7 +58,7 @@ def load_process(tool: str | Mapping[str, Any]) -> Any:
                 _PROCESS_CACHE[tool] = load_tool(tool, _loading_context(LoadingContext))
             return _PROCESS_CACHE[tool]
     with _LOAD_LOCK:  # schema-salad's loaders share caches: one load at a time
-        return load_tool(plain(tool), _loading_context(LoadingContext))
+        return load_tool(unspelled(plain(tool)), _loading_context(LoadingContext))
 
 
 def _loading_context(factory: Any) -> Any:

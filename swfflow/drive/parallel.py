@@ -26,6 +26,11 @@ T = TypeVar("T")
 _THREADS = ThreadPoolExecutor(max_workers=512, thread_name_prefix="swfflow-job")
 
 
+def worker_threads() -> ThreadPoolExecutor:
+    """The process-wide pool (for a caller that runs the engine beside its own loop)."""
+    return _THREADS
+
+
 class NotStarted(Exception):
     """A job skipped because another job of the run failed first."""
 

@@ -17,6 +17,7 @@ scatter order, so outputs are the same as with ``jobs`` = 1.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,21 +29,36 @@ from urllib.parse import unquote, urlparse
 from swfflow import ir
 from swfflow.errors import RunFailed, SwfflowError
 from swfflow.frontends.cwl_expr import evaluate
+from swfflow.drive import scatter as scatter_rt
 from swfflow.frontends.cwl_values import merge_sources, pick_value
-from swfflow.runtime import scatter as scatter_rt
 from swfflow.runtime.files import absolute_locations, describe_files
-from swfflow.runtime.parallel import JobSlots
+from swfflow.drive.parallel import JobSlots
 
 # (step, job) → the leaf's CWL output object; raises RunFailed when the job fails
 LeafRunner = Callable[[ir.Step, dict[str, Any], str], dict[str, Any]]
 _CONTENTS_LIMIT = 64 * 1024
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _never(step: ir.Step, inputs: dict[str, Any]) -> bool:
+    return False
+
+
 @dataclass
 class Engine:
+    """``materialize`` turns lazy values (a dataset still being written) into real ones where
+    the engine needs to look at them (scatter, valueFrom, when, pickValue, loadContents);
+    ``splits(step, inputs)`` says the backend itself splits the step's scatter over a dataset
+    (JEDI), so the step runs as one leaf job."""
+
     run_leaf: LeafRunner
     cwl_version: str = "v1.2"
     jobs: int = 1  # leaf jobs at once
+    materialize: Callable[[Any], Any] = _same
+    splits: Callable[[ir.Step, dict[str, Any]], bool] = _never
     _slots: JobSlots = field(init=False, repr=False)
     # cwl-utils' evaluator toggles a shared logger around each call: one at a time
     _eval_lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
@@ -72,12 +88,15 @@ class Engine:
         for name, out in wf.outputs.items():
             where = f"{wf.source_path or wf.name}: output {name}"
             gathered = [values.get((s.step, s.port)) for s in out.sources]
+            if out.link_merge == "merge_flattened":
+                gathered = self.materialize(gathered)
             if len(out.sources) > 1 or out.link_merge:
                 value = merge_sources(gathered, out.link_merge)
             else:
                 value = gathered[0] if gathered else None
-            result[name] = _check_type(pick_value(value, out.pick_value, where, name),
-                                       out.type, where)
+            if out.pick_value:
+                value = pick_value(self.materialize(value), out.pick_value, where, name)
+            result[name] = _check_type(value, out.type, where)
         return result
 
     @staticmethod
@@ -89,20 +108,25 @@ class Engine:
         where = step.where or path
         inputs: dict[str, Any] = {}
         for port, binding in step.bindings.items():
-            inputs[port] = _gather(binding, values, where)
-        if step.scatter is None:
+            inputs[port] = _gather(binding, values, where, self.materialize)
+        if step.scatter is None or (step.subworkflow is None and self.splits(step, inputs)):
             return self._job(step, inputs, path, where)
+        inputs = {p: self.materialize(v) if p in step.scatter.ports else v
+                  for p, v in inputs.items()}
         jobs = scatter_rt.expand(step.scatter, inputs, where)
         results = self._slots.fan_out(
-            [partial(self._job, step, {**inputs, **elements}, f"{path}[{i}]", where)
-             for i, (_, elements) in enumerate(jobs)])
+            [partial(self._job, step, {**inputs, **elements}, f"{path}[{_label(index)}]", where)
+             for index, elements in jobs])
         return {port: scatter_rt.shape(step.scatter, inputs, jobs,
                                        [r.get(port) for r in results])
                 for port in step.outputs}
 
     def _job(self, step: ir.Step, before: dict[str, Any], label: str, where: str) -> dict:
-        before = {p: _load_contents(v) if step.bindings[p].load_contents else v
-                  for p, v in before.items()}
+        dynamic_when = step.when is not None and step.when.static is None
+        if dynamic_when or any(b.value_from is not None for b in step.bindings.values()):
+            before = self.materialize(before)  # expressions read real values
+        before = {p: _load_contents(self.materialize(v)) if step.bindings[p].load_contents
+                  else v for p, v in before.items()}
         reqs = list(step.requirements)
         after = dict(before)
         for port, binding in step.bindings.items():
@@ -133,6 +157,18 @@ class Engine:
         return result
 
 
+def _label(index: tuple[int, ...]) -> str:
+    """A scatter element's part of a job label: ``step[1]``, ``step[0.2]`` (cross product);
+    the indices are the plan's (a compile-time element ``step.0.2`` is the same job)."""
+    return ".".join(str(i) for i in index)
+
+
+def label_indices(label: str) -> tuple[int, ...]:
+    """Every scatter index in a job label, outermost first: ``sub[1]/leaf[0.2]`` → (1, 0, 2)."""
+    return tuple(int(i) for part in re.findall(r"\[([0-9.]+)\]", label)
+                 for i in part.split("."))
+
+
 _SCALARS = {"File", "Directory", "string", "int", "long", "float", "double", "boolean"}
 
 
@@ -154,14 +190,18 @@ def _parents(step: ir.Step) -> set[str]:
             if source.step is not None}
 
 
-def _gather(binding: ir.Binding, values: Mapping, where: str) -> Any:
+def _gather(binding: ir.Binding, values: Mapping, where: str,
+            materialize: Callable[[Any], Any]) -> Any:
     gathered = [values.get((s.step, s.port)) for s in binding.sources]
+    if binding.link_merge == "merge_flattened":
+        gathered = materialize(gathered)  # a dataset's files are flattened like a list's
     if len(binding.sources) > 1 or binding.link_merge:
         value = merge_sources(gathered, binding.link_merge)
     else:
         value = gathered[0] if gathered else None
     try:
-        value = pick_value(value, binding.pick_value, where, binding.port)
+        if binding.pick_value:
+            value = pick_value(materialize(value), binding.pick_value, where, binding.port)
     except SwfflowError as exc:
         raise RunFailed(exc.what, where=exc.where, hint=exc.hint) from None
     if value is None and binding.has_default:

@@ -1,0 +1,120 @@
+"""Values that are datasets still being written: passed on unopened, looked into only when
+someone needs the files.
+
+A task that reads its inputs from datasets (the run's stream, a producer it pipelines on)
+gets :class:`DatasetRef` s, not file lists, so it can start while its producer still runs
+(JEDI ``noWaitParent`` / ``runUntilClosed``). Whoever needs the actual files — an expression,
+a ``when``, a task that takes files as values, the workflow's outputs — calls
+:meth:`DatasetValues.materialize`, which waits for the dataset's writer to finish (or, for the
+run's stream, for the dataset to be closed) and lists it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swfflow.backends.base import Catalog
+from swfflow.errors import RunFailed
+from swfflow.runtime.files import file_value
+
+# how often a wait for a closing stream looks at the catalog
+_POLL_S = 0.1
+_JOB_NUMBER = re.compile(r"\._(\d{6})\.")  # JEDI-style file names: <dataset>.<task>._<job>.…
+
+# writer task key → (its master dataset, that dataset's writer, {job number: input DIDs})
+Lineage = Callable[[str], tuple[str | None, str | None, dict[int, list[str]]]]
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    did: str
+    writer: str | None  # key of the task that writes it; None: the run's stream
+    single: bool = False  # the port holds one File (a gather's result), not a list
+
+
+def dataset_refs(value: Any) -> list[DatasetRef]:
+    """Every DatasetRef inside ``value``."""
+    if isinstance(value, DatasetRef):
+        return [value]
+    if isinstance(value, list):
+        return [ref for item in value for ref in dataset_refs(item)]
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in dataset_refs(item)]
+    return []
+
+
+class DatasetValues:
+    """``wait_writer(key)`` blocks until the task ``key`` is final and raises
+    :class:`RunFailed` if it failed."""
+
+    def __init__(self, catalog: Catalog, wait_writer: Callable[[str], None],
+                 stopped: threading.Event, lock: threading.Lock, lineage: Lineage | None = None):
+        self.catalog = catalog
+        self.lineage = lineage
+        self.wait_writer = wait_writer
+        self.stopped = stopped
+        self.lock = lock
+
+    def materialize(self, value: Any) -> Any:
+        if isinstance(value, DatasetRef):
+            return self.files(value)
+        if isinstance(value, list):
+            return [self.materialize(item) for item in value]
+        if isinstance(value, dict) and dataset_refs(value):
+            return {key: self.materialize(item) for key, item in value.items()}
+        return value
+
+    def wait(self, ref: DatasetRef) -> None:
+        """Until no file will be added to the dataset."""
+        if ref.writer is not None:
+            self.wait_writer(ref.writer)
+            return
+        while self._is_open(ref.did):
+            if self.stopped.wait(_POLL_S):
+                raise RunFailed(f"dataset {ref.did} not read: the run was stopped",
+                                hint="run the same command again to resume")
+
+    def files(self, ref: DatasetRef) -> Any:
+        self.wait(ref)
+        with self.lock:
+            records = self.catalog.list_files(ref.did)
+        if ref.writer is not None:  # a task's files, in the order of what they were made of
+            records = sorted(records, key=lambda r: self._position(ref.writer or "", r.did))
+        values = [file_value(r) for r in records]
+        if not ref.single:
+            return values
+        if len(values) > 1:
+            raise RunFailed(f"task {ref.writer} wrote {len(values)} files into {ref.did}, "
+                            "where its step gives one File",
+                            hint="a step that reads a whole dataset must run as one job: "
+                                 "raise swf:Sizing maxFilesPerJob, or declare the output File[]")
+        return values[0] if values else None
+
+    def _position(self, writer: str, did: str) -> tuple[float, ...]:
+        """Where a task's output file belongs: at the place of the input files its job read
+        (a pipelining task gets its producer's files in completion order, but CWL wants the
+        scatter order), then by job number."""
+        match = _JOB_NUMBER.search(did)
+        number = int(match.group(1)) if match else math.inf
+        if self.lineage is None:
+            return (number,)
+        master, master_writer, jobs = self.lineage(writer)
+        inputs = jobs.get(int(number), []) if match else []
+        if master is None or not inputs:
+            return (number,)
+        with self.lock:
+            records = self.catalog.list_files(master)
+        if master_writer is None:  # the run's stream: the order files were announced in
+            order = {r.did: (float(i),) for i, r in enumerate(records)}
+        else:
+            order = {r.did: self._position(master_writer, r.did) for r in records}
+        return min(order.get(f, (math.inf,)) for f in inputs) + (number,)
+
+    def _is_open(self, did: str) -> bool:
+        with self.lock:
+            return self.catalog.is_open(did)

@@ -1,0 +1,353 @@
+"""Run a plan with its full CWL semantics: the engine walks the plan's flow, every leaf job is
+a task of the plan, submitted to the executor and followed to its end.
+
+- The engine (:mod:`swfflow.drive.engine`) decides values, scatter widths and conditions on
+  real data, from the flow the plan carries (:mod:`swfflow.plan.flow`) — never from the CWL
+  document.
+- **Dataset tasks.** A leaf job whose inputs are exactly the datasets its planned task reads
+  (the run's stream, a producer's output) runs as that task, unchanged: the backend splits the
+  dataset into jobs (JEDI), pipelines on producers that are still running (stream edges) or
+  waits for them (complete edges), and its outputs are datasets too (:mod:`.datasets`).
+- **Value tasks.** Any other leaf job gets its inputs as values in its payload (``swfflow job
+  --values`` on PanDA): the planner's own task when there is one (a leaf without scatter, the
+  element ``step.0.2`` of a scatter known at compile time), else a run-time **instance** of
+  the leaf's task (:mod:`.instances`) with its own name and output datasets.
+- Tasks are idempotent by name, so running the same plan over the same state store again
+  resumes: finished tasks answer at once with their outputs, failed ones run again.
+- A task that fails stops the tasks pipelining on its output (they would wait for ever) and
+  fails the run, with its message. ExpressionTools are evaluated here, never submitted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from swfflow import ir
+from swfflow.backends.base import Catalog, Executor, TaskStatus
+from swfflow.drive.datasets import DatasetRef, DatasetValues, dataset_refs
+from swfflow.drive.engine import Engine, label_indices
+from swfflow.drive.instances import instance_of, templates, whole_dataset, with_values
+from swfflow.drive.parallel import worker_threads
+from swfflow.drive.store import DriverStore
+from swfflow.errors import RunFailed
+from swfflow.plan.flow import workflow_of
+from swfflow.plan.model import RELEASE_AFTER_PARENTS, Plan, TaskSpec
+from swfflow.runtime.files import absolute_locations, describe_files
+
+log = logging.getLogger("swfflow.run")
+
+Prepare = Callable[[TaskSpec], TaskSpec]
+ExpressionRunner = Callable[[TaskSpec, dict[str, Any]], dict[str, Any]]
+OutputsReader = Callable[[str], dict[str, Any]]
+JobInputsReader = Callable[[str], dict[int, list[str]]]  # task id → {job number: input DIDs}
+
+
+@dataclass
+class _Live:
+    """A submitted task, until the executor says it is final."""
+
+    spec: TaskSpec
+    task_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    status: TaskStatus | None = None
+
+
+class FlowRun:
+    """One instance of a plan, run to its end (:meth:`run`). ``on_tick`` is called from the
+    following loop (e.g. to feed the run's stream)."""
+
+    def __init__(self, plan: Plan, catalog: Catalog, executor: Executor, store: DriverStore, *,
+                 source_path: str, outputs_of: OutputsReader, prepare: Prepare,
+                 run_expression: ExpressionRunner, jobs: int = 1, poll_s: float = 0.05,
+                 on_tick: Callable[[FlowRun], None] | None = None,
+                 job_inputs: JobInputsReader | None = None):
+        self.plan, self.catalog, self.executor, self.store = plan, catalog, executor, store
+        self.source_path = source_path
+        self.outputs_of = outputs_of
+        self.prepare = prepare
+        self.run_expression = run_expression
+        self.jobs = jobs
+        self.poll_s = poll_s
+        self.on_tick = on_tick
+        self.instance = f"{plan.workflow}:{plan.run}"
+        self.templates = templates(plan)
+        self.by_key = {t.key: t for t in plan.tasks}
+        # datasets several planned tasks write (compile-time scatter elements): closed at the end
+        self.shared = {did for did, n in Counter(
+            did for t in plan.tasks for did in t.outputs.values()).items() if n > 1}
+        self._live: dict[str, _Live] = {}  # task key → live task
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._opened: set[str] = set()
+        self.failures: list[str] = []
+        self._saved: dict[str, dict[str, Any]] = {}  # this instance's rows of an earlier run
+        self.job_inputs = job_inputs
+        self.values = DatasetValues(catalog, self._wait_writer, self._stopped, self._lock,
+                                    self._lineage if job_inputs else None)
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run every task the flow reaches; the workflow's output object."""
+        base = Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
+        inputs = describe_files(absolute_locations(self.plan.inputs, base))
+        for spec in self.plan.datasets:
+            self.catalog.create_dataset(spec.did, rules=spec.rules)
+            if spec.role == "stream":  # the run's stream: read as a dataset, never as values
+                inputs[spec.port or ""] = DatasetRef(spec.did, writer=None)
+        workflow = workflow_of(self.plan.flow, self.source_path)
+        self._saved = self.store.load(self.instance)
+        self._save_instance("running")
+        engine = Engine(self._leaf, jobs=self.jobs, materialize=self.values.materialize,
+                        splits=self._splits)
+        outcome = worker_threads().submit(engine.run, workflow, inputs)
+        try:
+            while not outcome.done() or self._live_tasks():
+                if outcome.done() and outcome.exception() is not None:
+                    self._stop_all("the run failed")
+                self._follow()
+                if self.on_tick is not None:
+                    self.on_tick(self)
+                time.sleep(self.poll_s)
+            result = outcome.result()
+            if self.failures:
+                raise RunFailed(self.failures[0].splitlines()[0],
+                                hint="\n".join(self.failures[0].splitlines()[1:]) or None)
+            result = self.values.materialize(result)
+        except RunFailed as exc:  # a failed task: what it kept from starting says why
+            self._stopped.set()
+            self._save_instance("failed")
+            raise self._with_blocked(exc) from None
+        except BaseException:  # Ctrl-C: leaves give up waiting
+            self._stopped.set()
+            self._save_instance("interrupted")
+            raise
+        self._close_outputs()
+        self._record_not_run()
+        self._save_instance("done")
+        return result
+
+    def _record_not_run(self) -> None:
+        """Planned tasks a finished run never reached: a false `when`, an empty scatter, or a
+        leaf that ran as run-time instances instead."""
+        rows = self.store.load(self.instance)
+        for task in self.plan.tasks:
+            if task.key in rows:
+                continue
+            instances = [k for k in rows if k.startswith(f"{task.step}.") and k != task.key]
+            why = (f"ran as {len(instances)} run-time instance(s)" if instances else
+                   "not run: its `when` was false, or its scatter was empty")
+            self._record(task, "skipped", None, why)
+
+    def _with_blocked(self, failure: RunFailed) -> RunFailed:
+        """The run's failure, naming the planned steps it kept from running (recorded as
+        blocked, so `swfflow status` says why they did not run)."""
+        rows = self.store.load(self.instance)
+        cause = failure.what.splitlines()[0]
+        blocked = []
+        for task in self.plan.tasks:
+            phase = (rows.get(task.key) or {}).get("phase")
+            if phase in (None, "pending", "submitted", "blocked"):
+                self._record(task, "blocked", (rows.get(task.key) or {}).get("task_id"),
+                             f"not started: {cause}")
+                blocked.append(task.step)
+        if not blocked:
+            return failure
+        hint = "\n".join(filter(None, [failure.hint, "not started because of it: "
+                                      + ", ".join(dict.fromkeys(blocked))]))
+        return RunFailed(failure.what, where=failure.where, hint=hint)
+
+    def close_streams(self) -> None:
+        """The end of run: close the stream datasets (idempotent)."""
+        with self._lock:
+            for spec in self.plan.datasets:
+                if spec.role == "stream":
+                    self.catalog.close_dataset(spec.did)
+
+    def _live_tasks(self) -> list[_Live]:
+        with self._lock:
+            return [live for live in self._live.values() if not live.done.is_set()]
+
+    def _save_instance(self, state: str) -> None:
+        self.store.save_instance(self.instance, self.plan.workflow, self.plan.run,
+                                 self.plan.to_dict(), state)
+
+    def _close_outputs(self) -> None:
+        with self._lock:
+            for did in sorted(self._opened):
+                self.catalog.close_dataset(did)
+
+    # --- following ----------------------------------------------------------------------
+    def _follow(self) -> None:
+        live = {t.task_id: t for t in self._live_tasks()}
+        if not live:
+            return
+        for task_id, status in self.executor.status(list(live)).items():
+            if status.state.terminal:
+                self._finished(live[task_id], status)
+
+    def _finished(self, live: _Live, status: TaskStatus) -> None:
+        live.status = status
+        if status.state.ok:
+            with self._lock:  # nobody writes a sole writer's datasets any more
+                for did in live.spec.outputs.values():
+                    if did not in self.shared:
+                        self.catalog.close_dataset(did)
+            self._record(live.spec, "succeeded", live.task_id)
+        else:
+            message = f"step {live.spec.step} failed (task {live.spec.name})\n{status.message}"
+            self.failures.append(message.strip())
+            self._record(live.spec, "failed", live.task_id, status.message)
+            self._stop_readers(live.spec)
+        live.done.set()
+
+    def _stop_readers(self, failed: TaskSpec) -> None:
+        """Tasks pipelining on a failed task's (still open) outputs would wait for ever."""
+        outputs = set(failed.outputs.values())
+        for live in self._live_tasks():
+            if any(i.dataset in outputs for i in live.spec.inputs):
+                self.executor.kill(live.task_id)
+                self._record(live.spec, "blocked", live.task_id,
+                             f"stopped: parent {failed.key} failed")
+
+    def _stop_all(self, why: str) -> None:
+        for live in self._live_tasks():
+            self.executor.kill(live.task_id)
+            self._record(live.spec, "blocked", live.task_id, f"stopped: {why}")
+            live.done.set()
+
+    def _wait_writer(self, key: str) -> None:
+        with self._lock:
+            live = self._live.get(key)
+        if live is None:
+            raise RunFailed(f"task {key} was never submitted", hint="a bug: please report it")
+        while not live.done.wait(0.5):
+            if self._stopped.is_set():
+                raise RunFailed(f"task {key} not followed to its end: the run was stopped",
+                                hint="run the same command again to resume")
+        if live.status is None or not live.status.state.ok:
+            raise RunFailed(f"step {live.spec.step} failed (task {live.spec.name})",
+                            hint=live.status.message if live.status else None)
+
+    def _lineage(self, key: str) -> tuple[str | None, str | None, dict[int, list[str]]]:
+        with self._lock:
+            live = self._live[key]
+            master = live.spec.params.get("dsForIN")
+            writer = next((other.spec.key for other in self._live.values()
+                           if master in other.spec.outputs.values()), None)
+        assert self.job_inputs is not None
+        return master, writer, self.job_inputs(live.task_id)
+
+    # --- one leaf job -------------------------------------------------------------------
+    def _splits(self, step: ir.Step, inputs: dict[str, Any]) -> bool:
+        """The planned task splits the step's scatter over a dataset, and the scattered
+        input really is that dataset: JEDI makes the jobs, not the engine."""
+        spec = self.by_key.get(step.native.get("task", ""))
+        return spec is not None and self._reads_datasets(spec, inputs) and \
+            spec.payload.get("split_port") in (step.scatter.ports if step.scatter else ())
+
+    @staticmethod
+    def _reads_datasets(spec: TaskSpec, job: dict[str, Any]) -> bool:
+        """Does ``job`` give each dataset port of the task exactly the datasets it reads
+        (and no other port a dataset)?"""
+        wanted: dict[str, set[str]] = {}
+        for item in spec.inputs:
+            if item.dataset is not None:
+                wanted.setdefault(item.port, set()).add(item.dataset)
+        if not wanted:
+            return False
+        for port, value in job.items():
+            refs = dataset_refs(value)
+            if port not in wanted:
+                if refs:
+                    return False
+                continue
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(i, DatasetRef) for i in items) or \
+                    {r.did for r in refs} != wanted[port]:
+                return False
+        return set(wanted) <= set(job)
+
+    def _leaf(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
+        path, indices = step.native["task"], label_indices(label)
+        key = path + "".join(f".{i}" for i in indices)
+        compiled = self.by_key.get(key)
+        if compiled is not None and compiled.params and self._reads_datasets(compiled, job):
+            return self._dataset_task(compiled, step, job)
+        job = self.values.materialize(job)
+        if compiled is not None:
+            spec = with_values(compiled, job, dataset_inputs=False)
+        elif path in self.templates:
+            spec = instance_of(self.templates[path], key, indices, job)
+        else:
+            raise RunFailed(f"step {path}: the plan has no task for it",
+                            hint="the plan and its flow disagree: compile the workflow again")
+        if spec.kind == ir.StepKind.EXPRESSION.value:
+            return self._expression(spec, job)
+        live = self._submit(spec)
+        self._wait_writer(spec.key)
+        return self.outputs_of(live.task_id)
+
+    def _dataset_task(self, spec: TaskSpec, step: ir.Step, job: dict[str, Any]) -> dict:
+        ports = {i.port for i in spec.inputs if i.dataset is not None}
+        split = spec.payload.get("split_port") is not None
+        # a complete edge, or a gather (one job over whole datasets): the inputs must be whole
+        if spec.release == RELEASE_AFTER_PARENTS or not split:
+            for ref in dataset_refs({p: job[p] for p in ports}):
+                self.values.wait(ref)
+        spec = with_values(spec, {p: v for p, v in job.items() if p not in ports},
+                           dataset_inputs=True)
+        if not split:
+            with self._lock:
+                count = len(self.catalog.list_files(spec.params["dsForIN"]))
+            spec = whole_dataset(spec, count)
+        live = self._submit(spec)
+        outputs: dict[str, Any] = {
+            port: DatasetRef(did, writer=spec.key,
+                             single=not split and not _is_array(step.outputs[port].type))
+            for port, did in spec.outputs.items() if port in step.outputs}
+        if set(step.outputs) - set(outputs):  # parameter outputs: known once it is done
+            self._wait_writer(spec.key)
+            values = self.outputs_of(live.task_id)
+            outputs.update({p: values.get(p) for p in step.outputs if p not in outputs})
+        return outputs
+
+    def _submit(self, spec: TaskSpec) -> _Live:
+        with self._lock:  # the catalog is shared by every leaf thread
+            for did in (*spec.outputs.values(), spec.log_dataset):
+                if did and did not in self._opened:
+                    self.catalog.create_dataset(did)
+                    self._opened.add(did)
+        task_id = self.executor.submit(self.prepare(spec))
+        saved = self._saved.get(spec.key) or {}
+        if saved.get("phase") in ("failed", "blocked") and saved.get("task_id") == task_id:
+            self.executor.retry(task_id)  # resume = try the failed work again
+        live = _Live(spec, task_id)
+        with self._lock:
+            self._live[spec.key] = live
+        self._record(spec, "submitted", task_id)
+        return live
+
+    def _expression(self, spec: TaskSpec, job: dict[str, Any]) -> dict[str, Any]:
+        try:
+            outputs = self.run_expression(self.prepare(spec), job)
+        except RunFailed as exc:
+            self._record(spec, "failed", None, str(exc))
+            raise
+        self._record(spec, "succeeded", None, outputs=outputs)
+        return outputs
+
+    def _record(self, spec: TaskSpec, phase: str, task_id: str | None, message: str = "", *,
+                outputs: dict[str, Any] | None = None) -> None:
+        self.store.save(self.instance, spec.key, name=spec.name, phase=phase, task_id=task_id,
+                        message=message, outputs=outputs)
+
+
+def _is_array(cwl_type: str) -> bool:
+    return cwl_type.rstrip("?").endswith("[]") or cwl_type.rstrip("?") in ("Any", "array")
