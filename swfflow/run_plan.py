@@ -5,6 +5,7 @@ would run it — the engine walks the plan's data flow and every leaf job is a t
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,6 +30,11 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
     """The workflow's output object, its files copied into ``outdir``."""
     streams = {name: inputs.get(name) for name in workflow.stream_inputs()}
     for name, files in streams.items():
+        if files is not None and not (isinstance(files, list) and all(
+                isinstance(f, dict) and f.get("class") == "File" for f in files)):
+            raise ConfigError(f"stream input {name!r} must be a list of Files, not "
+                              f"{json.dumps(files)[:60]}", where=workflow.source_path or None,
+                              hint=f"give `{name}:` as a list of {{class: File, location: …}}")
         if not files:
             raise ConfigError(f"stream input {name!r} has no files",
                               where=workflow.source_path or None,

@@ -221,6 +221,7 @@ steps:
 @pytest.mark.parametrize("inputs, says", [
     ({"stf_files": []}, "stream input 'stf_files' has no files"),
     ({}, "stream input 'stf_files' has no files"),
+    ({"stf_files": "notalist"}, "stream input 'stf_files' must be a list of Files"),
 ])
 def test_an_empty_or_missing_stream_is_one_clear_error_before_anything_runs(tmp_path, inputs,
                                                                               says):

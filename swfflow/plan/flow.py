@@ -63,7 +63,7 @@ def _binding(binding: ir.Binding, bases: tuple[str, ...]) -> dict[str, Any]:
 
 def _step(step: ir.Step, bases: tuple[str, ...], path: str) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": step.name, "kind": step.kind.value, "where": step.where,
+        "name": step.name, "kind": step.kind.value, "where": relative(step.where, bases),
         "inputs": {n: _port(p, bases) for n, p in sorted(step.inputs.items())},
         "outputs": {n: _port(p, bases) for n, p in sorted(step.outputs.items())},
         "bindings": {n: _binding(b, bases) for n, b in sorted(step.bindings.items())},
