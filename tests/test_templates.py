@@ -560,9 +560,11 @@ def test_docs_check_command(capsys: pytest.CaptureFixture) -> None:
 
 def test_reco_reads_daqsim_stf_files(tmp_path: Path) -> None:
     """The payload on the DAQ simulator's real (sparse) STF files: header bytes are the hits."""
-    from swfflow.daqsim.files import stf_header, write_stf
+    import random
 
-    header = stf_header({"run_id": 100042, "sequence": 1})
+    from swfflow.daqsim.files import stf_content, write_stf
+
+    header = stf_content(100042, 1, random.Random(3), 64 * 1024 * 1024)
     stf = write_stf(str(tmp_path), "swf.100042.000001.stf", header, 64 * 1024 * 1024)
     subprocess.run([sys.executable, str(builtin_library() / "_lib" / PAYLOAD), "reco",
                     "--stf", stf.path, "--reco", str(tmp_path / "r.json"), "--detector", "all",
