@@ -295,6 +295,25 @@ def test_cli_replay_json_and_status(tmp_path):
     assert [r["phase"] for r in report["runs"]] == ["done"]
 
 
+def test_cli_replay_exits_non_zero_when_a_run_failed(tmp_path, capsys):
+    """A bounded bridge (--replay, --exit-after) whose run failed exits 1 and says which."""
+    from swfflow.cli import main
+    from tests.bridge_support import WORKFLOW
+
+    failing = tmp_path / "failing.cwl"
+    failing.write_text(WORKFLOW.read_text().replace("baseCommand: [wc, -c]",
+                                                    "baseCommand: [\"false\"]"))
+    log, _ = recorded(tmp_path)
+    state = f"sqlite:///{tmp_path / 'cli.db'}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bridge", str(failing), "--replay", str(log), "--state", state, "--exit-after",
+              "1", "--workdir", str(tmp_path / "w"), "--no-container", "--tick", "0.2", "-q"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 run(s) failed: run 100010" in err and "swfflow status" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no message source"),
     (["--replay", "/nonexistent.jsonl"], "cannot read the replay log"),

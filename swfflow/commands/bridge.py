@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from swfflow.errors import ConfigError
+from swfflow.errors import ConfigError, RunFailed
 from swfflow.stream.messages import EPIC_TOPIC
 
 
@@ -63,7 +63,8 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="Seconds between task status polls.")
 @click.option("--no-ready", is_flag=True, help="Do not emit stf_ready after each attach.")
 @click.option("--exit-after", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Exit once N runs are finished (done or failed) and nothing is pending.")
+              help="Exit once N runs are finished (done or failed) and nothing is pending; "
+                   "exit code 1 if a run failed (also for --replay).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, state, namespace,
@@ -114,7 +115,8 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
         else:
             name = subscription or default_subscription(bridge.template, namespace)
             subscribe(bridge, bus, destination, name)
-        bridge.run(until=_until(exit_after, replay is not None))
+        until = _until(exit_after, replay is not None)
+        bridge.run(until=until)
         report = summary(bridge)
     if as_json:
         click.echo(dumps(report))
@@ -124,6 +126,20 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
                    f"{counters.get('attached', 0)} STFs attached, "
                    f"{counters.get('dead_letters', 0)} dead letters; "
                    f"{len(report['runs'])} run(s) in {state}")
+    if until is not None:  # a bounded bridge (replay, --exit-after) reports failed runs
+        _fail_on_failed_runs(report["runs"], workflow, state)
+
+
+def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
+    from swfflow.stream.store import PHASE_FAILED
+
+    failed = [run for run in runs if run["phase"] == PHASE_FAILED]
+    if failed:
+        reasons = "; ".join(f"run {run['run']}: {run.get('message') or 'failed'}"
+                            for run in failed)
+        raise RunFailed(f"{len(failed)} of {len(runs)} run(s) failed: {reasons}", where=workflow,
+                        hint=f"swfflow status --state {state} --run {failed[0]['run']} "
+                             f"shows each task and why")
 
 
 def _until(exit_after: int | None, replaying: bool):
