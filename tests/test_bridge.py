@@ -314,6 +314,29 @@ def test_cli_replay_exits_non_zero_when_a_run_failed(tmp_path, capsys):
     assert "Traceback" not in err
 
 
+def test_subscribe_only_makes_the_broker_keep_messages_for_the_bridge(tmp_path, capsys):
+    """README demo: `--subscribe-only` first, so the DAQ's first messages wait for the bridge."""
+    from swfflow.cli import main
+    from tests.bridge_support import PROFILE, WORKFLOW
+
+    url = f"memory://subscribe-only-{tmp_path.name}"
+    main(["bridge", str(WORKFLOW), "--profile", str(PROFILE), "--broker", url,
+          "--namespace", "demo", "--subscribe-only"])
+    out = capsys.readouterr().out
+    name = out.split()[2]
+    assert out.startswith("durable subscription swfflow-bridge-") and name.endswith("-demo")
+    got = []
+    with open_bus(url) as bus:
+        bus.publish(EPIC_TOPIC, '{"msg_type": "start_run", "run_id": "100010"}')
+        subscription = bus.subscribe(EPIC_TOPIC, lambda d: (got.append(d.body), d.ack()),
+                                     durable_name=name)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subscription.forget()
+    assert got == ['{"msg_type": "start_run", "run_id": "100010"}']
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no message source"),
     (["--replay", "/nonexistent.jsonl"], "cannot read the replay log"),

@@ -65,12 +65,15 @@ from swfflow.stream.messages import EPIC_TOPIC
 @click.option("--exit-after", type=click.IntRange(min=1), default=None, metavar="N",
               help="Exit once N runs are finished (done or failed) and nothing is pending; "
                    "exit code 1 if a run failed (also for --replay).")
+@click.option("--subscribe-only", is_flag=True,
+              help="Create the durable subscription and exit: from then on the broker keeps "
+                   "every message for the bridge, started later.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, state, namespace,
                destination, subscription, profile_path, rucio_config, rse, workdir, jobs,
                no_container, batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready,
-               exit_after, as_json, quiet):
+               exit_after, subscribe_only, as_json, quiet):
     """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
     fresh instance — run_imminent creates the datasets and submits the streaming tasks,
     stf_gen attaches each STF (batched) and emits stf_ready, end_run closes the run dataset
@@ -81,6 +84,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
     \b
     Examples:
+      swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 --subscribe-only
       swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 \\
           --catalog rucio --state sqlite:///bridge.db --namespace alice-dev
       swfflow bridge plan.json --backend panda --catalog rucio --broker stomp://host:61613 \\
@@ -95,6 +99,10 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
     if broker is None and replay is None:
         raise ConfigError("no message source", hint="give --broker URL or --replay FILE")
+    if subscribe_only:
+        _subscribe_only(workflow, inputs, profile_path, broker, destination,
+                        subscription, namespace)
+        return
     if panda_url is not None and backend != "panda":
         raise ConfigError(f"--panda-url {panda_url} is for --backend panda, not {backend}",
                           hint="add --backend panda, or drop --panda-url")
@@ -140,6 +148,22 @@ def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
         raise RunFailed(f"{len(failed)} of {len(runs)} run(s) failed: {reasons}", where=workflow,
                         hint=f"swfflow status --state {state} --run {failed[0]['run']} "
                              f"shows each task and why")
+
+
+def _subscribe_only(workflow, inputs, profile_path, broker, destination, subscription,
+                    namespace) -> None:
+    from swfflow.stream.bridge.setup import default_subscription, load_template
+    from swfflow.stream.bus import open_bus
+
+    if broker is None:
+        raise ConfigError("--subscribe-only needs --broker URL", hint="a replay needs none")
+    name = subscription or default_subscription(
+        load_template(workflow, inputs, profile_path)[0], namespace)
+    with open_bus(broker) as bus:  # late ack, never acked: nothing received here is lost
+        bus.subscribe(destination, lambda delivery: None, durable_name=name,
+                      late_ack=True).close()
+    click.echo(f"durable subscription {name} on {broker}: messages wait for "
+               f"`swfflow bridge {workflow} --broker {broker}`")
 
 
 def _until(exit_after: int | None, replaying: bool):
