@@ -135,6 +135,21 @@ def test_number_ranges_and_booleans(library: Library) -> None:
     assert values["fail_on_mismatch"] is True and values["sampling_fraction"] == 1.0
 
 
+def test_show_renders_markdown_and_writes_numbers_as_numbers(capsys: pytest.CaptureFixture
+                                                             ) -> None:
+    code, out, _ = run_cli(["template", "show", "stf-reco"], capsys)
+    assert code == 0 and "integer in [1, 1048576]" in out and "e+06" not in out
+    assert "| `" not in out and "## " not in out  # a rendered table and headings, not the source
+    assert "tf_size_kb" in out and "Parameters" in out
+
+
+def test_bounds_are_written_as_numbers() -> None:
+    from swfflow.templating.meta import _num
+
+    assert [_num(v) for v in (1048576, 1e7, 0.5, 1e-6, 2.0)] == \
+        ["1048576", "10000000", "0.5", "1e-06", "2"]
+
+
 def test_unknown_template(capsys: pytest.CaptureFixture) -> None:
     code, _, err = run_cli(["template", "show", "stf-rec"], capsys)
     assert code == 2 and "unknown template 'stf-rec'" in err and "did you mean stf-reco" in err
