@@ -258,6 +258,25 @@ def test_run_counter_rejects_garbage(tmp_path):
 
 # --- the command -----------------------------------------------------------------------------
 
+@pytest.mark.parametrize("env, expected", [
+    ({"SWFFLOW_NAMESPACE": "epic-dev"}, "epic-dev"),  # the configured namespace
+    ({"USER": "alice smith", "LOGNAME": "alice smith"}, "alice-smith"),  # else the user's
+])
+def test_cli_without_namespace_stamps_one(tmp_path, monkeypatch, env, expected):
+    """The reference testbed always stamps a namespace; so does daqsim without --namespace."""
+    monkeypatch.delenv("SWFFLOW_NAMESPACE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    record = tmp_path / "run.jsonl"
+    result = CliRunner().invoke(cli, [
+        "daqsim", str(SCHEDULES / "example.yaml"), "--fast", "--quiet", "--stf-size", "4KiB",
+        "--buffer", str(tmp_path / "buf"), "--run-counter", str(tmp_path / "rc"),
+        "--record", str(record)])
+    assert result.exit_code == 0, result.output
+    namespaces = {parse_message(line).namespace for line in record.read_text().splitlines()}
+    assert namespaces == {expected}
+
+
 def test_cli_fast_json_record_and_memory_bus(tmp_path):
     record = tmp_path / "run.jsonl"
     result = CliRunner().invoke(cli, [
