@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from swfflow import services
+from swfflow.errors import ServiceError
 from swfflow.services.rucio_server import client_config
 from swfflow.services.state import ServiceHome, ServiceStatus, state_dir
 
@@ -106,9 +107,8 @@ def env_cmd(directory: str | None) -> None:
         click.echo(line)
     down = [item.name for item in statuses if not item.healthy]
     if down:
-        click.echo(f"swfflow: not running: {', '.join(down)}\n  hint: swfflow services up",
-                   err=True)
-        raise SystemExit(1)
+        raise ServiceError(f"not running: {', '.join(down)}", where=str(root),
+                           hint="swfflow services up")
 
 
 @services_group.command("status")
