@@ -295,6 +295,48 @@ def test_cli_replay_json_and_status(tmp_path):
     assert [r["phase"] for r in report["runs"]] == ["done"]
 
 
+def test_cli_replay_exits_non_zero_when_a_run_failed(tmp_path, capsys):
+    """A bounded bridge (--replay, --exit-after) whose run failed exits 1 and says which."""
+    from swfflow.cli import main
+    from tests.bridge_support import WORKFLOW
+
+    failing = tmp_path / "failing.cwl"
+    failing.write_text(WORKFLOW.read_text().replace("baseCommand: [wc, -c]",
+                                                    "baseCommand: [\"false\"]"))
+    log, _ = recorded(tmp_path)
+    state = f"sqlite:///{tmp_path / 'cli.db'}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bridge", str(failing), "--replay", str(log), "--state", state, "--exit-after",
+              "1", "--workdir", str(tmp_path / "w"), "--no-container", "--tick", "0.2", "-q"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 of 1 run(s) failed: run 100010" in err and "swfflow status" in err
+    assert "Traceback" not in err
+
+
+def test_subscribe_only_makes_the_broker_keep_messages_for_the_bridge(tmp_path, capsys):
+    """README demo: `--subscribe-only` first, so the DAQ's first messages wait for the bridge."""
+    from swfflow.cli import main
+    from tests.bridge_support import PROFILE, WORKFLOW
+
+    url = f"memory://subscribe-only-{tmp_path.name}"
+    main(["bridge", str(WORKFLOW), "--profile", str(PROFILE), "--broker", url,
+          "--namespace", "demo", "--subscribe-only"])
+    out = capsys.readouterr().out
+    name = out.split()[2]
+    assert out.startswith("durable subscription swfflow-bridge-") and name.endswith("-demo")
+    got = []
+    with open_bus(url) as bus:
+        bus.publish(EPIC_TOPIC, '{"msg_type": "start_run", "run_id": "100010"}')
+        subscription = bus.subscribe(EPIC_TOPIC, lambda d: (got.append(d.body), d.ack()),
+                                     durable_name=name)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subscription.forget()
+    assert got == ['{"msg_type": "start_run", "run_id": "100010"}']
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "no message source"),
     (["--replay", "/nonexistent.jsonl"], "cannot read the replay log"),

@@ -35,6 +35,19 @@ def test_example_plan_matches_golden_file(tmp_path):
     assert text == GOLDEN.read_text()
 
 
+def test_compile_without_output_writes_nothing_and_says_what_next(tmp_path):
+    """A first-time user's first command: a table and a next step, no file in their folder."""
+    for workflow, expected in ((REPO / "examples/calib.cwl", "next: swfflow run "),
+                               (REPO / "Snakefile", "next: swfflow profile install && snakemake")):
+        result = swfflow("compile", str(workflow), "--config",
+                         f"stf_dir={REPO / 'examples/data'}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "reconstruct" in result.stdout or "stf_reco" in result.stdout
+        (next_line,) = [line for line in result.stdout.splitlines() if line.startswith("next:")]
+        assert next_line.startswith(expected) and str(workflow) in next_line
+    assert list(tmp_path.iterdir()) == []  # no <workflow>.plan.json written by default
+
+
 def test_example_plan_has_the_calibration_chain():
     plan = json.loads(GOLDEN.read_text())
     tasks = {t["key"]: t for t in plan["tasks"]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,8 +72,27 @@ def test_seed_example_sequence_and_files(tmp_path):
         assert stf.timestamp == stf.end
     content = Path(stfs[0].file_url.removeprefix("file://")).read_bytes()
     assert f"{zlib.adler32(content):08x}" == stfs[0].checksum
-    assert json.loads(content.split(b"\n")[0])["sequence"] == 1
+    header = content.split(b"\n")[0].decode()
+    assert header.startswith("# STF run=100010 seq=1 ntf=8 state=run substate=physics start=")
     assert summary.stf_files == 30
+
+
+def test_example_tools_read_simulated_stfs(tmp_path):
+    """The one STF format (docs/messages.md): calibkit's reco reads what daqsim writes, up to
+    the sparse hole, and the fit of the merged histograms finds a calibrated detector."""
+    messages, _ = simulate((SCHEDULES / "example.yaml").read_text(), tmp_path)
+    kit = [sys.executable, str(REPO / "examples/tools/bin/calibkit.py")]
+    stfs = [Path(m.file_url.removeprefix("file://")) for m in messages if isinstance(m, StfGen)]
+    for stf in stfs[:3]:
+        subprocess.run([*kit, "reco", str(stf)], cwd=tmp_path, check=True)
+    hists = sorted(tmp_path.glob("*.hist.json"))
+    first = json.loads(hists[0].read_text())
+    assert (first["run"], first["seq"]) == (100010, 1)
+    assert sum(entry["n"] for entry in first["channels"].values()) > 8 * 16 // 2
+    subprocess.run([*kit, "merge", *map(str, hists)], cwd=tmp_path, check=True)
+    subprocess.run([*kit, "fit", "merged.hist.json", "ecal"], cwd=tmp_path, check=True)
+    feedback = json.loads((tmp_path / "feedback.json").read_text())
+    assert feedback["n_stf"] == 3 and feedback["status"] == "good"
 
 
 def test_physics_day_and_stress_are_valid():
@@ -236,6 +257,25 @@ def test_run_counter_rejects_garbage(tmp_path):
 
 
 # --- the command -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("env, expected", [
+    ({"SWFFLOW_NAMESPACE": "epic-dev"}, "epic-dev"),  # the configured namespace
+    ({"USER": "alice smith", "LOGNAME": "alice smith"}, "alice-smith"),  # else the user's
+])
+def test_cli_without_namespace_stamps_one(tmp_path, monkeypatch, env, expected):
+    """The reference testbed always stamps a namespace; so does daqsim without --namespace."""
+    monkeypatch.delenv("SWFFLOW_NAMESPACE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    record = tmp_path / "run.jsonl"
+    result = CliRunner().invoke(cli, [
+        "daqsim", str(SCHEDULES / "example.yaml"), "--fast", "--quiet", "--stf-size", "4KiB",
+        "--buffer", str(tmp_path / "buf"), "--run-counter", str(tmp_path / "rc"),
+        "--record", str(record)])
+    assert result.exit_code == 0, result.output
+    namespaces = {parse_message(line).namespace for line in record.read_text().splitlines()}
+    assert namespaces == {expected}
+
 
 def test_cli_fast_json_record_and_memory_bus(tmp_path):
     record = tmp_path / "run.jsonl"

@@ -263,6 +263,16 @@ def test_token_is_sent_but_never_logged_or_raised(server, monkeypatch, caplog, c
         assert token not in text
 
 
+def test_no_panda_configured_is_a_config_error_not_cerns_server(monkeypatch):
+    from swfflow.errors import ConfigError
+
+    for name in ("PANDA_URL_SSL", "PANDA_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="PANDA_URL_SSL and PANDA_URL are unset") as error:
+        PandaExecutor()
+    assert "cern" not in error.value.what
+
+
 def test_oidc_without_vo_is_a_config_error(monkeypatch):
     from swfflow.errors import ConfigError
 

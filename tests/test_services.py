@@ -137,6 +137,42 @@ def test_rucio_gets_an_empty_database_per_session(tmp_path: Path, capsys) -> Non
         (reported,) = json.loads(capsys.readouterr().out)["services"]
         assert reported["healthy"] and reported["port"] == fresh.port
         assert database_name(home) in databases().split()
+        main(["services", "down", "--dir", str(state)])  # `down` drops the database…
+        assert database_name(home) not in databases().split()
+        assert "rucio: stopped" in capsys.readouterr().out
+        main(["services", "down", "--dir", str(state)])  # … once: a second down just says so
+        assert "rucio: was not running" in capsys.readouterr().out
     finally:
         services.purge(state)
     assert database_name(home) not in databases().split()
+
+
+_LONG = "/tmp/" + "a-rather-deep-folder/" * 6 + "services"
+
+
+def _fake_statuses(root) -> list:
+    from swfflow.services.state import ServiceStatus
+
+    return [ServiceStatus("activemq", True, pid=11, port=61999, url="stomp://127.0.0.1:61999"),
+            ServiceStatus("rucio", True, pid=12, port=8099, url="http://127.0.0.1:8099",
+                          detail=f"RUCIO_CONFIG={root}/rucio/client/rucio.cfg")]
+
+
+@pytest.mark.parametrize("command", ["up", "env"])
+def test_up_and_env_print_the_client_settings_unwrapped(command, monkeypatch, capsys) -> None:
+    """The one thing a user must copy (RUCIO_CONFIG) is one line however long the path."""
+    monkeypatch.setattr(services, command if command == "up" else "status",
+                        lambda *args, state, **kwargs: _fake_statuses(state))
+    main(["services", command, "--dir", _LONG])
+    lines = capsys.readouterr().out.splitlines()
+    assert f"export RUCIO_CONFIG={_LONG}/rucio/client/rucio.cfg" in lines
+    assert "export SWFFLOW_BROKER=stomp://127.0.0.1:61999" in lines
+    assert any(line.startswith("next: eval") for line in lines) == (command == "up")
+
+
+def test_env_exits_1_naming_what_is_not_running(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["services", "env", "--dir", str(tmp_path / "none")])
+    assert exited.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not running: activemq, rucio" in captured.err

@@ -185,6 +185,21 @@ def test_dry_run_works_offline(tmp_path):
     assert "This was a dry-run" in result.stdout + result.stderr
 
 
+def test_profile_without_panda_configured_stops_naming_the_variables(tmp_path):
+    """README's `snakemake --profile panda` with no PanDA set: one message, no request to
+    panda-client's default (CERN's production server)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PANDA_URL")}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    subprocess.run([sys.executable, "-m", "swfflow.cli", "profile", "install"], env=env,
+                   check=True, capture_output=True)
+    result = snakemake(env, tmp_path, ROOT / "Snakefile", "--config",
+                       f"stf_dir={ROOT / 'examples' / 'data'}", timeout=120)
+    assert result.returncode != 0
+    assert "PANDA_URL_SSL and PANDA_URL are unset" in result.stderr, result.stderr[-3000:]
+    assert "pandaserver.cern.ch" not in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
 def test_dry_submit_writes_task_json(tmp_path):
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     subprocess.run([sys.executable, "-m", "swfflow.cli", "profile", "install"], env=env,

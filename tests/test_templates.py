@@ -135,6 +135,21 @@ def test_number_ranges_and_booleans(library: Library) -> None:
     assert values["fail_on_mismatch"] is True and values["sampling_fraction"] == 1.0
 
 
+def test_show_renders_markdown_and_writes_numbers_as_numbers(capsys: pytest.CaptureFixture
+                                                             ) -> None:
+    code, out, _ = run_cli(["template", "show", "stf-reco"], capsys)
+    assert code == 0 and "integer in [1, 1048576]" in out and "e+06" not in out
+    assert "| `" not in out and "## " not in out  # a rendered table and headings, not the source
+    assert "tf_size_kb" in out and "Parameters" in out
+
+
+def test_bounds_are_written_as_numbers() -> None:
+    from swfflow.templating.meta import _num
+
+    assert [_num(v) for v in (1048576, 1e7, 0.5, 1e-6, 2.0)] == \
+        ["1048576", "10000000", "0.5", "1e-06", "2"]
+
+
 def test_unknown_template(capsys: pytest.CaptureFixture) -> None:
     code, _, err = run_cli(["template", "show", "stf-rec"], capsys)
     assert code == 2 and "unknown template 'stf-rec'" in err and "did you mean stf-reco" in err
@@ -560,9 +575,11 @@ def test_docs_check_command(capsys: pytest.CaptureFixture) -> None:
 
 def test_reco_reads_daqsim_stf_files(tmp_path: Path) -> None:
     """The payload on the DAQ simulator's real (sparse) STF files: header bytes are the hits."""
-    from swfflow.daqsim.files import stf_header, write_stf
+    import random
 
-    header = stf_header({"run_id": 100042, "sequence": 1})
+    from swfflow.daqsim.files import stf_content, write_stf
+
+    header = stf_content(100042, 1, random.Random(3), 64 * 1024 * 1024)
     stf = write_stf(str(tmp_path), "swf.100042.000001.stf", header, 64 * 1024 * 1024)
     subprocess.run([sys.executable, str(builtin_library() / "_lib" / PAYLOAD), "reco",
                     "--stf", stf.path, "--reco", str(tmp_path / "r.json"), "--detector", "all",

@@ -66,7 +66,7 @@ TASK_ID_IN_MESSAGE = re.compile(r"jediTaskID=(\d+)")
 REEXECUTION_MESSAGE = re.compile(r"^\s*reactivation accepted")
 SINCE_FORMAT = "%Y-%m-%d %H:%M:%S"  # what task/get_tasks_detailed_info_since parses
 REGEX_META = set(r"^$*+?\|()")  # the server treats a filter value with any of these as a regex
-DEFAULT_URL = "https://pandaserver.cern.ch/server/panda"  # panda-client's own default
+URL_VARIABLES = ("PANDA_URL_SSL", "PANDA_URL")  # panda-client's, in its order of preference
 
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
@@ -86,14 +86,20 @@ class PandaExecutor(ExecutorBase):
     """:class:`swfflow.backends.base.Executor` over a PanDA server (JEDI tasks).
 
     ``url`` defaults to ``PANDA_URL_SSL`` (then ``PANDA_URL``) like panda-client; only its scheme
-    and host:port matter (the REST API lives under ``/api/v1``).
+    and host:port matter (the REST API lives under ``/api/v1``). With neither, it refuses:
+    panda-client would fall back to CERN's production server.
     """
 
     def __init__(self, url: str | None = None, *, attempts: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 30.0, since_margin_s: float = 600.0,
                  unknown_alert_polls: int = 5, status_chunk: int = 200, n_tasks: int = 1000):
-        self.url = url or os.environ.get("PANDA_URL_SSL") or os.environ.get("PANDA_URL") \
-            or DEFAULT_URL
+        self.url = url or next(filter(None, map(os.environ.get, URL_VARIABLES)), None)
+        if not self.url:
+            raise ConfigError(
+                "no PanDA server configured: PANDA_URL_SSL and PANDA_URL are unset",
+                hint="export PANDA_URL_SSL=https://host:port/server/panda PANDA_URL=$PANDA_URL_SSL"
+                     " (or give the server's URL as an option); swfflow never falls back to "
+                     "panda-client's default, CERN's production server")
         parsed = urlparse(self.url)
         if not parsed.scheme or not parsed.netloc:
             raise ConfigError(f"PanDA server URL {self.url!r} is not a URL",

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from swfflow.assemble import names
-from swfflow.errors import ConfigError
+from swfflow.errors import ConfigError, RunFailed
 from swfflow.stream.messages import EPIC_TOPIC
 
 
@@ -65,13 +65,17 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="Seconds between task status polls.")
 @click.option("--no-ready", is_flag=True, help="Do not emit stf_ready after each attach.")
 @click.option("--exit-after", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Exit once N runs are finished (done or failed) and nothing is pending.")
+              help="Exit once N runs are finished (done or failed) and nothing is pending; "
+                   "exit code 1 if a run failed (also for --replay).")
+@click.option("--subscribe-only", is_flag=True,
+              help="Create the durable subscription and exit: from then on the broker keeps "
+                   "every message for the bridge, started later.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, state, namespace,
                destination, subscription, profile_path, rucio_config, rse, workdir, jobs,
                no_container, batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready,
-               exit_after, as_json, quiet):
+               exit_after, subscribe_only, as_json, quiet):
     """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
     fresh instance — run_imminent creates the datasets and submits the streaming tasks,
     stf_gen attaches each STF (batched) and emits stf_ready, end_run closes the run dataset
@@ -82,6 +86,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
     \b
     Examples:
+      swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 --subscribe-only
       swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 \\
           --catalog rucio --state sqlite:///bridge.db --namespace alice-dev
       swfflow bridge plan.json --backend panda --catalog rucio --broker stomp://host:61613 \\
@@ -96,6 +101,10 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
     if broker is None and replay is None:
         raise ConfigError("no message source", hint="give --broker URL or --replay FILE")
+    if subscribe_only:
+        _subscribe_only(workflow, inputs, profile_path, broker, destination,
+                        subscription, namespace)
+        return
     if panda_url is not None and backend != "panda":
         raise ConfigError(f"--panda-url {panda_url} is for --backend panda, not {backend}",
                           hint="add --backend panda, or drop --panda-url")
@@ -116,7 +125,8 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
         else:
             name = subscription or default_subscription(bridge.template, namespace)
             subscribe(bridge, bus, destination, name)
-        bridge.run(until=_until(exit_after, replay is not None))
+        until = _until(exit_after, replay is not None)
+        bridge.run(until=until)
         report = summary(bridge)
     if as_json:
         click.echo(dumps(report))
@@ -126,6 +136,36 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
                    f"{counters.get('attached', 0)} STFs attached, "
                    f"{counters.get('dead_letters', 0)} dead letters; "
                    f"{len(report['runs'])} run(s) in {state}")
+    if until is not None:  # a bounded bridge (replay, --exit-after) reports failed runs
+        _fail_on_failed_runs(report["runs"], workflow, state)
+
+
+def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
+    from swfflow.stream.store import PHASE_FAILED
+
+    failed = [run for run in runs if run["phase"] == PHASE_FAILED]
+    if failed:
+        reasons = "; ".join(f"run {run['run']}: {run.get('message') or 'failed'}"
+                            for run in failed)
+        raise RunFailed(f"{len(failed)} of {len(runs)} run(s) failed: {reasons}", where=workflow,
+                        hint=f"swfflow status --state {state} --run {failed[0]['run']} "
+                             f"shows each task and why")
+
+
+def _subscribe_only(workflow, inputs, profile_path, broker, destination, subscription,
+                    namespace) -> None:
+    from swfflow.stream.bridge.setup import default_subscription, load_template
+    from swfflow.stream.bus import open_bus
+
+    if broker is None:
+        raise ConfigError("--subscribe-only needs --broker URL", hint="a replay needs none")
+    name = subscription or default_subscription(
+        load_template(workflow, inputs, profile_path)[0], namespace)
+    with open_bus(broker) as bus:  # late ack, never acked: nothing received here is lost
+        bus.subscribe(destination, lambda delivery: None, durable_name=name,
+                      late_ack=True).close()
+    click.echo(f"durable subscription {name} on {broker}: messages wait for "
+               f"`swfflow bridge {workflow} --broker {broker}`")
 
 
 def _until(exit_after: int | None, replaying: bool):

@@ -50,11 +50,25 @@ def plan_table(plan: Plan) -> Table:
     return table
 
 
+# what a first-time user runs next, by the kind of workflow compiled (suffix; "" = Snakefile)
+_NEXT = {
+    ".cwl": "swfflow run {workflow}{inputs} --outdir out   (run it on this machine; "
+            "-o plan.json writes the plan, `swfflow submit` runs it on PanDA)",
+    "": "swfflow profile install && snakemake -s {workflow} --profile panda   (run it on "
+        "PanDA; -o plan.json writes the plan)",
+}
+
+
+def next_step(workflow: str, inputs: str | None) -> str:
+    template = _NEXT.get(Path(workflow).suffix, _NEXT[""])
+    return "next: " + template.format(workflow=workflow, inputs=f" {inputs}" if inputs else "")
+
+
 @click.command("compile")
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.argument("inputs", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Where to write the plan JSON (default: <workflow>.plan.json; '-' = stdout).")
+              help="Write the plan JSON here ('-' = stdout); without it only the table is shown.")
 @click.option("--run", "run", metavar="N", help="Instantiate for this run number "
               "(default: keep the ${RUN} placeholder).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
@@ -94,18 +108,18 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
     if as_json:
         click.echo(text, nl=False)
         return
-    target = output or f"{Path(workflow).stem}.plan.json"
-    if target == "-":
+    if output == "-":
         click.echo(text, nl=False)
-    else:
-        Path(target).write_text(text)
+    elif output:
+        Path(output).write_text(text)
     if not quiet:
         # piped output (CI logs) gets a wide table instead of rich's 80-column default
-        stream = sys.stderr if target == "-" else sys.stdout
-        console = Console(stderr=target == "-", width=None if stream.isatty() else 200)
+        stream = sys.stderr if output == "-" else sys.stdout
+        console = Console(stderr=output == "-", width=None if stream.isatty() else 200)
         console.print(plan_table(plan))
-        if target != "-":
-            console.print(f"plan written to {target}")
+        if output and output != "-":
+            console.print(f"plan written to {output}")
+        console.print(next_step(workflow, inputs), highlight=False, markup=False, soft_wrap=True)
 
 
 _FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}

@@ -38,7 +38,9 @@ def _size(ctx, param, value):
 @click.option("--broker", default="memory://", metavar="URL",
               help="stomp://[user:pass@]host:port (ActiveMQ) or memory:// (in-process).")
 @click.option("--destination", default=EPIC_TOPIC, help="Where messages go.")
-@click.option("--namespace", default=None, help="Testbed namespace stamped on every message.")
+@click.option("--namespace", envvar="SWFFLOW_NAMESPACE", default=None,
+              help="Testbed namespace stamped on every message [default: $SWFFLOW_NAMESPACE, "
+                   "else your user name, as the testbed's agents do].")
 @click.option("--sender", default="swfflow-daqsim", help="Sender name stamped on every message.")
 @click.option("--buffer", "buffer", type=click.Path(file_okay=False, path_type=Path),
               default=Path("daq-buffer"), help="DAQ buffer directory for STF files.")
@@ -81,7 +83,7 @@ def daqsim_cmd(schedule, broker, destination, namespace, sender, buffer, fast, f
                           hint="--fast ignores the clock; --factor paces it")
     if start_time is not None and start_time.tzinfo is None:
         start_time = start_time.replace(tzinfo=timezone.utc)
-    config = SimConfig(buffer=buffer, namespace=namespace, sender=sender,
+    config = SimConfig(buffer=buffer, namespace=namespace or user_namespace(), sender=sender,
                        destination=destination, fast=fast, factor=factor, seed=seed,
                        stf_interval=(stf_interval, stf_interval), stf_size=(stf_size, stf_size),
                        start_time=start_time)
@@ -95,6 +97,19 @@ def daqsim_cmd(schedule, broker, destination, namespace, sender, buffer, fast, f
     _report(summary, as_json)
     if summary.interrupted:
         raise click.exceptions.Exit(130)
+
+
+def user_namespace() -> str:
+    """This user's name as a testbed namespace (letters, digits and ``._@-``)."""
+    import getpass
+    import re
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, no USER/LOGNAME
+        name = ""
+    name = re.sub(r"[^A-Za-z0-9._@-]", "-", name).lstrip("._@-")[:128]
+    return name or "swfflow"
 
 
 def _report(summary: SimSummary, as_json: bool) -> None:

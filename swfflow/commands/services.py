@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
+from pathlib import Path
 
 import click
 
 from swfflow import services
-from swfflow.services.state import ServiceStatus, state_dir
+from swfflow.errors import ServiceError
+from swfflow.services.rucio_server import client_config
+from swfflow.services.state import ServiceHome, ServiceStatus, state_dir
+
+# service → (variable, its value from the state directory and the service's status): what a
+# client needs, printed unwrapped by `up` and as shell exports by `env`
+_EXPORTS = {
+    "activemq": ("SWFFLOW_BROKER", lambda root, status: status.url),
+    "rucio": ("RUCIO_CONFIG", lambda root, status: str(client_config(ServiceHome(root, "rucio")))),
+}
 
 _NAMES = click.argument("names", nargs=-1, metavar="[SERVICE]...")
 _STATE = click.option("--dir", "directory", type=click.Path(file_okay=False),
@@ -32,6 +43,16 @@ def _print(statuses: list[ServiceStatus], as_json: bool, root: str) -> None:
     Console().print(table)
 
 
+def _exports(statuses: list[ServiceStatus], root: Path) -> list[str]:
+    """``export NAME=value`` for each healthy service (one line each, never wrapped)."""
+    lines = []
+    for item in statuses:
+        if item.healthy and item.name in _EXPORTS:
+            name, value = _EXPORTS[item.name]
+            lines.append(f"export {name}={shlex.quote(value(root, item))}")
+    return lines
+
+
 @click.group("services")
 def services_group() -> None:
     """Start, stop and check the local real services: ActiveMQ (STOMP) and a Rucio server on
@@ -41,6 +62,7 @@ def services_group() -> None:
     Clients find them through the state directory:
       <dir>/activemq/endpoint.json   STOMP port and URL
       <dir>/rucio/client/rucio.cfg   export RUCIO_CONFIG=<that file>
+    or all at once: eval "$(swfflow services env)"
     """
 
 
@@ -56,15 +78,37 @@ def up_cmd(names: tuple[str, ...], directory: str | None, as_json: bool) -> None
     if not as_json:
         click.echo(f"ready in {time.monotonic() - started:.1f} s", err=True)
     _print(statuses, as_json, str(root))
+    if not as_json:
+        for line in _exports(statuses, root):
+            click.echo(line)
+        click.echo('next: eval "$(swfflow services env)" sets these in your shell')
 
 
 @services_group.command("down")
 @_NAMES
 @_STATE
-def down_cmd(names: tuple[str, ...], directory: str | None) -> None:
-    """Stop the services (all, or the ones named). Data and logs stay in the directory."""
-    for name, was_running in services.down(names or None, state=directory).items():
+@click.option("--keep-data", is_flag=True, help="Keep Rucio's PostgreSQL database.")
+def down_cmd(names: tuple[str, ...], directory: str | None, keep_data: bool) -> None:
+    """Stop the services (all, or the ones named) and drop Rucio's PostgreSQL database
+    (unless --keep-data). Logs and configuration stay in the directory."""
+    stopped = services.down(names or None, state=directory, drop_data=not keep_data)
+    for name, was_running in stopped.items():
         click.echo(f"{name}: {'stopped' if was_running else 'was not running'}")
+
+
+@services_group.command("env")
+@_STATE
+def env_cmd(directory: str | None) -> None:
+    """Print shell exports for the running services: SWFFLOW_BROKER (the STOMP URL) and
+    RUCIO_CONFIG. Use: eval "$(swfflow services env)". Exit code 1 if one is not running."""
+    root = state_dir(directory)
+    statuses = services.status(state=root)
+    for line in _exports(statuses, root):
+        click.echo(line)
+    down = [item.name for item in statuses if not item.healthy]
+    if down:
+        raise ServiceError(f"not running: {', '.join(down)}", where=str(root),
+                           hint="swfflow services up")
 
 
 @services_group.command("status")

@@ -73,7 +73,9 @@ def show_cmd(name: str, libraries: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**meta.model_dump(mode="json"), "path": str(meta.path)}, indent=1))
         return
-    click.echo(docs.template_readme(meta).removeprefix(docs.GENERATED))
+    from rich.markdown import Markdown
+
+    _console.print(Markdown(docs.template_readme(meta).removeprefix(docs.GENERATED)))
 
 
 @template_group.command("render")

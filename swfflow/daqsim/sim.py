@@ -29,7 +29,7 @@ from typing import Callable, TextIO
 import simpy
 import simpy.rt
 
-from swfflow.daqsim.files import stf_header, write_stf
+from swfflow.daqsim.files import stf_content, write_stf
 from swfflow.daqsim.runs import RunCounter
 from swfflow.daqsim.schedule import Entry, Range, Schedule
 from swfflow.stream.bus import Bus
@@ -207,11 +207,10 @@ class DaqSimulator:
         sequence = run.stf_files + 1
         filename = stf_filename(run.run_id, sequence)
         start_time, end_time = self._time(start), self._time(end)
-        header = stf_header({"run_id": run.run_id, "sequence": sequence, "state": entry.state,
-                             "substate": entry.substate, "start": start_time.isoformat(),
-                             "end": end_time.isoformat(),
-                             "nonce": self.rng.getrandbits(64)})
         size = int(self._draw(entry.stf_size or self.config.stf_size))
+        header = stf_content(run.run_id, sequence, self.rng, size, state=entry.state,
+                             substate=entry.substate, start=start_time.isoformat(),
+                             end=end_time.isoformat())
         stf = write_stf(self.run_dir, filename, header, size)
         run.stf_files, run.bytes = sequence, run.bytes + size
         self._emit(StfGen, filename=filename, sequence=sequence, state=entry.state,

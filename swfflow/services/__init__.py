@@ -53,13 +53,19 @@ def up(names: Iterable[str] | None = None, *, state: str | os.PathLike[str] | No
         return results
 
 
-def down(names: Iterable[str] | None = None, *,
-         state: str | os.PathLike[str] | None = None) -> dict[str, bool]:
-    """Stop the services (reverse order); returns name → whether one was running."""
+def down(names: Iterable[str] | None = None, *, state: str | os.PathLike[str] | None = None,
+         drop_data: bool = False) -> dict[str, bool]:
+    """Stop the services (reverse order); returns name → whether one was running.
+    ``drop_data``: also delete what lives outside the directory (Rucio's database)."""
     root = state_dir(state)
+    stopped = {}
     with _lock(root):
-        return {name: SERVICES[name].stop(ServiceHome(root, name))
-                for name in reversed(_selected(names))}
+        for name in reversed(_selected(names)):
+            module, home = SERVICES[name], ServiceHome(root, name)
+            stopped[name] = module.stop(home)
+            if drop_data and hasattr(module, "purge"):
+                module.purge(home)
+    return stopped
 
 
 def purge(state: str | os.PathLike[str]) -> None:
@@ -68,11 +74,7 @@ def purge(state: str | os.PathLike[str]) -> None:
     import shutil
 
     root = state_dir(state)
-    down(state=root)
-    with _lock(root):
-        for name, module in SERVICES.items():
-            if hasattr(module, "purge"):
-                module.purge(ServiceHome(root, name))
+    down(state=root, drop_data=True)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -350,8 +350,11 @@ def stop(home: ServiceHome) -> bool:
 
 
 def purge(home: ServiceHome) -> None:
-    """Drop this directory's database (the server is stopped first by the caller)."""
+    """Drop this directory's database, if one was made (the caller stopped the server)."""
+    if not _recorded(home) and not home.endpoint().get("database"):
+        return  # never started here: PostgreSQL need not even be reachable
     drop_database(home)
+    write_atomic(home.dir / "database.json", "{}")  # the next start builds a fresh one
 
 
 def status(home: ServiceHome) -> ServiceStatus:

@@ -63,7 +63,8 @@ class ParamSpec(_Strict):
 
 
 def _num(value: float | None) -> str:
-    return f"{value:g}"
+    """A bound as written: 1048576, 0.5 (never 1.04858e+06)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 class PortSpec(_Strict):

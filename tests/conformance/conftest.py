@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).parent
+ENTRY = HERE / "cwl-v1.2.cwltest.yaml"  # imports the suite from its default place
 FLOOR_FILE = HERE / "floor.json"
 TAGS = ("workflow", "scatter", "conditional", "subworkflow", "multiple_input", "step_input",
         "required")
@@ -52,6 +53,28 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.cwl_tags = ",".join(TAGS)  # the tags the floor is recorded for
     if not os.environ.get(_RESULTS_DIR_ENV):
         os.environ[_RESULTS_DIR_ENV] = tempfile.mkdtemp(prefix="swfflow-cwl-")
+    if config.getoption("cwl_tags") or _folder_named(config):
+        _load_suite_where_it_is()
+
+
+def _load_suite_where_it_is() -> None:
+    """cwltest loads ENTRY; give it the suite's own document wherever the suite is
+    ($SWFFLOW_CWL_CONFORMANCE or ../shared/cwl-v1.2: tests/conformance/suite.py), or stop
+    with how to get it."""
+    from cwltest import utils
+
+    from tests.conformance.suite import DOCUMENT, missing_message, suite_dir
+
+    found = suite_dir()
+    if found is None:
+        raise pytest.UsageError(missing_message())
+    load = utils.load_and_validate_tests
+    if getattr(load, "swfflow_suite", None) == found:
+        return
+    def load_suite(path: str) -> Any:
+        return load(str(found / DOCUMENT) if Path(path) == ENTRY else path)
+    load_suite.swfflow_suite = found  # type: ignore[attr-defined]
+    utils.load_and_validate_tests = load_suite
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -92,10 +115,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _summarise(rows: list[dict[str, Any]], config: pytest.Config) -> dict[str, Any]:
-    from cwltest.utils import load_and_validate_tests, shortname
+    from cwltest import utils
 
-    tests, _ = load_and_validate_tests(str(HERE / "cwl-v1.2.cwltest.yaml"))
-    tags_of = {(t.get("label") or shortname(str(t.get("id", "")))): t.get("tags", [])
+    tests, _ = utils.load_and_validate_tests(str(ENTRY))
+    tags_of = {(t.get("label") or utils.shortname(str(t.get("id", "")))): t.get("tags", [])
                for t in tests}
     passed_ids = {r["id"] for r in rows if r["passed"]}
     seen = {r["id"] for r in rows}

@@ -356,7 +356,7 @@ inputs:
   tf_size_kb:
     type: int
     default: 4
-    doc: "size of one time frame inside the STF file, in KiB (integer in [1, 1.04858e+06])"
+    doc: "size of one time frame inside the STF file, in KiB (integer in [1, 1048576])"
     inputBinding: {prefix: --tf-size-kb}
 outputs:
   skim:

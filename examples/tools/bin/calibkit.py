@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Tiny calorimeter-calibration kit used by the example workflow (examples/calib.cwl).
 
-STF files here are small text stand-ins for real super-time-frames: a header line
-``# STF run=<run> seq=<n> ntf=<tfs>`` then ``tf,channel,adc`` hit lines.
+STF files are text stand-ins for real super-time-frames, in the one STF format that
+``swfflow daqsim`` writes (docs/messages.md, "STF files"): a header line
+``# STF run=<run> seq=<n> ntf=<tfs> [key=value ...]``, then ``tf,channel,adc`` hit lines, then
+optionally zero bytes up to the file's nominal size (a sparse hole), where reading stops.
 Subcommands: reco, qa, merge, fit, checksum, integrity. Each writes JSON/text outputs in the
 current directory (cwltool's output directory).
 """
@@ -18,12 +20,24 @@ MAX_GAIN_DEVIATION = 0.2  # feedback flags channels whose gain is off by more th
 
 
 def read_stf(path):
-    lines = Path(path).read_text().splitlines()
+    lines = _text_before_hole(path).splitlines()
     if not lines or not lines[0].startswith("# STF "):
         sys.exit(f"{path}: not an STF file (missing '# STF' header)")
     header = dict(item.split("=", 1) for item in lines[0][6:].split())
     hits = [tuple(int(x) for x in line.split(",")) for line in lines[1:] if line.strip()]
     return header, hits
+
+
+def _text_before_hole(path, chunk_size=1 << 16):
+    """The file's content up to its first zero byte (never reads a GB-sized hole)."""
+    content = bytearray()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            end = chunk.find(b"\0")
+            content += chunk if end < 0 else chunk[:end]
+            if end >= 0:
+                break
+    return content.decode()
 
 
 def reco(stf):
