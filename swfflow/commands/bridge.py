@@ -154,7 +154,8 @@ def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
 
 def _subscribe_only(workflow, inputs, profile_path, broker, destination, subscription,
                     namespace) -> None:
-    from swfflow.stream.bridge.setup import default_subscription, load_template
+    from swfflow.pipeline import load_template
+    from swfflow.stream.bridge.setup import default_subscription
     from swfflow.stream.bus import open_bus
 
     if broker is None:
