@@ -274,3 +274,22 @@ def test_example_outputs_are_byte_identical_to_cwltool(tmp_path, workflow, input
     assert theirs.returncode == 0, theirs.stderr[-3000:]
     mine, reference = _sha1s(json.loads(ours.stdout)), _sha1s(json.loads(theirs.stdout))
     assert mine and mine == reference
+
+
+def test_a_type_typo_is_one_clear_error_with_its_line(tmp_path):
+    workflow = HEADER + f"""\
+inputs:
+  flag: {{type: bolean}}
+outputs:
+  said: {{type: File, outputSource: say/out}}
+steps:
+  say:
+    in: {{w: {{default: hi}}}}
+    out: [out]
+    run:
+{_indent(ECHO_TOOL, 6)}
+"""
+    proc = _run(tmp_path, workflow, {"flag": True})
+    assert proc.returncode == 2, proc.stderr
+    assert "wf.cwl:11: input 'flag' has unknown type 'bolean' (a typo of 'boolean'?)" \
+        in proc.stderr and "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,7 +16,8 @@ from . import cwl_reqs as reqs
 from .cwl_expr import UNKNOWN, evaluate_if_known
 from .cwl_loader import DocumentCache, Loaded, line_of
 from .cwl_pchain import is_pchain_run, pchain_step
-from .cwl_types import port_kind, type_str
+from .cwl_types import (PRIMITIVES, defined_type_names, port_kind, type_str,
+                         unknown_type_names)
 from .cwl_values import apply_value_from, condition, gathered, resolved_binding
 
 SWF = reqs.SWF_NAMESPACE
@@ -89,8 +91,18 @@ class Compiler:
         workflow = ir.Workflow(name=name, requirements=tuple(own_reqs), hints=tuple(own_hints),
                                source_path=path, doc=_doc(proc))
         input_ids: dict[str, str] = {}
+        defined = defined_type_names(scope.requirement_levels)
         for inp in proc.inputs:
             port = _port(inp)
+            unknown = unknown_type_names(inp.type_, defined)
+            if unknown:
+                raise WorkflowError(
+                    f"input {port.name!r} has unknown type {unknown[0]!r} (a typo of "
+                    f"{difflib.get_close_matches(unknown[0], PRIMITIVES, n=1)[0]!r}?)",
+                    where=f"{path}:{line_of(raw_member(raw, 'inputs', port.name)) or 1}",
+                    hint="CWL types: boolean, int, long, float, double, string, File, "
+                         "Directory, Any (with [] for arrays, ? for optional), or a "
+                         "SchemaDefRequirement type")
             input_ids[inp.id] = port.name
             stream = bool((inp.extension_fields or {}).get(SWF + "stream")) \
                 or port.name in scope.stream_inputs
