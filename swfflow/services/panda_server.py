@@ -103,6 +103,8 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
                "schemaPANDAARCH": "DOMA_PANDAARCH", "schemaJEDI": "DOMA_PANDA",
                "schemaDEFT": "DOMA_DEFT"}
     agent = {"nWorkers": 1, "loopCycle": 5}
+    # JEDI's Rucio client when the state directory has a Rucio; else the stub (no look-ups)
+    ddm = "AtlasDDMClient" if rucio_config(home) else "GenDDMClient"
     return {
         # the HTTP log emitters (monitoring) point nowhere: nothing here asks for them
         "panda_common.cfg": {"logger": {
@@ -129,7 +131,7 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
         "panda_jedi.cfg": {
             "master": {"uname": "", "gname": "", "loggername": "jedi"},
             "db": {**db, **schemas, "nWorkers": 2},
-            "ddm": {"modConfig": f"{VO}:1:pandajedi.jediddm.GenDDMClient:GenDDMClient",
+            "ddm": {"modConfig": f"{VO}:1:pandajedi.jediddm.{ddm}:{ddm}",
                     "voWithScope": VO, "user_scope_in_lowercase": True},
             "confeeder": {"procConfig": f"{VO}:any:1", **agent, "checkInterval": 1},
             "taskrefine": {"modConfig": f"{VO}:any:pandajedi.jedirefine.GenTaskRefiner:"
@@ -170,10 +172,18 @@ def _write_configs(home: ServiceHome, port: int, database: str) -> None:
         os.replace(etc / f".{file_name}.tmp", etc / file_name)
 
 
+def rucio_config(home: ServiceHome) -> Path | None:
+    """The client configuration of the Rucio server in the same state directory, if any."""
+    config = home.dir.parent / "rucio" / "client" / "rucio.cfg"
+    return config if config.is_file() else None
+
+
 def _env(home: ServiceHome, venv: Path, url: str) -> dict[str, str]:
     site = next((venv / "lib").glob("python3*/site-packages"))
     api = f"{url}/server/panda"
-    return dict(os.environ, PANDA_HOME=str(home.dir), PANDA_NO_ROOT="1",
+    rucio = {"RUCIO_CONFIG": str(rucio_config(home)), "RUCIO_ACCOUNT": "root"} \
+        if rucio_config(home) else {}
+    return dict(os.environ, **rucio, PANDA_HOME=str(home.dir), PANDA_NO_ROOT="1",
                 PYTHONPATH=os.pathsep.join(str(site / sub) for sub in
                                            ("pandacommon", "pandaserver", "")),
                 PANDA_URL=api, PANDA_URL_SSL=api, PANDA_API_URL=f"{url}/api/v1",
