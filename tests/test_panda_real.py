@@ -54,6 +54,14 @@ def jedi_row(database: str, task_id: str) -> dict:
     return json.loads(found) if found else {}
 
 
+def jedi_datasets(database: str, task_id: str) -> dict[str, tuple[str, str]]:
+    """JEDI's datasets of the task: type → (dataset, container)."""
+    sql = ("select type || '|' || datasetname || '|' || coalesce(containername, '') "
+           f"from doma_panda.jedi_datasets where jeditaskid = {int(task_id)}")
+    rows = postgres.psql(sql, "read jedi_datasets", database=database).splitlines()
+    return {kind: (name, container) for kind, name, container in (r.split("|") for r in rows)}
+
+
 def wait_for(what: str, probe, timeout: float = WAIT_S):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -106,8 +114,15 @@ def test_compiled_task_is_accepted_and_refined_by_jedi(panda_server, executor, r
     row = refined(panda_server["database"], task_id)
     assert row["taskname"] == task.name
     assert row["status"] not in BROKEN, row
-    # nFilesPerJob / nMaxFilesPerJob reached JEDI's split rule
-    assert {"NF=1", "MF=200"} <= set(row["splitrule"].split(",")), row
+    # nFilesPerJob / nMaxFilesPerJob reached JEDI's split rule; no scouts (no US=)
+    rules = set(row["splitrule"].split(","))
+    assert {"NF=1", "MF=200"} <= rules and not any(r.startswith("US=") for r in rules), row
+    # outputs and log go into the containers the downstream tasks read
+    datasets = jedi_datasets(panda_server["database"], task_id)
+    output = next(i for i in task.params["jobParameters"] if i.get("param_type") == "output")
+    assert datasets["tmpl_output"] == (output["dataset"], output["dataset"])
+    assert datasets["tmpl_log"] == (task.params["log"]["dataset"],) * 2
+    assert datasets["input"][0] == task.params["dsForIN"]
     code, status = client_call(panda_server["url"], "getTaskStatus", int(task_id))
     assert code == 0 and status not in BROKEN
 
