@@ -143,3 +143,25 @@ def test_kill_reaches_jedi(panda_server, executor, rucio_catalog):
              lambda: jedi_row(panda_server["database"], task_id)["status"] == "aborted")
     status = executor.status([task_id])[task_id]
     assert (status.state.value, status.raw) == ("failed", "aborted")
+
+
+def test_services_status_lists_panda_with_its_url(panda_server, services_dir):
+    from click.testing import CliRunner
+
+    from swfflow.cli import cli
+
+    result = CliRunner().invoke(cli, ["services", "status", "panda", "--dir", str(services_dir),
+                                       "--json"])
+    (panda,) = json.loads(result.output)["services"]
+    assert panda["healthy"] is True, panda
+    assert panda_server["url"].startswith(panda["url"]) and panda["url"].startswith("http://127.")
+
+
+def test_a_missing_schema_folder_is_a_clear_error(tmp_path, monkeypatch):
+    from swfflow.errors import ConfigError
+    from swfflow.services import panda_db
+
+    monkeypatch.setenv(panda_db.SCHEMA_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="--panda-schema DIR"):
+        panda_db.schema_dir()
+    assert panda_db.schema_dir(ROOT.parent / "shared" / "panda-database").name == "postgres"
