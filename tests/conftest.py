@@ -1,4 +1,4 @@
-"""Session fixtures shared by every test: real ActiveMQ and a real Rucio server.
+"""Session fixtures shared by every test: real ActiveMQ, a real Rucio server and a real PanDA.
 
 Each pytest run (all its xdist workers together) gets its own services directory, hence its own
 broker (own port, own KahaDB) and its own Rucio database, so concurrent test runs on one machine
@@ -33,6 +33,9 @@ SESSION = os.environ["SWFFLOW_TEST_SESSION"]
 os.environ.setdefault("SWFFLOW_RUCIO_VENV", str(
     Path(os.environ.get("SWFFLOW_SERVICES_DIR") or Path.home() / ".swfflow" / "services")
     / "rucio" / "venv"))
+# so is PanDA's (≈660 MB, 2-3 min to install)
+os.environ.setdefault("SWFFLOW_PANDA_VENV", str(
+    Path(os.environ["SWFFLOW_RUCIO_VENV"]).parent.parent / "panda" / "venv"))
 SESSIONS_ROOT = Path(tempfile.gettempdir()) / "swfflow-test-services"
 KEEP_DIR = os.environ.get("SWFFLOW_TEST_SERVICES_DIR")
 
@@ -121,6 +124,23 @@ def rucio_catalog(rucio_env: dict[str, str]):
     from swfflow.backends.rucio import RucioCatalog
 
     return RucioCatalog.from_config(rucio_env["RUCIO_CONFIG"])
+
+
+@pytest.fixture(scope="session")
+def panda_server(services_dir: Path, rucio_env: dict[str, str]) -> dict[str, str]:
+    """A real panda-server 1.0.4 + JEDI with an empty database for this test run; JEDI's DDM
+    client talks to this run's Rucio (``rucio_env``).
+
+    Returns ``url`` (what panda-client's ``PANDA_URL_SSL`` takes), ``database`` (its PostgreSQL
+    database, for checks of what JEDI made of a task) and ``log_dir``. ``os.environ`` is left
+    alone: the contract-server tests keep their own ``PANDA_URL``."""
+    from swfflow import services
+
+    (server,) = services.up(["panda"], state=services_dir, fresh_session=SESSION)
+    assert server.healthy and server.url, server
+    endpoint = services.ServiceHome(services_dir, "panda").endpoint()
+    return {"url": endpoint["api"], "database": endpoint["database"],
+            "log_dir": str(Path(endpoint["log"]).parent)}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

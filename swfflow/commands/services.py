@@ -1,4 +1,4 @@
-"""``swfflow services up|down|status``: the local ActiveMQ + Rucio services."""
+"""``swfflow services up|down|status``: the local ActiveMQ + Rucio (+ PanDA) services."""
 
 from __future__ import annotations
 
@@ -56,12 +56,14 @@ def _exports(statuses: list[ServiceStatus], root: Path) -> list[str]:
 @click.group("services")
 def services_group() -> None:
     """Start, stop and check the local real services: ActiveMQ (STOMP) and a Rucio server on
-    the local PostgreSQL, with three file RSEs (DAQ_DISK, E1_BNL_DISK, E1_JLAB_DISK).
+    the local PostgreSQL, with three file RSEs (DAQ_DISK, E1_BNL_DISK, E1_JLAB_DISK); with
+    `--with panda`, also a real panda-server + JEDI.
 
     \b
     Clients find them through the state directory:
       <dir>/activemq/endpoint.json   STOMP port and URL
       <dir>/rucio/client/rucio.cfg   export RUCIO_CONFIG=<that file>
+      <dir>/panda/endpoint.json      export PANDA_URL_SSL=PANDA_URL=<its "api">
     or all at once: eval "$(swfflow services env)"
     """
 
@@ -70,11 +72,18 @@ def services_group() -> None:
 @_NAMES
 @_STATE
 @_JSON
-def up_cmd(names: tuple[str, ...], directory: str | None, as_json: bool) -> None:
-    """Start the services (all, or the ones named) and wait until they answer. Idempotent."""
+@click.option("--with", "with_", multiple=True, type=click.Choice(sorted(
+    set(services.SERVICES) - set(services.DEFAULT))), help="Also start this service.")
+@click.option("--panda-schema", type=click.Path(file_okay=False),
+              help="PanDA's panda-database folder (default: $SWFFLOW_PANDA_SCHEMA, else "
+                   "../shared/panda-database next to the repository).")
+def up_cmd(names: tuple[str, ...], directory: str | None, as_json: bool,
+           with_: tuple[str, ...], panda_schema: str | None) -> None:
+    """Start the services (ActiveMQ and Rucio, or the ones named) and wait until they answer.
+    Idempotent."""
     root = state_dir(directory)
     started = time.monotonic()
-    statuses = services.up(names or None, state=root)
+    statuses = services.up(names or None, state=root, with_=with_, schema=panda_schema)
     if not as_json:
         click.echo(f"ready in {time.monotonic() - started:.1f} s", err=True)
     _print(statuses, as_json, str(root))
@@ -89,7 +98,7 @@ def up_cmd(names: tuple[str, ...], directory: str | None, as_json: bool) -> None
 @_STATE
 @click.option("--keep-data", is_flag=True, help="Keep Rucio's PostgreSQL database.")
 def down_cmd(names: tuple[str, ...], directory: str | None, keep_data: bool) -> None:
-    """Stop the services (all, or the ones named) and drop Rucio's PostgreSQL database
+    """Stop the services (all, PanDA included, or the ones named) and drop Rucio's PostgreSQL database
     (unless --keep-data). Logs and configuration stay in the directory."""
     stopped = services.down(names or None, state=directory, drop_data=not keep_data)
     for name, was_running in stopped.items():

@@ -79,13 +79,29 @@ def resource_fields(resources: Resources, profile: Profile, retries: int | None,
         "maxAttempt": (retries if retries is not None else d.retries) + 1,
     }
     if container:
-        fields["container_name"] = container
+        fields["container_name"] = container_url(container)
     return fields
 
 
-def split_fields(split: Split) -> dict[str, Any]:
+def container_url(image: str) -> str:
+    """What JEDI gives the pilot verbatim: an image reference with its scheme
+    (``docker://`` unless one is given), as prun and pchain write it."""
+    return image if "://" in image else f"docker://{image}"
+
+
+def split_fields(split: Split, step: str = "") -> dict[str, Any]:
+    """JEDI's splitting fields. Scouting is off (``skipScout``): a scout job measures a task's
+    needs, which our tasks declare, and streaming tasks must not wait for scouts. A step asking
+    for more files per job than JEDI allows per job is refused (JEDI accepts it silently)."""
+    if (split.files_per_job and split.max_files_per_job
+            and split.files_per_job > split.max_files_per_job):
+        raise ConfigError(
+            f"step {step or '?'!r}: {split.files_per_job} files per job is above the "
+            f"maximum of {split.max_files_per_job} (nMaxFilesPerJob)", where=step or None,
+            hint="lower swf:Sizing files_per_job, or raise max_files_per_job (swf:Sizing or "
+                 "the profile's defaults)")
     if split.master is None:
-        fields: dict[str, Any] = {"noInput": True}
+        fields: dict[str, Any] = {"noInput": True, "skipScout": True}
         if split.events_per_job:
             fields["nEventsPerJob"] = split.events_per_job
             fields["nEvents"] = split.events_per_job * (split.n_jobs or 1)
@@ -93,7 +109,7 @@ def split_fields(split: Split) -> dict[str, Any]:
             fields["nEvents"] = split.n_jobs or 1
             fields["nEventsPerJob"] = 1
         return fields
-    fields = {"dsForIN": split.master}
+    fields = {"dsForIN": split.master, "skipScout": True}
     table = {"nFilesPerJob": split.files_per_job, "nMaxFilesPerJob": split.max_files_per_job,
              "nGBPerJob": split.gb_per_job}
     fields.update({k: v for k, v in table.items() if v is not None})
@@ -110,7 +126,9 @@ def job_parameters(task_key: str, split: Split,
 
     Every job runs ``swfflow job`` on the worker with the task's payload (shipped with the
     plan); input files arrive through the ``-i`` template, outputs are declared per port so
-    JEDI registers them into their datasets.
+    JEDI registers them into their datasets. Output and log templates name their dataset as
+    the ``container`` too: JEDI writes each site's files into a dataset of its own inside that
+    container, which is what downstream tasks read (without it they would read an empty one).
     """
     params: list[dict[str, Any]] = [
         {"type": "constant", "value": f"swfflow job --task {shlex.quote(task_key)}"},
@@ -124,9 +142,11 @@ def job_parameters(task_key: str, split: Split,
     for port, did in sorted(outputs.items()):
         name = did.split(":", 1)[-1]
         params.append({"type": "template", "param_type": "output", "dataset": did,
+                       "container": did,
                        "value": f"--out {port}={name}.$JEDITASKID._${{SN/P}}.{port}"})
     log_name = log_dataset.split(":", 1)[-1]
     log = {"type": "template", "param_type": "log", "dataset": log_dataset,
+           "container": log_dataset,
            "value": f"{log_name}.$JEDITASKID.${{SN}}.log.tgz"}
     return params, log
 

@@ -274,7 +274,10 @@ class _Planner:
         secondary = tuple(sorted({did for dids in datasets.values() for did in dids} - {master}))
         return jedi.Split(
             master=master, files_per_job=files,
-            max_files_per_job=sizing.max_files_per_job or d.max_files_per_job,
+            # a gather reads its whole input in one job: the default maximum does not cap it
+            max_files_per_job=sizing.max_files_per_job or (
+                d.max_files_per_job if per_file or sizing.files_per_job
+                else max(d.max_files_per_job, files or 0)),
             gb_per_job=sizing.gb_per_job,
             run_until_closed=master in self.stream_dids.values(), secondary=secondary), port
 
@@ -331,7 +334,7 @@ class _Planner:
             params = jedi.common_fields(self.profile, name)
             params.update(jedi.resource_fields(step.resources, self.profile, step.retries,
                                                step.container.image if step.container else None))
-            params.update(jedi.split_fields(split))
+            params.update(jedi.split_fields(split, step=leaf.path))
             params["jobParameters"], params["log"] = jedi.job_parameters(
                 key, split, outputs, log_ds or "")
         if release == RELEASE_WITH_PARENTS:

@@ -1,4 +1,5 @@
-"""Local real services for tests and users: ActiveMQ (STOMP) and a Rucio server on PostgreSQL.
+"""Local real services for tests and users: ActiveMQ (STOMP), a Rucio server on PostgreSQL and,
+on request (``--with panda``), a real panda-server + JEDI on PostgreSQL.
 
 ``up()`` starts what is not running (idempotent, waits until each answers), ``down()`` stops by
 recorded PID, ``status()`` probes each one. All state — configuration, data, logs, PID and
@@ -15,17 +16,23 @@ from pathlib import Path
 from types import ModuleType
 
 from swfflow.errors import ConfigError
-from swfflow.services import activemq, rucio_server
+from swfflow.services import activemq, panda_server, rucio_server
 from swfflow.services.state import ServiceHome, ServiceStatus, file_lock, state_dir
 
 # name → module with start(home, **options) / stop(home) / status(home); started in this order
-SERVICES: dict[str, ModuleType] = {"activemq": activemq, "rucio": rucio_server}
+SERVICES: dict[str, ModuleType] = {"activemq": activemq, "rucio": rucio_server,
+                                   "panda": panda_server}
+# what `up` starts when no service is named; the others only when named (or `--with`)
+DEFAULT = ("activemq", "rucio")
+# the options of up() each service's start() takes
+OPTIONS: dict[str, tuple[str, ...]] = {"rucio": ("fresh_session",),
+                                       "panda": ("fresh_session", "schema")}
 
 __all__ = ["SERVICES", "ServiceHome", "ServiceStatus", "down", "purge", "status", "stomp_url", "up"]
 
 
-def _selected(names: Iterable[str] | None) -> list[str]:
-    chosen = list(names) if names else list(SERVICES)
+def _selected(names: Iterable[str] | None, default: Iterable[str] = SERVICES) -> list[str]:
+    chosen = list(names) if names else list(default)
     unknown = [name for name in chosen if name not in SERVICES]
     if unknown:
         raise ConfigError(f"unknown service(s): {', '.join(unknown)}",
@@ -38,18 +45,23 @@ def _lock(root: Path):
 
 
 def up(names: Iterable[str] | None = None, *, state: str | os.PathLike[str] | None = None,
-       fresh_session: str | None = None) -> list[ServiceStatus]:
-    """Start the services that are not running and wait until they answer.
+       fresh_session: str | None = None, with_: Iterable[str] = (),
+       schema: str | os.PathLike[str] | None = None) -> list[ServiceStatus]:
+    """Start the services that are not running and wait until they answer: those named, else
+    the default ones plus ``with_`` (e.g. ``["panda"]``).
 
-    ``fresh_session``: an id (e.g. one pytest run). The first call with a new id gives Rucio an
-    empty database; later calls with the same id reuse it (so xdist workers share one)."""
+    ``fresh_session``: an id (e.g. one pytest run). The first call with a new id gives Rucio and
+    PanDA empty databases; later calls with the same id reuse them (so xdist workers share one).
+    ``schema``: PanDA's panda-database folder (default ``$SWFFLOW_PANDA_SCHEMA``, else
+    ``../shared/panda-database`` next to the repository)."""
     root = state_dir(state)
+    given = {"fresh_session": fresh_session, "schema": schema}
+    chosen = _selected(names, default=(*DEFAULT, *_selected(with_, default=())))
     with _lock(root):
         results = []
-        for name in _selected(names):
-            module, home = SERVICES[name], ServiceHome(root, name)
-            options = {"fresh_session": fresh_session} if name == "rucio" else {}
-            results.append(module.start(home, **options))
+        for name in sorted(chosen, key=list(SERVICES).index):
+            options = {key: given[key] for key in OPTIONS.get(name, ())}
+            results.append(SERVICES[name].start(ServiceHome(root, name), **options))
         return results
 
 
@@ -80,8 +92,12 @@ def purge(state: str | os.PathLike[str]) -> None:
 
 def status(names: Iterable[str] | None = None, *,
            state: str | os.PathLike[str] | None = None) -> list[ServiceStatus]:
+    """The named services, else the default ones and every other one started in ``state``."""
     root = state_dir(state)
-    return [SERVICES[name].status(ServiceHome(root, name)) for name in _selected(names)]
+    started = [name for name in SERVICES if (root / name / "endpoint.json").exists()]
+    chosen = _selected(names, default=[name for name in SERVICES
+                                       if name in DEFAULT or name in started])
+    return [SERVICES[name].status(ServiceHome(root, name)) for name in chosen]
 
 
 def stomp_url(state: str | os.PathLike[str] | None = None) -> str | None:

@@ -17,15 +17,14 @@ appear within seconds). No transfer daemons run: those locks stay REPLICATING.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
 import urllib.request
 from pathlib import Path
 
-from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, file_lock,
-                                    pid_alive, run_checked, start_detached, stop_pid, wait_ready,
+from swfflow.services import postgres
+from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, pid_alive,
+                                    run_checked, start_detached, stop_pid, wait_ready,
                                     write_atomic)
 
 NAME = "rucio"
@@ -114,107 +113,57 @@ BUILD_SCHEMA = ("from rucio.db.sqla.util import build_database, create_base_vo, 
                 "create_root_account; build_database(); create_base_vo(); create_root_account()")
 
 
-# --- PostgreSQL ----------------------------------------------------------------------------------
-def _pg() -> tuple[str, str, str]:
-    return (os.environ.get("SWFFLOW_PGHOST", "127.0.0.1"),
-            os.environ.get("SWFFLOW_PGPORT", "5432"), os.environ.get("SWFFLOW_PGUSER", "postgres"))
-
-
-def _psql(sql: str, what: str) -> str:
-    host, port, user = _pg()
-    return run_checked(["psql", "-h", host, "-p", port, "-U", user, "-d", "postgres", "-AtqX",
-                        "-v", "ON_ERROR_STOP=1", "-c", sql], what=what, timeout=120).strip()
-
-
+# --- PostgreSQL and the venv ---------------------------------------------------------------------
 def database_name(home: ServiceHome) -> str:
     """One database per state directory (so test runs never share one)."""
-    digest = hashlib.sha1(str(home.dir).encode()).hexdigest()[:10]
-    return f"swfflow_rucio_{digest}"
+    return postgres.per_directory_name("swfflow_rucio", home.dir)
 
 
-def _database_url(home: ServiceHome) -> str:
-    host, port, _ = _pg()
-    return f"postgresql+psycopg://{DB_ROLE}:{DB_PASSWORD}@{host}:{port}/{database_name(home)}"
-
-
-def _ensure_role() -> None:
-    with file_lock(Path("/tmp/swfflow-pg-role.lock")):  # role creation races between runs
-        if _psql(f"select 1 from pg_roles where rolname = '{DB_ROLE}'", "look up role") != "1":
-            _psql(f"create role {DB_ROLE} login password '{DB_PASSWORD}'", "create role")
-
-
-def _database_exists(home: ServiceHome) -> bool:
-    found = _psql(f"select 1 from pg_database where datname = '{database_name(home)}'",
-                  "look up database")
-    return found == "1"
+def _database_url(home: ServiceHome, name: str | None = None) -> str:
+    host, port, _ = postgres.pg()
+    return (f"postgresql+psycopg://{DB_ROLE}:{DB_PASSWORD}@{host}:{port}/"
+            f"{name or database_name(home)}")
 
 
 def drop_database(home: ServiceHome) -> None:
-    _psql(f"drop database if exists {database_name(home)} with (force)", "drop database")
+    postgres.drop_database(database_name(home))
 
 
 def _template_name() -> str:
     return "swfflow_rucio_template_" + SERVER_REQUIREMENTS[0].split("==")[1].replace(".", "_")
 
 
-def _ensure_template(home: ServiceHome, venv: Path) -> str:
-    """A database with Rucio's schema and root account, built once per Rucio version; fresh
-    databases are copies of it (CREATE DATABASE … TEMPLATE: well under a second, against
-    several seconds for the schema build)."""
-    template = _template_name()
-    with file_lock(Path("/tmp/swfflow-rucio-template.lock")):
-        if _psql(f"select 1 from pg_database where datname = '{template}'",
-                 "look up template") == "1":
-            return template
-        building = template + "_building"  # renamed only once complete
-        _psql(f"drop database if exists {building} with (force)", "drop template")
-        _psql(f"create database {building} owner {DB_ROLE}", "create template")
-        host, port, _ = _pg()
-        db_url = f"postgresql+psycopg://{DB_ROLE}:{DB_PASSWORD}@{host}:{port}/{building}"
-        etc = home.dir / "template-etc"
-        etc.mkdir(parents=True, exist_ok=True)
-        values = {"home": home.dir, "url": "http://127.0.0.1", "user": ROOT_USER,
-                  "password": ROOT_PASSWORD, "db_url": db_url, "log_dir": home.dir / "log"}
-        write_atomic(etc / "rucio.cfg", SERVER_CFG.format(**values).replace(
-            f"cfg = {home.dir}/etc/alembic.ini", f"cfg = {etc}/alembic.ini"))
-        write_atomic(etc / "alembic.ini", ALEMBIC_INI.format(**values))
-        run_checked([str(venv / "bin" / "python"), "-c", BUILD_SCHEMA],
-                    what="build Rucio schema and root account",
-                    env=dict(os.environ, RUCIO_CONFIG=str(etc / "rucio.cfg")))
-        _psql(f"alter database {building} rename to {template}", "rename template")
-        return template
+def _build_template(home: ServiceHome, venv: Path, building: str) -> None:
+    """Rucio's schema and root account in database ``building``."""
+    etc = home.dir / "template-etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    values = {"home": home.dir, "url": "http://127.0.0.1", "user": ROOT_USER,
+              "password": ROOT_PASSWORD, "db_url": _database_url(home, building),
+              "log_dir": home.dir / "log"}
+    write_atomic(etc / "rucio.cfg", SERVER_CFG.format(**values).replace(
+        f"cfg = {home.dir}/etc/alembic.ini", f"cfg = {etc}/alembic.ini"))
+    write_atomic(etc / "alembic.ini", ALEMBIC_INI.format(**values))
+    run_checked([str(venv / "bin" / "python"), "-c", BUILD_SCHEMA],
+                what="build Rucio schema and root account",
+                env=dict(os.environ, RUCIO_CONFIG=str(etc / "rucio.cfg")))
 
 
 def _fresh_database(home: ServiceHome, venv: Path) -> None:
-    """Drop the database and recreate it as a copy of the schema template."""
-    _ensure_role()
-    template = _ensure_template(home, venv)
-    drop_database(home)
-    with file_lock(Path("/tmp/swfflow-rucio-template.lock")):  # a template must be idle
-        _psql(f"create database {database_name(home)} owner {DB_ROLE} template {template}",
-              "create database")
-    # this database only: commits do not wait for the WAL flush (2-3x faster writes on a busy
-    # disk; a crash loses at most the last moment of a disposable local catalog)
-    _psql(f"alter database {database_name(home)} set synchronous_commit = off",
-          "tune database")
+    """Drop the database and recreate it as a copy of the schema template (built once per
+    machine and Rucio version)."""
+    postgres.ensure_role(DB_ROLE, DB_PASSWORD)
+    template = _template_name()
+    postgres.ensure_template(template, DB_ROLE,
+                             lambda building: _build_template(home, venv, building))
+    postgres.copy_template(template, database_name(home), DB_ROLE)
 
 
-# --- the server venv -----------------------------------------------------------------------------
 def venv_path(home: ServiceHome) -> Path:
     return Path(os.environ.get("SWFFLOW_RUCIO_VENV") or home.dir / "venv")
 
 
 def ensure_venv(venv: Path) -> None:
-    """Create the server venv once (pip caches make re-creation fast)."""
-    marker = venv / ".swfflow-requirements"
-    wanted = "\n".join(SERVER_REQUIREMENTS)
-    with file_lock(venv.parent / f".{venv.name}.lock"):
-        if marker.exists() and marker.read_text() == wanted:
-            return
-        run_checked([sys.executable, "-m", "venv", "--clear", str(venv)], what="create venv")
-        run_checked([str(venv / "bin" / "pip"), "install", "-q", *SERVER_REQUIREMENTS],
-                    what="pip install the Rucio server")
-        marker.write_text(wanted)
+    postgres.ensure_venv(venv, SERVER_REQUIREMENTS, what="the Rucio server")
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -290,7 +239,7 @@ def _recorded(home: ServiceHome) -> dict:
 def start(home: ServiceHome, *, fresh_session: str | None = None) -> ServiceStatus:
     """Start (or keep) the server; with a new ``fresh_session`` id, on an empty database."""
     recorded = _recorded(home)
-    needs_reset = (not recorded.get("ready") or not _database_exists(home)
+    needs_reset = (not recorded.get("ready") or not postgres.database_exists(database_name(home))
                    or (fresh_session is not None and recorded.get("session") != fresh_session))
     current = status(home)
     if current.healthy and not needs_reset:

@@ -142,27 +142,43 @@ def start_detached(argv: Sequence[str], *, log: Path, pid_file: Path,
     return proc.pid
 
 
-def stop_pid(pid_file: Path, *, timeout: float = 20.0) -> bool:
-    """SIGTERM the recorded process (SIGKILL after ``timeout``); True if one was running."""
+def stop_pid(pid_file: Path, *, timeout: float = 20.0, group: bool = False) -> bool:
+    """SIGTERM the recorded process (SIGKILL after ``timeout``); True if one was running.
+
+    ``group``: signal its whole process group (a daemon and the workers it forked), and SIGKILL
+    whatever of the group is left once the process is gone, so that no worker is orphaned."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return False
     stopped = False
     if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        pgid = _own_group(pid) if group else None
+
+        def send(sig: int) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig) if pgid else os.kill(pid, sig)
+
+        send(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.1)
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if pid_alive(pid) or pgid:
+            send(signal.SIGKILL)
         _reap(pid)
         stopped = True
     pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def _own_group(pid: int) -> int | None:
+    """The process group of ``pid`` if it is not ours (never signal our own group)."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return pgid if pgid != os.getpgrp() else None
 
 
 def _reap(pid: int) -> None:
