@@ -51,6 +51,21 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join(" " * spaces + line if line else line for line in text.splitlines())
 
 
+# a step that reads the whole stream (a gather): the names of all its files in one job
+GATHER_WORKFLOW = HEADER + f"""\
+inputs:
+  stf_files: {{type: 'File[]', swf:stream: true}}
+outputs:
+  names: {{type: File, outputSource: combine/names}}
+steps:
+  combine:
+    in: {{files: stf_files}}
+    out: [names]
+    run:
+{_indent(NAMES_TOOL, 6)}
+"""
+
+
 def _stfs(folder: Path, n: int) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
@@ -201,18 +216,7 @@ steps:
 
 
 def test_gather_over_more_than_200_stream_files_reads_them_all_in_one_job(tmp_path):
-    workflow = HEADER + f"""\
-inputs:
-  stf_files: {{type: 'File[]', swf:stream: true}}
-outputs:
-  names: {{type: File, outputSource: combine/names}}
-steps:
-  combine:
-    in: {{files: stf_files}}
-    out: [names]
-    run:
-{_indent(NAMES_TOOL, 6)}
-"""
+    workflow = GATHER_WORKFLOW
     files = _stfs(tmp_path / "stf", 205)
     out = _ok(_run(tmp_path, workflow, {"stf_files": files}))
     assert _lines(out["names"]) == [Path(f["location"]).name for f in files]
@@ -225,18 +229,7 @@ steps:
 ])
 def test_an_empty_or_missing_stream_is_one_clear_error_before_anything_runs(tmp_path, inputs,
                                                                               says):
-    workflow = HEADER + f"""\
-inputs:
-  stf_files: {{type: 'File[]', swf:stream: true}}
-outputs:
-  names: {{type: File, outputSource: combine/names}}
-steps:
-  combine:
-    in: {{files: stf_files}}
-    out: [names]
-    run:
-{_indent(NAMES_TOOL, 6)}
-"""
+    workflow = GATHER_WORKFLOW
     proc = _run(tmp_path, workflow, inputs)
     assert proc.returncode == 2, proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr

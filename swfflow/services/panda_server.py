@@ -32,7 +32,7 @@ from pathlib import Path
 
 from swfflow.errors import ServiceError
 from swfflow.services import panda_db, postgres
-from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, pid_alive,
+from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, pid_file_alive,
                                     run_checked, start_detached, stop_pid, tail, wait_ready,
                                     write_atomic)
 
@@ -272,7 +272,7 @@ def _start_jedi(home: ServiceHome, venv: Path, env: dict[str, str]) -> None:
             stderr=subprocess.STDOUT, env=env, cwd=home.dir, start_new_session=True)
     deadline = time.monotonic() + JEDI_TIMEOUT_S
     while time.monotonic() < deadline:
-        if _alive(pid_file):
+        if pid_file_alive(pid_file):
             launcher.wait(timeout=10)
             return
         if launcher.poll() not in (None, 0):
@@ -282,13 +282,6 @@ def _start_jedi(home: ServiceHome, venv: Path, env: dict[str, str]) -> None:
     launcher.wait()
     raise ServiceError(f"JEDI did not start within {JEDI_TIMEOUT_S:.0f} s", where=str(log),
                        hint=tail(log))
-
-
-def _alive(pid_file: Path) -> bool:
-    try:
-        return pid_alive(int(pid_file.read_text()))
-    except (OSError, ValueError):
-        return False
 
 
 def stop(home: ServiceHome) -> bool:
@@ -305,7 +298,7 @@ def status(home: ServiceHome) -> ServiceStatus:
     endpoint = home.endpoint()
     pid, url = home.pid(), endpoint.get("url")
     alive = bool(pid and url and is_alive(url))
-    jedi = _alive(_jedi_pid_file(home))
+    jedi = pid_file_alive(_jedi_pid_file(home))
     healthy = alive and jedi and bool(_recorded(home).get("ready"))
     detail = (f"panda-server {VERSION} + JEDI, database {endpoint.get('database')}, "
               f"PANDA_URL={endpoint.get('api')}" if healthy

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from swfflow.services import postgres
-from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, pid_alive,
+from swfflow.services.state import (ServiceHome, ServiceStatus, choose_port, pid_file_alive,
                                     run_checked, start_detached, stop_pid, wait_ready,
                                     write_atomic)
 
@@ -279,18 +279,11 @@ def _judge_pid_file(home: ServiceHome) -> Path:
 
 def _start_judge(home: ServiceHome, venv: Path, env: dict[str, str]) -> None:
     """The daemon that applies rules to files attached after the rule was made."""
-    if home.pid() and _alive(_judge_pid_file(home)):
+    if home.pid() and pid_file_alive(_judge_pid_file(home)):
         return
     start_detached([str(venv / "bin" / "rucio-judge-evaluator"), "--threads", "1",
                     "--sleep-time", "1"], log=home.dir / "log" / "judge-evaluator.log",
                    pid_file=_judge_pid_file(home), env=env, cwd=home.dir)
-
-
-def _alive(pid_file: Path) -> bool:
-    try:
-        return pid_alive(int(pid_file.read_text()))
-    except (OSError, ValueError):
-        return False
 
 
 def stop(home: ServiceHome) -> bool:
@@ -311,7 +304,7 @@ def status(home: ServiceHome) -> ServiceStatus:
     pid, url = home.pid(), endpoint.get("url")
     version = ping(url) if pid and url else None
     ready = bool(_recorded(home).get("ready"))
-    judge = _alive(_judge_pid_file(home))
+    judge = pid_file_alive(_judge_pid_file(home))
     healthy = bool(version) and ready and judge
     detail = (f"Rucio {version}, database {endpoint.get('database')}, "
               f"RUCIO_CONFIG={endpoint.get('config')}" if healthy

@@ -97,6 +97,14 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def pid_file_alive(pid_file: Path) -> bool:
+    """Is the process whose pid ``pid_file`` holds alive (no file, no process)?"""
+    try:
+        return pid_alive(int(pid_file.read_text()))
+    except (OSError, ValueError):
+        return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
