@@ -15,7 +15,7 @@ says so, nobody asks ``hasattr``. Backends are built by :mod:`swfflow.assemble` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -150,6 +150,10 @@ class ExecutorBase:
         """The parameter outputs (CWL output object) of a finished task, when the executor
         can read them back (the local one can; PanDA cannot: empty)."""
         return {}
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` (from any thread) when a task may have changed state, so a
+        follower need not wait for its next poll. The default never calls it: poll."""
 
     def shutdown(self) -> None:
         """Release what the executor holds (worker processes); the default holds nothing."""

@@ -97,6 +97,7 @@ class LocalExecutor(ExecutorBase):
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[int, Future] = {}
         self._lock = threading.RLock()
+        self._changed: Any = lambda: None  # watch(): told when a job finished
         _META.create_all(engine)
         self._recover()
 
@@ -169,6 +170,9 @@ class LocalExecutor(ExecutorBase):
             conn.execute(TASKS.update().where(TASKS.c.id == int(task_id),
                                               TASKS.c.state.in_(("failed", "aborted")))
                          .values(state="running", message=""))
+
+    def watch(self, changed: Any) -> None:
+        self._changed = changed
 
     # --- beyond the protocol --------------------------------------------------------------
     @_locked
@@ -297,7 +301,9 @@ class LocalExecutor(ExecutorBase):
                 conn.execute(JOBS.update().where(JOBS.c.id == job.id).values(
                     state="running", attempt=job.attempt + 1,
                     job=request["jobs"][0] if len(request["jobs"]) == 1 else request["jobs"]))
-            self._running[job.id] = self._pool_or_new().submit(execute_job, request)
+            future = self._pool_or_new().submit(execute_job, request)
+            future.add_done_callback(lambda _done: self._changed())
+            self._running[job.id] = future
 
     def _request(self, spec: dict[str, Any], job: Any) -> dict[str, Any]:
         payload = spec["payload"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +84,8 @@ class FlowRun:
         self._live: dict[str, _Live] = {}  # task key → live task
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._wake = threading.Event()
+        executor.watch(self._wake.set)
         self._opened: set[str] = set()
         self.failures: list[str] = []
         self._saved: dict[str, dict[str, Any]] = {}  # this instance's rows of an earlier run
@@ -114,7 +115,8 @@ class FlowRun:
                 self._follow()
                 if self.on_tick is not None:
                     self.on_tick(self)
-                time.sleep(self.poll_s)
+                self._wake.wait(self.poll_s)  # a submission or a finished job wakes it early
+                self._wake.clear()
             result = outcome.result()
             if self.failures:
                 raise RunFailed(self.failures[0].splitlines()[0],
@@ -331,6 +333,7 @@ class FlowRun:
         live = _Live(spec, task_id)
         with self._lock:
             self._live[spec.key] = live
+        self._wake.set()  # start it now, not at the next poll
         self._record(spec, "submitted", task_id)
         return live
 
