@@ -16,12 +16,14 @@ from swfflow.assemble import Settings, assemble
 from swfflow.drive.flow_run import FlowRun
 from swfflow.drive.local_run import StreamFeeder
 from swfflow.drive.store import DriverStore
-from swfflow.errors import ConfigError
+from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.pipeline import compile_loaded
 from swfflow.state import sqlite_engine
 
 log = logging.getLogger("swfflow.run")
 STATE_DB = Path(".swfflow") / "state.db"
+# pchain steps: their payload is prun/phpo itself, which only a PanDA worker runs
+PANDA_ONLY_KINDS = frozenset({"prun", "phpo", "junction"})
 
 
 def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path, *,
@@ -41,6 +43,12 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                               hint=f"list the run's STF files under `{name}:` in the inputs "
                                    "file (a DAQ run without STFs is the bridge's business)")
     plan = compile_loaded(workflow, inputs, profile_path, run)
+    native = [t.step for t in plan.tasks if t.payload.get("kind") in PANDA_ONLY_KINDS]
+    if native:
+        raise UnsupportedFeature(
+            f"step {native[0]} is a PanDA-native {next(t.kind for t in plan.tasks if t.step == native[0])} step: it runs "
+            "only on PanDA", where=workflow.source_path or None,
+            hint="submit it with `swfflow submit`; `swfflow compile` shows its task parameters")
     workdir = outdir / ".swfflow"
     engine = sqlite_engine(outdir / STATE_DB)
     settings = Settings(executor="local", catalog="local", workdir=workdir, jobs=jobs,

@@ -286,3 +286,13 @@ steps:
     assert proc.returncode == 2, proc.stderr
     assert "wf.cwl:11: input 'flag' has unknown type 'bolean' (a typo of 'boolean'?)" \
         in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_pchain_workflow_is_unsupported_locally_with_a_pointer_to_submit(tmp_path):
+    proc = subprocess.run(SWFFLOW + ["run", str(REPO / "examples/pchain/pedestal_scan.cwl"),
+                                     str(REPO / "examples/pchain/pedestal_scan.yml"),
+                                     "--outdir", "out", "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 33, proc.stderr
+    assert "runs only on PanDA" in proc.stderr and "swfflow submit" in proc.stderr
+    assert not (tmp_path / "out" / ".swfflow" / "jobs").exists()
