@@ -85,6 +85,7 @@ class FlowRun:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._wake = threading.Event()
+        self._recording = threading.Lock()
         executor.watch(self._wake.set)
         self._opened: set[str] = set()
         self.failures: list[str] = []
@@ -330,11 +331,11 @@ class FlowRun:
         saved = self._saved.get(spec.key) or {}
         if saved.get("phase") in ("failed", "blocked") and saved.get("task_id") == task_id:
             self.executor.retry(task_id)  # resume = try the failed work again
+        self._record(spec, "submitted", task_id)  # before anyone can see it finish
         live = _Live(spec, task_id)
         with self._lock:
             self._live[spec.key] = live
         self._wake.set()  # start it now, not at the next poll
-        self._record(spec, "submitted", task_id)
         return live
 
     def _expression(self, spec: TaskSpec, job: dict[str, Any]) -> dict[str, Any]:
@@ -348,8 +349,9 @@ class FlowRun:
 
     def _record(self, spec: TaskSpec, phase: str, task_id: str | None, message: str = "", *,
                 outputs: dict[str, Any] | None = None) -> None:
-        self.store.save(self.instance, spec.key, name=spec.name, phase=phase, task_id=task_id,
-                        message=message, outputs=outputs)
+        with self._recording:  # leaf threads and the following loop write the same rows
+            self.store.save(self.instance, spec.key, name=spec.name, phase=phase,
+                            task_id=task_id, message=message, outputs=outputs)
 
 
 def _is_array(cwl_type: str) -> bool:
