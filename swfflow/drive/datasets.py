@@ -84,7 +84,8 @@ class DatasetValues:
         with self.lock:
             records = self.catalog.list_files(ref.did)
         if ref.writer is not None:  # a task's files, in the order of what they were made of
-            records = sorted(records, key=lambda r: self._position(ref.writer or "", r.did))
+            order = self._order(ref.writer, ref.did, records, {})
+            records = sorted(records, key=lambda r: order[r.did])
         values = [file_value(r) for r in records]
         if not ref.single:
             return values
@@ -95,25 +96,31 @@ class DatasetValues:
                                  "raise swf:Sizing maxFilesPerJob, or declare the output File[]")
         return values[0] if values else None
 
-    def _position(self, writer: str, did: str) -> tuple[float, ...]:
-        """Where a task's output file belongs: at the place of the input files its job read
-        (a pipelining task gets its producer's files in completion order, but CWL wants the
-        scatter order), then by job number."""
-        match = _JOB_NUMBER.search(did)
-        number = int(match.group(1)) if match else math.inf
-        if self.lineage is None:
-            return (number,)
-        master, master_writer, jobs = self.lineage(writer)
-        inputs = jobs.get(int(number), []) if match else []
-        if master is None or not inputs:
-            return (number,)
-        with self.lock:
-            records = self.catalog.list_files(master)
-        if master_writer is None:  # the run's stream: the order files were announced in
-            order = {r.did: (float(i),) for i, r in enumerate(records)}
-        else:
-            order = {r.did: self._position(master_writer, r.did) for r in records}
-        return min(order.get(f, (math.inf,)) for f in inputs) + (number,)
+    def _order(self, writer: str, did: str, records: list[Any],
+               memo: dict[str, dict[str, tuple[float, ...]]]) -> dict[str, tuple[float, ...]]:
+        """Where each of a task's output files belongs: at the place of the input files its
+        job read (a pipelining task gets its producer's files in completion order, but CWL
+        wants the scatter order), then by job number. Each dataset up the chain is listed and
+        placed once (``memo``: dataset → its files' places)."""
+        if did in memo:
+            return memo[did]
+        master, master_writer, jobs = self.lineage(writer) if self.lineage else (None, None, {})
+        master_order: dict[str, tuple[float, ...]] = {}
+        if master is not None and jobs:
+            with self.lock:
+                inputs = self.catalog.list_files(master)
+            master_order = ({r.did: (float(i),) for i, r in enumerate(inputs)}
+                            if master_writer is None  # the stream: the order of announcement
+                            else self._order(master_writer, master, inputs, memo))
+        places = {}
+        for record in records:
+            match = _JOB_NUMBER.search(record.did)
+            number = int(match.group(1)) if match else math.inf
+            read = jobs.get(int(number), []) if match else []
+            first = min((master_order.get(f, (math.inf,)) for f in read), default=())
+            places[record.did] = first + (number,)
+        memo[did] = places
+        return places
 
     def _is_open(self, did: str) -> bool:
         with self.lock:
