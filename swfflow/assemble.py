@@ -15,6 +15,7 @@ Every command that takes ``--backend`` offers it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -81,6 +82,35 @@ class Backends:
     # the bridge attaches from threads of their own: a catalog with a client of its own there
     # (None: the same one)
     attach_catalog: Catalog | None = None
+    # task id → {job number: the input DIDs it read}, where the executor keeps that (the local
+    # one): outputs are then placed in the scatter order of their inputs
+    job_inputs: Callable[[str], dict[int, list[str]]] | None = None
+    # leaf jobs the run may have in flight at once: the local machine's job slots; a server
+    # executor's leaves only submit and wait
+    flow_jobs: int = 64
+
+    def flow_run(self, plan: Any, store: Any, *, source_path: str, **options: Any) -> Any:
+        """A :class:`~swfflow.drive.flow_run.FlowRun` of ``plan`` on these backends, its
+        state in ``store``: the one engine of ``run``, ``submit`` and the bridge."""
+        from swfflow.drive.flow_run import FlowRun
+
+        return FlowRun(plan, self.catalog, self.executor, store, source_path=source_path,
+                       outputs_of=self.executor.task_outputs,
+                       prepare=self.prepare or _unchanged,
+                       run_expression=self.run_expression or _no_expressions,
+                       job_inputs=self.job_inputs, jobs=options.pop("jobs", self.flow_jobs),
+                       **options)
+
+
+def _unchanged(task: TaskSpec) -> TaskSpec:
+    return task
+
+
+def _no_expressions(task: TaskSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+    from swfflow.errors import RunFailed
+
+    raise RunFailed(f"expression step {task.step} cannot be evaluated here",
+                    hint="these backends were assembled without a plan: a bug, please report")
 
 
 def names(kind: str) -> list[str]:
@@ -109,6 +139,8 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
 
         backends.prepare = LocalPayloads(workflow)
         backends.run_expression = run_expression_locally(workdir)
+        backends.job_inputs = functools.partial(_job_inputs, executor)
+        backends.flow_jobs = settings.jobs
     elif plan is not None:
         from swfflow.drive.expressions import expressions_for_plan
 
@@ -116,6 +148,10 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         # are no tasks: evaluated here, their tools rebuilt from the plan's payloads
         backends.run_expression = expressions_for_plan(source, plan, workdir)
     return backends
+
+
+def _job_inputs(executor: Any, task_id: str) -> dict[int, list[str]]:
+    return {row.number: list(row.files) for row in executor.job_rows(task_id)}
 
 
 def build_catalog(settings: Settings, *, engine: Any = None) -> Any:

@@ -13,7 +13,6 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.assemble import Settings, assemble
-from swfflow.drive.flow_run import FlowRun
 from swfflow.drive.local_run import StreamFeeder
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError, UnsupportedFeature
@@ -55,14 +54,8 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                         attempts=attempts, no_container=no_container)
     with ExitStack() as stack:  # the executor is shut down however the run ends
         backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow)
-        executor = backends.executor
-        assert backends.prepare is not None and backends.run_expression is not None
-        flow = FlowRun(plan, backends.catalog, executor, DriverStore(engine),
-                       source_path=workflow.source_path, outputs_of=executor.task_outputs,
-                       prepare=backends.prepare, run_expression=backends.run_expression,
-                       jobs=jobs, on_tick=StreamFeeder(plan, backends.catalog, streams),
-                       job_inputs=lambda task_id: {row.number: list(row.files)
-                                                   for row in executor.job_rows(task_id)})
+        flow = backends.flow_run(plan, DriverStore(engine), source_path=workflow.source_path,
+                                 on_tick=StreamFeeder(plan, backends.catalog, streams))
         try:
             outputs = flow.run()
         except KeyboardInterrupt:

@@ -1,5 +1,6 @@
 """``swfflow submit`` / ``kill`` / ``retry`` (and the status of a submission): the glue between
-the command line and the SAME driver as ``swfflow run``, over PanDA + Rucio.
+the command line and the SAME engine as ``swfflow run`` (:class:`~swfflow.drive.flow_run.FlowRun`),
+over PanDA + Rucio.
 
 - :func:`connect` asks :mod:`swfflow.assemble` for the backends (PanDA + Rucio, or ``dryrun``
   on the state directory's own catalog); the driver evaluates ExpressionTool steps here
@@ -30,8 +31,8 @@ from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 
 from swfflow.assemble import Backends, Settings, assemble, executor_at
 from swfflow.backends.base import TaskState, TaskStatus
-from swfflow.drive.driver import PHASE_OF_STATE
-from swfflow.drive.driver import DONE, FINAL, Driver, TaskPhase
+from swfflow.drive.flow_run import FlowRun, source_path_of
+from swfflow.drive.phases import DONE, FINAL, LIVE, PHASE_OF_STATE, TaskPhase
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import Plan
@@ -39,7 +40,6 @@ from swfflow.plan.model import Plan
 STATE_FILE = "submit.db"
 DEFAULT_STATE_DIR = ".swfflow"  # the same place `swfflow run --outdir .` keeps its state
 STATE_ENV = "SWFFLOW_STATE"
-LIVE = (TaskPhase.SUBMITTED, TaskPhase.RUNNING)
 
 _META = MetaData()
 SUBMISSIONS = Table(
@@ -189,38 +189,47 @@ class SubmissionStore:
 
 # --- acting on an instance ------------------------------------------------------------------
 
-def make_driver(plan: Plan, store: SubmissionStore, backends: Backends) -> Driver:
-    """The driver of `swfflow run`, over PanDA + Rucio. No payload preparation: PanDA gets the
-    task parameters; expression steps run here, their tools rebuilt from the plan
-    (:func:`connect`)."""
-    return Driver(plan, backends.catalog, backends.executor, store.driver_store,
-                  run_expression=backends.run_expression)
+def make_flow(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> FlowRun:
+    """The engine of `swfflow run`, over PanDA + Rucio: the plan's flow walked, each leaf job a
+    task of the plan. No payload preparation (PanDA gets the task parameters); expression
+    steps run here, their tools rebuilt from the plan (:func:`connect`)."""
+    return backends.flow_run(plan, store.driver_store, source_path=source_path_of(plan, source))
 
 
-def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> Driver:
-    """Create the datasets, record the instance, submit what may be released now."""
-    driver = make_driver(plan, store, backends)
-    store.record(driver.instance, backends.executor.url, backends.catalog.host, source)
-    driver.start()
-    driver.tick()
-    return driver
+def submit(plan: Plan, store: SubmissionStore, backends: Backends, source: str) -> FlowRun:
+    """Create the datasets, record the instance, submit what may be released now (until the
+    run has nothing to do but wait for its tasks)."""
+    flow = make_flow(plan, store, backends, source)
+    store.record(flow.instance, backends.executor.url, backends.catalog.host, source)
+    _settled(flow)
+    return flow
 
 
-def follow(driver: Driver, *, poll_s: float, on_tick: Callable[[Driver], None] | None = None,
+def _settled(flow: FlowRun) -> None:
+    """Started and submitted what may go now; a run that failed already (a server that
+    cannot be reached, a task PanDA rejects) raises why."""
+    try:
+        flow.start()
+        if flow.settle() and flow.error is not None:
+            raise flow.error
+    except BaseException:  # the flow's thread stops with the command
+        flow.detach()
+        raise
+
+
+def follow(flow: FlowRun, *, poll_s: float, on_tick: Callable[[FlowRun], None] | None = None,
            timeout_s: float | None = None) -> None:
     """Keep driving (release complete edges, close datasets) until every task is final."""
-    import time
-
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        finished = driver.tick()
+        finished = flow.tick()
         if on_tick is not None:
-            on_tick(driver)
+            on_tick(flow)
         if finished:
             return
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"{driver.instance} not finished after {timeout_s} s")
-        time.sleep(poll_s)
+            raise TimeoutError(f"{flow.instance} not finished after {timeout_s} s")
+        flow.wait_for_news(poll_s)
 
 
 def refresh(store: SubmissionStore, instance: str, executor: Any) -> None:
@@ -260,14 +269,14 @@ def kill_instance(store: SubmissionStore, instance: str, executor: Any) -> list[
     return killed
 
 
-def retry_instance(store: SubmissionStore, instance: str, backends: Backends) -> Driver:
+def retry_instance(store: SubmissionStore, instance: str, backends: Backends) -> FlowRun:
     """Retry the failed (failed, partial, exhausted, killed) tasks of the instance and release
-    again what they blocked; succeeded tasks are left alone. Returns the driver, ticked once."""
+    again what they blocked; succeeded tasks are left alone. Returns the run, settled."""
     refresh(store, instance, backends.executor)
-    driver = make_driver(store.plan(instance), store, backends)
-    driver.start()  # re-arms failed tasks (executor.retry) and blocked ones, like a re-run
-    driver.tick()
-    return driver
+    source = store.submissions()[instance]["source"]
+    flow = make_flow(store.plan(instance), store, backends, source)
+    _settled(flow)  # re-submits by name: failed tasks are retried (executor.retry), like a re-run
+    return flow
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -280,10 +289,14 @@ def instance_report(store: SubmissionStore, instance: str,
     rows = store.driver_store.load(instance)
     where = store.submissions().get(instance, {})
     tasks = []
-    for spec in plan.tasks:
-        row = rows.get(spec.key, {})
+    keys = [(spec.key, spec.name) for spec in plan.tasks]
+    # run-time instances (a scatter the planner could not size) follow the planned tasks
+    keys += [(key, row["name"]) for key, row in sorted(rows.items())
+             if key not in {k for k, _ in keys}]
+    for key, name in keys:
+        row = rows.get(key, {})
         status = (statuses or {}).get(row.get("task_id") or "")
-        tasks.append({"key": spec.key, "name": spec.name, "task_id": row.get("task_id"),
+        tasks.append({"key": key, "name": name, "task_id": row.get("task_id"),
                       "phase": row.get("phase", TaskPhase.PENDING.value),
                       "message": row.get("message") or "",
                       "jedi_status": status.raw if status else None,

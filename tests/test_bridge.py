@@ -127,7 +127,8 @@ def test_duplicates_and_a_second_replay_change_nothing(tmp_path, state_url):
         assert bridge.counters["duplicates"] == 11 and not bridge.counters["attached"]
         assert sorted((f.did, f.adler32) for f in bridge.catalog.list_files(STREAM)) == first
         executor_tasks = bridge.executor.job_rows
-        assert {k: t.task_id for k, t in bridge.open.driver(RUN).tasks.items()} == \
+        rows = bridge.driver_store.load(f"{bridge.template.workflow}:{RUN}")
+        assert {k: r["task_id"] for k, r in rows.items()} == \
             {"sizes": "1", "merge": "2"}  # no task submitted twice
         assert executor_tasks("3") == []
 

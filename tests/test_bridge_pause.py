@@ -51,7 +51,7 @@ def pause_setup(tmp_path, on: bool, **options):
 
 
 def sizes_task(bridge) -> str:
-    return bridge.open.driver(RUN).tasks["sizes"].task_id
+    return bridge.driver_store.load(f"{bridge.template.workflow}:{RUN}")["sizes"]["task_id"]
 
 
 def run_for(bridge, seconds: float) -> None:

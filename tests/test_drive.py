@@ -16,7 +16,8 @@ from swfflow.backends.base import FileRecord
 from swfflow.backends.local_catalog import LocalCatalog
 from swfflow.state import sqlite_engine
 from swfflow.backends.local_executor import LocalExecutor
-from swfflow.drive import Driver, DriverStore, TaskPhase
+from swfflow.drive import DriverStore, FlowRun, TaskPhase
+from swfflow.drive.local_run import run_expression_locally
 from swfflow.drive.payload import LocalPayloads
 from swfflow.frontends import load_any
 from swfflow.plan.planner import compile_workflow
@@ -87,16 +88,17 @@ def _marker(project: Path) -> Path:
     return project.parent / f"{project.name}-marker"
 
 
-def _driver(project: Path, inputs: dict, *, attempts: int = 2):
+def _flow(project: Path, inputs: dict, *, attempts: int = 2):
     workflow = load_any(project / "wf.cwl", inputs)
     plan = compile_workflow(workflow, inputs, None, "42")
     engine = sqlite_engine(project / "out" / ".swfflow" / "state.db")
     catalog = LocalCatalog(engine)
-    executor = LocalExecutor(catalog, engine, project / "out" / ".swfflow", jobs=2,
-                             attempts=attempts)
-    driver = Driver(plan, catalog, executor, DriverStore(engine),
-                    prepare=LocalPayloads(workflow))
-    return driver, catalog, executor
+    workdir = project / "out" / ".swfflow"
+    executor = LocalExecutor(catalog, engine, workdir, jobs=2, attempts=attempts)
+    flow = FlowRun(plan, catalog, executor, DriverStore(engine),
+                   source_path=str(project / "wf.cwl"), outputs_of=executor.task_outputs,
+                   prepare=LocalPayloads(workflow), run_expression=run_expression_locally(workdir))
+    return flow, catalog, executor
 
 
 def _attach(catalog, did: str, path: Path) -> None:
@@ -106,91 +108,101 @@ def _attach(catalog, did: str, path: Path) -> None:
                                        pfn=str(path))])
 
 
-def _run_whole_stream(driver, catalog, executor, project: Path) -> None:
+def _run_whole_stream(flow, catalog, executor, project: Path) -> None:
     """Attach the three STFs, close the run, drive to the end."""
-    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    stream = next(d.did for d in flow.plan.datasets if d.role == "stream")
     try:
-        driver.start()
+        flow.start()
         for i in range(3):
             _attach(catalog, stream, project / f"stf{i}.dat")
-        driver.close_streams()
-        _tick_until(driver, lambda: driver.finished)
+        flow.close_streams()
+        _tick_until(flow, lambda: flow.finished)
     finally:
+        flow.detach()
         executor.shutdown()
 
 
-def _tick_until(driver, condition, timeout: float = 60.0) -> None:
+def _tick_until(flow, condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, {k: t.phase for k, t in driver.tasks.items()}
-        driver.tick()
+        assert time.monotonic() < deadline, _phases(flow)
+        flow.tick()
         time.sleep(0.1)
+
+
+def _phases(flow) -> dict[str, str]:
+    return {key: row["phase"] for key, row in flow.task_rows().items()}
+
+
+def _task_id(flow, key: str) -> str | None:
+    return (flow.task_rows().get(key) or {}).get("task_id")
 
 
 def test_stream_step_runs_while_open_and_merge_waits_for_close(project):
     _marker(project).write_text("")
-    driver, catalog, executor = _driver(project, {"marker": str(_marker(project))})
-    stream = next(d.did for d in driver.plan.datasets if d.role == "stream")
+    flow, catalog, executor = _flow(project, {"marker": str(_marker(project))})
+    stream = next(d.did for d in flow.plan.datasets if d.role == "stream")
     try:
-        driver.start()
+        flow.start()
         _attach(catalog, stream, project / "stf0.dat")
-        check = driver.tasks["check"]
-        _tick_until(driver, lambda: check.task_id is not None and executor.status(
-            [check.task_id])[check.task_id].n_jobs_done == 1)
+        _tick_until(flow, lambda: _task_id(flow, "check") is not None and executor.status(
+            [_task_id(flow, "check")])[_task_id(flow, "check")].n_jobs_done == 1)
+        flow.tick()
         assert catalog.is_open(stream)
-        assert driver.tasks["check"].phase is TaskPhase.RUNNING  # the open dataset keeps it
-        assert driver.tasks["sum"].phase is TaskPhase.PENDING  # complete edge: not yet
+        assert _phases(flow)["check"] == TaskPhase.RUNNING  # the open dataset keeps it
+        assert "sum" not in _phases(flow)  # complete edge: not released yet
         for name in ("stf1.dat", "stf2.dat"):
             _attach(catalog, stream, project / name)
-        driver.tick()
-        assert driver.tasks["sum"].phase is TaskPhase.PENDING
-        driver.close_streams()
-        _tick_until(driver, lambda: driver.finished)
+        flow.tick()
+        assert "sum" not in _phases(flow)
+        flow.close_streams()
+        _tick_until(flow, lambda: flow.finished)
     finally:
+        flow.detach()
         executor.shutdown()
-    assert {k: t.phase for k, t in driver.tasks.items()} == {
-        "check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
-    outputs = driver.workflow_outputs({"total": "File?"})
-    assert Path(outputs["total"]["location"][7:]).read_text().strip() == "15"
-    for spec in driver.plan.datasets:  # every output dataset closed by its producer
+    assert flow.error is None
+    assert _phases(flow) == {"check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
+    assert Path(flow.result["total"]["location"][7:]).read_text().strip() == "15"
+    for spec in flow.plan.datasets:  # every output dataset closed by its producer
         assert not catalog.is_open(spec.did), spec.did
 
 
 def test_dynamic_when_is_evaluated_on_real_results(project):
     _marker(project).write_text("")
     inputs = {"marker": str(_marker(project)), "min_files": 5}
-    driver, catalog, executor = _driver(project, inputs)
-    assert driver.plan.task("sum").when  # reads a step output: left to the driver
-    _run_whole_stream(driver, catalog, executor, project)
-    total = driver.tasks["sum"]
-    assert total.phase is TaskPhase.SKIPPED and total.task_id is None  # 3 files < 5
-    out = driver.plan.task("sum").outputs["total"]
+    flow, catalog, executor = _flow(project, inputs)
+    assert flow.plan.task("sum").when  # reads a step output: left to the run
+    _run_whole_stream(flow, catalog, executor, project)
+    total = flow.task_rows()["sum"]
+    assert total["phase"] == TaskPhase.SKIPPED and total["task_id"] is None  # 3 files < 5
+    out = flow.plan.task("sum").outputs["total"]
     assert not catalog.is_open(out) and catalog.list_files(out) == []
-    assert driver.workflow_outputs({"total": "File?"}) == {"total": None}
+    assert flow.result == {"total": None}
 
 
 def test_failure_blocks_downstream_then_resume_after_fix(project):
     inputs = {"marker": str(_marker(project))}
-    driver, catalog, executor = _driver(project, inputs, attempts=2)
-    _run_whole_stream(driver, catalog, executor, project)
-    check, total = driver.tasks["check"], driver.tasks["sum"]
-    assert check.phase is TaskPhase.FAILED
-    assert "after 2 attempt(s), exit code 7" in check.message
-    assert "marker" in check.message and "missing" in check.message  # the job's log tail
-    assert total.phase is TaskPhase.BLOCKED and "parent check failed" in total.message
-    assert total.task_id is None  # never submitted
+    flow, catalog, executor = _flow(project, inputs, attempts=2)
+    _run_whole_stream(flow, catalog, executor, project)
+    check, total = flow.task_rows()["check"], flow.task_rows()["sum"]
+    assert check["phase"] == TaskPhase.FAILED and flow.error is not None
+    assert "after 2 attempt(s), exit code 7" in check["message"]
+    assert "marker" in check["message"] and "missing" in check["message"]  # the job's log tail
+    assert total["phase"] == TaskPhase.BLOCKED and "check failed" in total["message"]
+    assert total["task_id"] is None  # never submitted
+    assert flow.problems() == ["check", "sum"]
 
     _marker(project).write_text("")
-    again, catalog2, executor2 = _driver(project, inputs)
+    again, catalog2, executor2 = _flow(project, inputs)
     try:
         again.start()
-        assert again.tasks["check"].phase is TaskPhase.SUBMITTED  # failed → retried
-        assert again.tasks["sum"].phase is TaskPhase.PENDING
         _tick_until(again, lambda: again.finished)
     finally:
+        again.detach()
         executor2.shutdown()
-    assert again.tasks["sum"].phase is TaskPhase.SUCCEEDED
-    assert again.tasks["check"].task_id == check.task_id  # same backend task, not a new one
+    assert again.error is None, again.error
+    assert _phases(again) == {"check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
+    assert _task_id(again, "check") == check["task_id"]  # same backend task, not a new one
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -269,6 +269,41 @@ def test_example_outputs_are_byte_identical_to_cwltool(tmp_path, workflow, input
     assert mine and mine == reference
 
 
+@pytest.mark.slow
+def test_a_run_of_205_stfs_is_byte_identical_to_cwltool(tmp_path):
+    """calib.cwl over a run of 205 STFs (daqsim's format, deterministic content): every output
+    — 205 reconstructions and QA files in STF order, the merge of all of them in one job, the
+    fit — has the bytes cwltool makes."""
+    import random
+
+    import yaml
+
+    from swfflow.daqsim.files import stf_content
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = random.Random(205)
+    files = []
+    for seq in range(1, 206):
+        path = data / f"run000777_stf{seq:04d}.stf"
+        path.write_bytes(stf_content(777, seq, rng, 2048))
+        files.append({"class": "File", "location": str(path)})
+    inputs = tmp_path / "inputs.yml"
+    inputs.write_text(yaml.safe_dump({"stf_files": files, "qa_enabled": True,
+                                      "detector": "bemc"}))
+    ours = subprocess.run(SWFFLOW + ["run", str(REPO / "examples/calib.cwl"), str(inputs),
+                                     "--outdir", str(tmp_path / "ours"), "--jobs", "2", "-q"],
+                          capture_output=True, text=True, timeout=1200)
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    theirs = subprocess.run([sys.executable, "-m", "cwltool", "--no-container", "--quiet",
+                             "--parallel", "--outdir", str(tmp_path / "theirs"),
+                             str(REPO / "examples/calib.cwl"), str(inputs)],
+                            capture_output=True, text=True, timeout=1200)
+    assert theirs.returncode == 0, theirs.stderr[-3000:]
+    mine, reference = _sha1s(json.loads(ours.stdout)), _sha1s(json.loads(theirs.stdout))
+    assert len(mine) > 2 * 205 and mine == reference
+
+
 def test_a_type_typo_is_one_clear_error_with_its_line(tmp_path):
     workflow = HEADER + f"""\
 inputs:

@@ -385,22 +385,22 @@ def test_streaming_task_runs_for_real_through_panda_and_rucio(rucio_catalog, tmp
 
 @pytest.mark.services
 @pytest.mark.slow
-def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog, tmp_path):
-    """The driver of `swfflow run`, with PanDA (the double, running jobs with the local executor)
+def test_flow_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog, tmp_path):
+    """The one engine of `swfflow run`, with PanDA (the double, running jobs with the local executor)
     and the real Rucio server as backends: stream step while the run is open, merge after."""
     import random
 
     from swfflow.state import sqlite_engine
     from swfflow.backends.local_executor import LocalExecutor
     from swfflow.checksum import adler32_file
-    from swfflow.drive import Driver, DriverStore, TaskPhase
+    from swfflow.drive import DriverStore, FlowRun, TaskPhase
     from swfflow.drive.payload import LocalPayloads
     from swfflow.frontends import load_any
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile
     from swfflow.testing.panda_runner import ExecutorRunner, specs_from_plans
     from swfflow.backends.local_paths import LocalPathCatalog
-    from tests.test_drive import CHECK, SUM, WORKFLOW, _attach, _tick_until
+    from tests.test_drive import CHECK, SUM, WORKFLOW, _attach, _phases, _task_id, _tick_until
 
     for name, text in (("wf.cwl", WORKFLOW), ("check.cwl", CHECK), ("sum.cwl", SUM)):
         (tmp_path / name).write_text(text)
@@ -416,29 +416,35 @@ def test_driver_runs_a_streaming_workflow_through_panda_and_rucio(rucio_catalog,
     local = LocalExecutor(LocalPathCatalog(rucio_catalog), sqlite_engine(tmp_path / "jedi.db"),
                           tmp_path / "pilot", jobs=2)
     runner = ExecutorRunner(local, lambda params: prepare(by_name(params)))
+    flow = None
     try:
         with PandaContractServer(runner=runner, tick_s=0.1) as srv:
             executor = PandaExecutor(srv.url, attempts=2, backoff_s=0.01)
-            driver = Driver(plan, rucio_catalog, executor,
-                            DriverStore(sqlite_engine(tmp_path / "driver.db")), prepare=prepare)
+            flow = FlowRun(plan, rucio_catalog, executor,
+                           DriverStore(sqlite_engine(tmp_path / "driver.db")),
+                           source_path=str(tmp_path / "wf.cwl"),
+                           outputs_of=executor.task_outputs, prepare=lambda task: task,
+                           run_expression=lambda task, inputs: {})
             stream = next(d.did for d in plan.datasets if d.role == "stream")
-            driver.start()
+            flow.start()
             for i, size in enumerate((3, 5, 7)):
                 path = tmp_path / f"stf{i}.dat"
                 path.write_bytes(b"x" * size)
                 _attach(rucio_catalog, stream, path)
-            check = driver.tasks["check"]
-            _tick_until(driver, lambda: check.task_id is not None and executor.status(
-                [check.task_id])[check.task_id].n_jobs_done == 3, timeout=120)
-            assert driver.tasks["sum"].phase is TaskPhase.PENDING  # the run is still open
-            assert srv.store.get(int(check.task_id)).status == "running"
-            driver.close_streams()
-            _tick_until(driver, lambda: driver.finished, timeout=120)
+            _tick_until(flow, lambda: _task_id(flow, "check") is not None and executor.status(
+                [_task_id(flow, "check")])[_task_id(flow, "check")].n_jobs_done == 3,
+                timeout=120)
+            assert "sum" not in _phases(flow)  # the run is still open: not released
+            assert srv.store.get(int(_task_id(flow, "check"))).status == "running"
+            flow.close_streams()
+            _tick_until(flow, lambda: flow.finished, timeout=120)
             submitted = [t.taskName for t in srv.store.tasks.values()]
     finally:
+        if flow is not None:
+            flow.detach()
         local.shutdown()
-    assert {k: t.phase for k, t in driver.tasks.items()} == {
-        "check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
+    assert flow.error is None, flow.error
+    assert _phases(flow) == {"check": TaskPhase.SUCCEEDED, "sum": TaskPhase.SUCCEEDED}
     assert sorted(submitted) == sorted(t.name for t in plan.tasks)  # each exactly once
     total = rucio_catalog.list_files(plan.task("sum").outputs["total"])
     assert len(total) == 1

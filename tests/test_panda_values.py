@@ -180,8 +180,8 @@ def _submitted_params(sandbox: Path, tmp_path: Path):
     from swfflow.state import sqlite_engine
     from swfflow.backends.panda import PandaExecutor
     from swfflow.pipeline import build_plan
-    from swfflow.drive.driver import Driver
     from swfflow.drive.expressions import PlanPayloads, client_expressions
+    from swfflow.drive.flow_run import FlowRun
     from swfflow.drive.store import DriverStore
     from swfflow.testing.panda_runner import StateMachineRunner
     from swfflow.testing.panda_server import PandaContractServer
@@ -191,17 +191,21 @@ def _submitted_params(sandbox: Path, tmp_path: Path):
     assert {i.port: (i.expression, i.sources) for i in say.inputs} == {
         "text": (None, ("greet/text",)), "loud": ("$(self.toUpperCase())", ("greet/text",))}
     with PandaContractServer(runner=StateMachineRunner(run_s=0.1), tick_s=0.02) as server:
-        driver = Driver(plan, LocalCatalog.at(tmp_path / "catalog.db"),
-                        PandaExecutor(server.url, attempts=2, backoff_s=0.01),
-                        DriverStore(sqlite_engine(tmp_path / "driver.db")),
-                        run_expression=client_expressions(PlanPayloads(sandbox),
-                                                          tmp_path / "scratch"))
-        driver.start()
+        executor = PandaExecutor(server.url, attempts=2, backoff_s=0.01)
+        flow = FlowRun(plan, LocalCatalog.at(tmp_path / "catalog.db"), executor,
+                       DriverStore(sqlite_engine(tmp_path / "driver.db")),
+                       source_path=str(sandbox / "say.cwl"), outputs_of=executor.task_outputs,
+                       prepare=lambda task: task,
+                       run_expression=client_expressions(PlanPayloads(sandbox),
+                                                         tmp_path / "scratch"))
+        flow.start()
         deadline = time.monotonic() + 60
-        while not driver.tick():
-            assert time.monotonic() < deadline, {k: t.phase for k, t in driver.tasks.items()}
+        while not flow.tick():
+            assert time.monotonic() < deadline, flow.task_rows()
             time.sleep(0.05)
-        assert {k: t.phase.value for k, t in driver.tasks.items()} == \
+        # the double's state machine writes no files: the run says `say`'s File is missing
+        assert "no value for a required File output" in str(flow.error)
+        assert {k: r["phase"] for k, r in flow.task_rows().items()} == \
             {"greet": "succeeded", "say": "succeeded"}
         (on_panda,) = list(server.store.tasks.values())
     assert on_panda.taskName == say.name  # the plan's name: the idempotency key is unchanged

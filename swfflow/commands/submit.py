@@ -108,10 +108,11 @@ def submit_cmd(workflow: str, inputs: str | None, run: str | None, profile_path:
     with contextlib.ExitStack() as stack:
         backends = sub.connect(_settings(backend, panda_url or known, rucio_config, attempts),
                                store, stack, plan=plan, source=workflow)
-        driver = sub.submit(plan, store, backends, workflow)
+        flow = sub.submit(plan, store, backends, workflow)
+        stack.callback(flow.detach)  # what is not followed is left to the next submit
         if follow:
-            _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
-        _finish(store, driver.instance, backends, as_json, must_succeed=follow)
+            _follow(flow, backends, poll_s, timeout_s, quiet or as_json)
+        _finish(store, flow.instance, backends, as_json, must_succeed=follow)
 
 
 submit_cmd.help = (submit_cmd.help or "") + _EXAMPLES_ENV
@@ -164,9 +165,10 @@ def retry_cmd(instance: str, follow: bool, poll_s: float, timeout_s: float | Non
     with contextlib.ExitStack() as stack:
         backends = sub.connect(_settings(executor_name_of(url), url, rucio_config, attempts),
                                store, stack, plan=store.plan(name), source=where["source"])
-        driver = sub.retry_instance(store, name, backends)
+        flow = sub.retry_instance(store, name, backends)
+        stack.callback(flow.detach)
         if follow:
-            _follow(driver, backends, poll_s, timeout_s, quiet or as_json)
+            _follow(flow, backends, poll_s, timeout_s, quiet or as_json)
         _finish(store, name, backends, as_json, must_succeed=follow)
 
 
@@ -188,15 +190,15 @@ def _executor_for(store: Any, name: str, panda_url: str | None, attempts: int) -
                                            engine=store.engine), store)
 
 
-def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,
+def _follow(flow: Any, backends: Any, poll_s: float, timeout_s: float | None,
             quiet: bool) -> None:
     from swfflow import submission as sub
     from swfflow.drive.progress import Progress
 
-    progress = Progress(driver, enabled=not quiet, counts=_panda_counts(backends.executor))
+    progress = Progress(flow, enabled=not quiet, counts=_panda_counts(backends.executor))
     try:
         with progress:
-            sub.follow(driver, poll_s=poll_s, on_tick=lambda _d: progress.update(),
+            sub.follow(flow, poll_s=poll_s, on_tick=lambda _f: progress.update(),
                        timeout_s=timeout_s)
     except TimeoutError as exc:
         raise RunFailed(str(exc), hint="the tasks keep running on PanDA; `swfflow status` "
@@ -204,7 +206,7 @@ def _follow(driver: Any, backends: Any, poll_s: float, timeout_s: float | None,
     except KeyboardInterrupt:
         logging.getLogger("swfflow.submit").warning(
             "stopped following %s; its tasks keep running on PanDA and the state is saved: "
-            "submit the same way again to resume", driver.instance)
+            "submit the same way again to resume", flow.instance)
         raise
 
 
@@ -245,8 +247,8 @@ def report_table(report: dict[str, Any]) -> Any:
 
 def _panda_counts(executor: Any) -> Any:
     """Progress counts from the last bulk status: input files done out of those known."""
-    def counts(task: Any) -> tuple[int, int | None, str]:
-        status = executor.last.get(task.task_id or "")
+    def counts(task_id: str | None) -> tuple[int, int | None, str]:
+        status = executor.last.get(task_id or "")
         if status is None:
             return 0, None, ""
         return status.n_jobs_done, status.n_jobs or None, status.raw

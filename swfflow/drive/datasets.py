@@ -15,6 +15,7 @@ import math
 import re
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,10 @@ class DatasetValues:
     :class:`RunFailed` if it failed."""
 
     def __init__(self, catalog: Catalog, wait_writer: Callable[[str], None],
-                 stopped: threading.Event, lock: threading.Lock, lineage: Lineage | None = None):
+                 stopped: threading.Event, lock: threading.Lock, lineage: Lineage | None = None,
+                 waiting: Callable[[], AbstractContextManager[None]] = nullcontext):
         self.catalog = catalog
+        self.waiting = waiting  # around a wait for the stream to close (the run's bookkeeping)
         self.lineage = lineage
         self.wait_writer = wait_writer
         self.stopped = stopped
@@ -74,10 +77,11 @@ class DatasetValues:
         if ref.writer is not None:
             self.wait_writer(ref.writer)
             return
-        while self._is_open(ref.did):
-            if self.stopped.wait(_POLL_S):
-                raise RunFailed(f"dataset {ref.did} not read: the run was stopped",
-                                hint="run the same command again to resume")
+        with self.waiting():
+            while self._is_open(ref.did):
+                if self.stopped.wait(_POLL_S):
+                    raise RunFailed(f"dataset {ref.did} not read: the run was stopped",
+                                    hint="run the same command again to resume")
 
     def files(self, ref: DatasetRef) -> Any:
         self.wait(ref)

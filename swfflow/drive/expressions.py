@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from swfflow.drive.driver import ExpressionRunner, Prepare
+from swfflow.drive.flow_run import ExpressionRunner, Prepare
 from swfflow.errors import RunFailed
 from swfflow.plan.model import Plan, TaskSpec
 from swfflow.runtime.files import absolute_locations, location_path

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from swfflow.drive.datasets import DatasetRef, DatasetValues, dataset_refs
 from swfflow.drive.engine import Engine, label_indices
 from swfflow.drive.instances import instance_of, templates, whole_dataset, with_values
 from swfflow.drive.parallel import worker_threads
+from swfflow.drive.phases import PHASE_OF_STATE, TaskPhase
 from swfflow.drive.store import DriverStore
 from swfflow.errors import RunFailed
 from swfflow.plan.flow import workflow_of
@@ -46,6 +50,10 @@ Prepare = Callable[[TaskSpec], TaskSpec]
 ExpressionRunner = Callable[[TaskSpec, dict[str, Any]], dict[str, Any]]
 OutputsReader = Callable[[str], dict[str, Any]]
 JobInputsReader = Callable[[str], dict[int, list[str]]]  # task id → {job number: input DIDs}
+# an error submitting a task → seconds to wait before trying again, or None: the run fails
+SubmitErrors = Callable[[Exception], float | None]
+# how long the engine must have had nothing to do but wait for tasks before `settle` says so
+SETTLE_S = 1.5
 
 
 @dataclass
@@ -56,17 +64,24 @@ class _Live:
     task_id: str
     done: threading.Event = field(default_factory=threading.Event)
     status: TaskStatus | None = None
+    phase: TaskPhase = TaskPhase.SUBMITTED
 
 
 class FlowRun:
-    """One instance of a plan, run to its end (:meth:`run`). ``on_tick`` is called from the
-    following loop (e.g. to feed the run's stream)."""
+    """One instance of a plan, run to its end.
+
+    Either all at once (:meth:`run`, which raises :class:`RunFailed` when a task fails), or
+    driven by its caller — the bridge, ``swfflow submit`` — with :meth:`start`, then
+    :meth:`tick` until it returns True (:attr:`error` then says whether it failed), and
+    :meth:`detach` to leave the rest to a later process over the same state store.
+    ``on_tick`` is called on every tick (e.g. to feed the run's stream)."""
 
     def __init__(self, plan: Plan, catalog: Catalog, executor: Executor, store: DriverStore, *,
                  source_path: str, outputs_of: OutputsReader, prepare: Prepare,
                  run_expression: ExpressionRunner, jobs: int = 1, poll_s: float = 0.05,
                  on_tick: Callable[[FlowRun], None] | None = None,
-                 job_inputs: JobInputsReader | None = None):
+                 job_inputs: JobInputsReader | None = None,
+                 submit_errors: SubmitErrors | None = None):
         self.plan, self.catalog, self.executor, self.store = plan, catalog, executor, store
         self.source_path = source_path
         self.outputs_of = outputs_of
@@ -75,6 +90,7 @@ class FlowRun:
         self.jobs = jobs
         self.poll_s = poll_s
         self.on_tick = on_tick
+        self.submit_errors = submit_errors
         self.instance = f"{plan.workflow}:{plan.run}"
         self.templates = templates(plan)
         self.by_key = {t.key: t for t in plan.tasks}
@@ -92,11 +108,36 @@ class FlowRun:
         self._saved: dict[str, dict[str, Any]] = {}  # this instance's rows of an earlier run
         self.job_inputs = job_inputs
         self.values = DatasetValues(catalog, self._wait_writer, self._stopped, self._lock,
-                                    self._lineage if job_inputs else None)
+                                    self._lineage if job_inputs else None, self._waiting)
+        self._outcome: Future[dict[str, Any]] | None = None
+        self.finished = False
+        self.result: dict[str, Any] | None = None  # the workflow's output object, once done
+        self.error: BaseException | None = None  # why it failed, once finished
+        # for `settle`: the threads in a leaf call, those waiting on a task or dataset (in a
+        # leaf or not), and when either last changed
+        self._leaves: Counter[int] = Counter()
+        self._waits: Counter[int] = Counter()
+        self._changed = time.monotonic()
 
     # --- the run ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run every task the flow reaches; the workflow's output object."""
+        self.start()
+        try:
+            while not self.tick():
+                self.wait_for_news()
+        except BaseException:  # Ctrl-C: leaves give up waiting
+            self._stopped.set()
+            self._save_instance("interrupted")
+            raise
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+    def start(self) -> None:
+        """Create the plan's datasets (idempotent), load what an earlier run of the instance
+        recorded, and start walking the flow (in a thread: leaves submit as they are reached)."""
         base = Path(self.source_path).resolve().parent if self.source_path else Path.cwd()
         inputs = describe_files(absolute_locations(self.plan.inputs, base))
         for spec in self.plan.datasets:
@@ -105,36 +146,129 @@ class FlowRun:
                 inputs[spec.port or ""] = DatasetRef(spec.did, writer=None)
         workflow = workflow_of(self.plan.flow, self.source_path)
         self._saved = self.store.load(self.instance)
+        for key, row in self._saved.items():  # what a failure kept from running may go now
+            if row["phase"] == TaskPhase.BLOCKED.value:
+                self.store.save(self.instance, key, phase=TaskPhase.PENDING.value, message="")
         self._save_instance("running")
         engine = Engine(self._leaf, jobs=self.jobs, materialize=self.values.materialize,
                         splits=self._splits)
-        outcome = worker_threads().submit(engine.run, workflow, inputs)
+        self._changed = time.monotonic()  # `settle` counts from here
+        self._outcome = worker_threads().submit(engine.run, workflow, inputs)
+
+    def tick(self) -> bool:
+        """Follow the live tasks once; finish the run when the flow is walked and no task is
+        live. True when finished (then :attr:`result` or :attr:`error` is set)."""
+        if self.finished:
+            return True
+        outcome = self._outcome
+        assert outcome is not None, "start() first"
+        if outcome.done() and outcome.exception() is not None:
+            self._stop_all("the run failed")
+        self._follow()
+        if self.on_tick is not None:
+            self.on_tick(self)
+        if outcome.done() and not self._live_tasks():
+            self._finish(outcome)
+        return self.finished
+
+    def wait_for_news(self, timeout_s: float | None = None) -> None:
+        """Until a task may have changed (a submission, a job done) or the poll interval."""
+        self._wake.wait(self.poll_s if timeout_s is None else timeout_s)
+        self._wake.clear()
+
+    def settle(self, timeout_s: float = 120.0) -> bool:
+        """Tick until the run is finished or has nothing to do but wait for its tasks (what
+        ``swfflow submit`` without ``--follow`` leaves running). True when finished."""
+        deadline = time.monotonic() + timeout_s
+        while not self.tick():
+            if self.idle():
+                return False
+            if time.monotonic() > deadline:
+                raise RunFailed(f"{self.instance}: still submitting after {timeout_s:.0f} s",
+                                hint="the backend is slow to answer: submit again to go on "
+                                     "(nothing is submitted twice)")
+            self.wait_for_news(0.1)
+        return True
+
+    def idle(self, quiet_s: float = SETTLE_S) -> bool:
+        """Has the flow had nothing to do but wait for its tasks (or the stream) for
+        ``quiet_s``? (Then everything that may be submitted now has been.)"""
+        with self._lock:
+            busy = +self._leaves - self._waits  # threads in a leaf call, not waiting
+            # before its first leaf or wait, the walk is still working its way there
+            started = bool(self._leaves or self._waits)
+            return self.finished or (started and not busy and
+                                     time.monotonic() - self._changed >= quiet_s)
+
+    def detach(self) -> None:
+        """Stop walking the flow and leave the tasks to themselves; the saved state lets a
+        later run of the instance (``swfflow submit`` again, a restarted bridge) go on."""
+        self._stopped.set()
+        if self._outcome is not None:
+            try:
+                self._outcome.exception(timeout=5)  # its waits notice within half a second
+            except TimeoutError:
+                log.warning("%s: the flow did not stop within 5 s", self.instance)
+
+    def live_task_ids(self) -> list[str]:
+        """The backend ids of the tasks submitted and not final."""
+        return [live.task_id for live in self._live_tasks()]
+
+    def task_rows(self) -> dict[str, dict[str, Any]]:
+        """What the state store says of each task of the instance (key → phase, task id,
+        message, outputs); planned tasks not reached yet have no row."""
+        return self.store.load(self.instance)
+
+    def problems(self) -> list[str]:
+        """The keys of the tasks that failed or were blocked."""
+        return sorted(key for key, row in self.task_rows().items()
+                      if row["phase"] in (TaskPhase.FAILED.value, TaskPhase.BLOCKED.value))
+
+    def _finish(self, outcome: Future[dict[str, Any]]) -> None:
+        self.finished = True
         try:
-            while not outcome.done() or self._live_tasks():
-                if outcome.done() and outcome.exception() is not None:
-                    self._stop_all("the run failed")
-                self._follow()
-                if self.on_tick is not None:
-                    self.on_tick(self)
-                self._wake.wait(self.poll_s)  # a submission or a finished job wakes it early
-                self._wake.clear()
             result = outcome.result()
             if self.failures:
                 raise RunFailed(self.failures[0].splitlines()[0],
                                 hint="\n".join(self.failures[0].splitlines()[1:]) or None)
-            result = self.values.materialize(result)
+            self.result = self.values.materialize(result)
         except RunFailed as exc:  # a failed task: what it kept from starting says why
             self._stopped.set()
             self._save_instance("failed")
-            raise self._with_blocked(exc) from None
-        except BaseException:  # Ctrl-C: leaves give up waiting
+            self.error = self._with_blocked(exc)
+            return
+        except Exception as exc:  # e.g. a backend that could not be reached
             self._stopped.set()
-            self._save_instance("interrupted")
-            raise
+            self._save_instance("failed")
+            self.error = exc
+            return
         self._close_outputs()
         self._record_not_run()
         self._save_instance("done")
-        return result
+
+    @contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """A leaf waiting on a task or a dataset (for :meth:`settle`)."""
+        with self._lock:
+            self._waits[threading.get_ident()] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waits[threading.get_ident()] -= 1
+                self._changed = time.monotonic()
+
+    @contextmanager
+    def _in_leaf(self) -> Iterator[None]:
+        with self._lock:
+            self._leaves[threading.get_ident()] += 1
+            self._changed = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._leaves[threading.get_ident()] -= 1
+                self._changed = time.monotonic()
 
     def _record_not_run(self) -> None:
         """Planned tasks a finished run never reached: a false `when`, an empty scatter, or a
@@ -182,8 +316,10 @@ class FlowRun:
                                  self.plan.to_dict(), state)
 
     def _close_outputs(self) -> None:
+        """The run is done: no task writes any more (a skipped task's datasets stay empty)."""
+        planned = {d.did for d in self.plan.datasets if d.role != "stream"}
         with self._lock:
-            for did in sorted(self._opened):
+            for did in sorted(self._opened | planned):
                 self.catalog.close_dataset(did)
 
     # --- following ----------------------------------------------------------------------
@@ -194,6 +330,9 @@ class FlowRun:
         for task_id, status in self.executor.status(list(live)).items():
             if status.state.terminal:
                 self._finished(live[task_id], status)
+            elif PHASE_OF_STATE[status.state] is not live[task_id].phase:
+                live[task_id].phase = PHASE_OF_STATE[status.state]  # e.g. it started running
+                self._record(live[task_id].spec, live[task_id].phase.value, task_id)
 
     def _finished(self, live: _Live, status: TaskStatus) -> None:
         live.status = status
@@ -230,10 +369,11 @@ class FlowRun:
             live = self._live.get(key)
         if live is None:
             raise RunFailed(f"task {key} was never submitted", hint="a bug: please report it")
-        while not live.done.wait(0.5):
-            if self._stopped.is_set():
-                raise RunFailed(f"task {key} not followed to its end: the run was stopped",
-                                hint="run the same command again to resume")
+        with self._waiting():
+            while not live.done.wait(0.5):
+                if self._stopped.is_set():
+                    raise RunFailed(f"task {key} not followed to its end: the run was stopped",
+                                    hint="run the same command again to resume")
         if live.status is None or not live.status.state.ok:
             raise RunFailed(f"step {live.spec.step} failed (task {live.spec.name})",
                             hint=live.status.message if live.status else None)
@@ -278,6 +418,10 @@ class FlowRun:
         return set(wanted) <= set(job)
 
     def _leaf(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
+        with self._in_leaf():
+            return self._leaf_job(step, job, label)
+
+    def _leaf_job(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
         path, indices = step.native["task"], label_indices(label)
         key = path + "".join(f".{i}" for i in indices)
         compiled = self.by_key.get(key)
@@ -295,11 +439,18 @@ class FlowRun:
             return self._expression(spec, job)
         live = self._submit(spec)
         self._wait_writer(spec.key)
-        return self.outputs_of(live.task_id)
+        outputs = self.outputs_of(live.task_id)
+        # an executor that cannot read a task's output object back (PanDA): its files are
+        # in the task's output datasets
+        return {**{port: self.values.materialize(DatasetRef(
+                       did, writer=spec.key, single=not _is_array(step.outputs[port].type)))
+                   for port, did in spec.outputs.items()
+                   if port in step.outputs and port not in outputs}, **outputs}
 
     def _dataset_task(self, spec: TaskSpec, step: ir.Step, job: dict[str, Any]) -> dict:
         ports = {i.port for i in spec.inputs if i.dataset is not None}
-        split = spec.payload.get("split_port") is not None
+        # split by the backend: a scatter over the dataset, or jobs the user sized
+        split = spec.payload.get("split_port") is not None or bool(spec.payload.get("chunked"))
         # a complete edge, or a gather (one job over whole datasets): the inputs must be whole
         if spec.release == RELEASE_AFTER_PARENTS or not split:
             for ref in dataset_refs({p: job[p] for p in ports}):
@@ -327,7 +478,7 @@ class FlowRun:
                 if did and did not in self._opened:
                     self.catalog.create_dataset(did)
                     self._opened.add(did)
-        task_id = self.executor.submit(self.prepare(spec))
+        task_id = self._submitted(self.prepare(spec))
         saved = self._saved.get(spec.key) or {}
         if saved.get("phase") in ("failed", "blocked") and saved.get("task_id") == task_id:
             self.executor.retry(task_id)  # resume = try the failed work again
@@ -337,6 +488,22 @@ class FlowRun:
             self._live[spec.key] = live
         self._wake.set()  # start it now, not at the next poll
         return live
+
+    def _submitted(self, spec: TaskSpec) -> str:
+        """Submit; a backend that cannot be reached is tried again for as long as
+        ``submit_errors`` says (the bridge: until it answers), else the run fails."""
+        while True:
+            try:
+                return self.executor.submit(spec)
+            except Exception as exc:
+                delay = self.submit_errors(exc) if self.submit_errors else None
+                if delay is None:
+                    raise
+                log.warning("%s: submitting %s failed (%s); trying again in %.0f s",
+                            self.instance, spec.name, str(exc).splitlines()[0], delay)
+                if self._stopped.wait(delay):
+                    raise RunFailed(f"task {spec.key} not submitted: the run was stopped",
+                                    hint="run the same command again to resume") from None
 
     def _expression(self, spec: TaskSpec, job: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -352,6 +519,15 @@ class FlowRun:
         with self._recording:  # leaf threads and the following loop write the same rows
             self.store.save(self.instance, spec.key, name=spec.name, phase=phase,
                             task_id=task_id, message=message, outputs=outputs)
+
+
+def source_path_of(plan: Plan, given: str = "") -> str:
+    """The workflow file the plan's relative locations resolve against: ``given`` (the file
+    the user named) unless it is a plan.json, else the workflow the plan was compiled from when
+    it is here, else "" (the current folder)."""
+    if given and not given.endswith(".json"):
+        return given
+    return plan.source if plan.source and Path(plan.source).is_file() else ""
 
 
 def _is_array(cwl_type: str) -> bool:

@@ -236,6 +236,11 @@ class _Planner:
                    "split_port": split_port,
                    "gather_ports": {p: d[0] if len(d) == 1 else d for p, d in datasets.items()
                                     if p != split_port}}
+        if split_port is None and datasets and (step.sizing.files_per_job or
+                                                step.sizing.gb_per_job):
+            # the user sized the jobs of a step that reads whole datasets (swf:Sizing): it
+            # runs in chunks as the files come (one output per chunk), not once at the end
+            payload["chunked"] = True
         if step.scatter is not None and not index and split_port is None:
             payload["scatter"] = {"ports": list(step.scatter.ports),
                                   "method": step.scatter.method.value}

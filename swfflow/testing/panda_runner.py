@@ -109,6 +109,38 @@ class StateMachineRunner:
 
 
 
+class FailFirst:
+    """A runner whose tasks named like ``pattern`` end failed on their first attempt, whatever
+    ``inner`` made of them (their jobs ran, their files exist); a retry reports what ``inner``
+    says. For tests of retries over payloads that really run."""
+
+    def __init__(self, inner: TaskRunner, pattern: str):
+        self.inner, self.pattern = inner, re.compile(pattern)
+        self._first: set[int] = set()  # tasks still on their failing first attempt
+
+    def start(self, task_id: int, params: Mapping[str, Any]) -> None:
+        if self.pattern.search(params["taskName"]):
+            self._first.add(task_id)
+        self.inner.start(task_id, params)
+
+    def poll(self, task_id: int) -> RunReport:
+        report = self.inner.poll(task_id)
+        if task_id not in self._first or report.state not in RUN_FINAL:
+            return report
+        return RunReport("failed", n_files=report.n_files, n_files_failed=report.n_files,
+                         job_ids=report.job_ids, message="simulated failed (attempt 0)")
+
+    def stop(self, task_id: int, how: str) -> None:
+        self.inner.stop(task_id, how)
+
+    def retry(self, task_id: int, params: Mapping[str, Any]) -> None:
+        self._first.discard(task_id)
+        self.inner.retry(task_id, params)
+
+
+RUN_FINAL = frozenset({"succeeded", "partial", "failed", "exhausted"})
+
+
 # the executor's view → what the server turns into a JEDI status (panda_tasks.RUN_TO_JEDI)
 STATE_TO_RUN = {
     TaskState.SUBMITTED: "running", TaskState.WAITING: "pending",

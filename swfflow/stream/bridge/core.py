@@ -1,10 +1,12 @@
 """The bridge loop: messages in, idempotent effects out, acks only when the effect is done.
 
-One thread does everything (deliveries arrive in :attr:`Bridge.inbox` from a bus or a replay
-file), so the store, the drivers and the executor need no locks, and per-run message order is
-kept. The one exception is the catalog call attaching a batch of STFs: it runs in a thread of
-its own (:mod:`.work`), so the next batch is received and recorded meanwhile; its outcome is
-committed and acked by the bridge thread. Every message is handled in two halves:
+One thread handles every message (deliveries arrive in :attr:`Bridge.inbox` from a bus or a
+replay file), so per-run message order is kept. Two things run beside it: the catalog call
+attaching a batch of STFs runs in a thread of its own (:mod:`.work`), so the next batch is
+received and recorded meanwhile (its outcome is committed and acked by the bridge thread);
+and each run's tasks are driven by the one engine of ``swfflow run`` and ``submit``
+(:class:`~swfflow.drive.flow_run.FlowRun`), which walks the run's flow in threads of its own
+and is followed from the loop (:meth:`~swfflow.drive.flow_run.FlowRun.tick`). Every message is handled in two halves:
 
 1. **record** (``HANDLERS``, fast, local): the intent goes into the state store, keyed by run,
    file or message id, and the delivery waits on the effect it asked for;
@@ -32,13 +34,16 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from swfflow.backends.base import Catalog, Executor
-from swfflow.drive.driver import Driver, ExpressionRunner, Prepare
+from dataclasses import replace
+
+from swfflow.assemble import Backends
+from swfflow.backends.base import Catalog
+from swfflow.drive.flow_run import FlowRun, source_path_of
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
 from swfflow.stream.bridge.acks import KEYED_BY_FILE, Acks, Waiter
-from swfflow.stream.bridge.backoff import Backoff
+from swfflow.stream.bridge.backoff import Backoff, is_permanent
 from swfflow.stream.bridge.config import BridgeConfig
 from swfflow.stream.bridge.intake import Rejected, file_facts, peek
 from swfflow.stream.bridge.runs import OpenRuns
@@ -57,10 +62,8 @@ Publish = Callable[[str, Envelope], None]
 
 
 class Bridge:
-    def __init__(self, template: Plan, catalog: Catalog, executor: Executor, engine: Any, *,
-                 config: BridgeConfig | None = None, publish: Publish | None = None,
-                 prepare: Prepare | None = None, run_expression: ExpressionRunner | None = None,
-                 attach_catalog: Catalog | None = None):
+    def __init__(self, template: Plan, backends: Backends, engine: Any, *,
+                 config: BridgeConfig | None = None, publish: Publish | None = None):
         streams = [d for d in template.datasets if d.role == "stream"]
         if len(streams) != 1:
             raise ConfigError(
@@ -68,12 +71,13 @@ class Bridge:
                 "attaches a run's STFs to exactly one",
                 where=template.source, hint="mark one File[] input with swf:stream: true")
         self.template, self.stream_template = template, streams[0].did
-        self.catalog, self.executor = catalog, executor
+        self.backends = backends
+        self.catalog, self.executor = backends.catalog, backends.executor
         # STFs are attached from a thread of their own: a catalog client of its own there
         # (None: the same one, for catalogs that are thread-safe)
-        self.attach_catalog: Catalog | None = attach_catalog
+        self.attach_catalog: Catalog | None = backends.attach_catalog
         self.config = config or BridgeConfig()
-        self.publish, self.prepare, self.run_expression = publish, prepare, run_expression
+        self.publish = publish
         self.store, self.driver_store = BridgeStore(engine), DriverStore(engine)
         self.inbox: queue.Queue[Delivery | None] = queue.Queue()
         # the profile's bridge.pause_tasks_on_pause (absent in plans compiled before it)
@@ -88,7 +92,7 @@ class Bridge:
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
                       ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
-        self.open = OpenRuns(self.store, self.new_driver)
+        self.open = OpenRuns(self.store, self.new_flow)
         self.acks = Acks(self.store, self.counters)
         self.work = Work(self.open, self.acks, self.store, self.config, self.gates,
                          self.counters, executor=lambda: self.executor,
@@ -96,11 +100,18 @@ class Bridge:
                          wake=self.wake, publish=publish)
 
     # --- what the collaborators are given ---------------------------------------------------
-    def new_driver(self, run_id: str) -> Driver:
-        """A driver of the run's instance of the plan (:meth:`OpenRuns.driver` starts it)."""
-        return Driver(self.template.instantiate(run_id), self.catalog, self.executor,
-                      self.driver_store, prepare=self.prepare,
-                      run_expression=self.run_expression)
+    def new_flow(self, run_id: str) -> FlowRun:
+        """The run's instance of the plan, on the one engine (:meth:`OpenRuns.flow` starts
+        it). A task that cannot be submitted because PanDA is down is tried again, with the
+        bridge's backoff, until it can: processing catches up, archiving never waits."""
+        # the backends as the loop holds them now (tests swap in wrappers)
+        backends = replace(self.backends, executor=self.executor, catalog=self.catalog)
+        return backends.flow_run(self.template.instantiate(run_id), self.driver_store,
+                                 source_path=source_path_of(self.template),
+                                 submit_errors=self._submit_again_after)
+
+    def _submit_again_after(self, exc: Exception) -> float | None:
+        return None if is_permanent(exc) else self.config.retry_max_s / 4
 
     def attach_catalog_now(self) -> Catalog:
         """The catalog the attach threads start from (read when they start)."""

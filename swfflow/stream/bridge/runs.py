@@ -1,5 +1,6 @@
 """The bridge's in-memory view of its open runs, kept in step with the store: each run's row,
-the STFs recorded but not yet attached, the task holds still to act on, and each run's driver.
+the STFs recorded but not yet attached, the task holds still to act on, and each run's flow
+(the one engine, :class:`~swfflow.drive.flow_run.FlowRun`).
 The loop's handlers and the reconcilers (:mod:`.work`, :mod:`.lanes`) share this one object."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from swfflow.drive.driver import Driver
+from swfflow.drive.flow_run import FlowRun
 from swfflow.stream.bridge.intake import Rejected
 from swfflow.stream.store import OPEN_PHASES, PHASE_DONE, PHASE_FAILED, BridgeStore, StfRow
 
@@ -16,13 +17,13 @@ log = logging.getLogger("swfflow.bridge")
 
 
 class OpenRuns:
-    def __init__(self, store: BridgeStore, new_driver: Callable[[str], Driver]):
+    def __init__(self, store: BridgeStore, new_flow: Callable[[str], FlowRun]):
         self.store = store
-        self.new_driver = new_driver  # a run's driver over the store's saved task state
+        self.new_flow = new_flow  # a run's flow over the store's saved task state
         self.rows: dict[str, dict[str, Any]] = {}  # open runs (store rows, kept in sync)
         self.pending: list[StfRow] = []  # recorded, not attached, in arrival order
         self.holds: dict[str, dict[str, Any]] = {}  # br_holds rows still to act on
-        self.drivers: dict[str, Driver] = {}
+        self.flows: dict[str, FlowRun] = {}
 
     def resume(self) -> None:
         """Load every open run and every recorded-but-unattached STF from the store."""
@@ -47,16 +48,25 @@ class OpenRuns:
             self.rows[run_id].update(values)
             if values.get("phase") in (PHASE_DONE, PHASE_FAILED):
                 del self.rows[run_id]
-                self.drivers.pop(run_id, None)
+                flow = self.flows.pop(run_id, None)
+                if flow is not None:
+                    flow.detach()
 
-    def driver(self, run_id: str) -> Driver:
-        """The run's driver; a new one resumes from the driver store (tasks keep their ids)."""
-        driver = self.drivers.get(run_id)
-        if driver is None:
-            driver = self.new_driver(run_id)
-            driver.start()  # creates the datasets (idempotent), loads saved task state
-            self.drivers[run_id] = driver
-        return driver
+    def flow(self, run_id: str) -> FlowRun:
+        """The run's flow, started; a new one resumes from the state store (tasks are found
+        by name, never submitted twice; failed ones are retried)."""
+        flow = self.flows.get(run_id)
+        if flow is None:
+            flow = self.new_flow(run_id)
+            flow.start()  # creates the datasets (idempotent), starts walking the run's flow
+            self.flows[run_id] = flow
+        return flow
+
+    def detach_all(self) -> None:
+        """The bridge stops: each run's flow stops walking; its state is saved for the next."""
+        for flow in self.flows.values():
+            flow.detach()
+        self.flows.clear()
 
     def drop_pending(self, keep: Callable[[StfRow], bool]) -> None:
         """Forget the pending STFs ``keep`` says no to (attached, rejected, their run failed)."""

@@ -50,10 +50,10 @@ def build_bridge(setup: Setup, stack: ExitStack, publish=None):
                         rucio_attempts=2, rucio_backoff_s=0.2, rucio_max_backoff_s=1.0)
     backends = assemble(settings, engine=engine, stack=stack, plan=template, workflow=workflow,
                         source=setup.workflow)
-    return Bridge(template, backends.catalog, backends.executor, engine,
-                  config=BridgeConfig(**setup.options), publish=publish,
-                  prepare=backends.prepare, run_expression=backends.run_expression,
-                  attach_catalog=backends.attach_catalog)
+    bridge = Bridge(template, backends, engine, config=BridgeConfig(**setup.options),
+                    publish=publish)
+    stack.callback(bridge.open.detach_all)  # the runs' flows stop before the backends close
+    return bridge
 
 
 def summary(bridge: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from swfflow.backends.base import Catalog, CommandRefused, Executor
-from swfflow.drive.driver import FINAL, TaskPhase
 from swfflow.stream.bridge.acks import Acks
 from swfflow.stream.bridge.backoff import Backoff, is_permanent
 from swfflow.stream.bridge.config import BridgeConfig
@@ -32,6 +31,9 @@ from swfflow.stream.store import (HOLD_PAUSED, PHASE_ANNOUNCED, PHASE_CLOSED, PH
 
 log = logging.getLogger("swfflow.bridge")
 FOLLOWED = (PHASE_PREPARED, PHASE_ENDING, PHASE_CLOSED)
+# a run's flow has submitted what may start now once it has had nothing but waiting to do
+# for this long
+SUBMITTED_QUIET_S = 0.2
 
 
 class Work:
@@ -107,14 +109,14 @@ class Work:
         for run_id, row in list(self.runs.rows.items()):
             if row["phase"] != PHASE_ANNOUNCED:
                 continue
-            if not self._for_run("prepare", run_id, lambda: self.runs.driver(run_id).tick()):
-                continue  # tick() submitted the tasks released at start (runUntilClosed)
-            driver = self.runs.driver(run_id)
+            # the flow's start creates the run's datasets; its tasks are submitted as the
+            # flow reaches them (the streaming ones at once: runUntilClosed)
+            if not self._for_run("prepare", run_id, lambda: self.runs.flow(run_id).tick()):
+                continue
             phase = PHASE_ENDING if row["end_seen_at"] is not None else PHASE_PREPARED
             self.runs.update(run_id, phase=phase)
             self.acks.release(("prepared", run_id))
-            log.info("run %s prepared: datasets created, %d task(s) submitted", run_id,
-                     sum(t.task_id is not None for t in driver.tasks.values()))
+            log.info("run %s prepared: datasets created, its flow started", run_id)
 
     # --- pause_run / resume_run: the run's tasks (profile bridge.pause_tasks_on_pause) ------
     def hold_tasks(self) -> None:
@@ -126,15 +128,16 @@ class Work:
                 del self.runs.holds[run_id]
                 self.acks.release(("hold", run_id))
                 continue
-            if row["phase"] in FOLLOWED:  # before that no task is submitted yet
+            # once prepared, and the flow has submitted what may start now: a pause must
+            # find the run's tasks (later ones are paused as they come)
+            if row["phase"] in FOLLOWED and self.runs.flow(run_id).idle(SUBMITTED_QUIET_S):
                 self._hold_run(run_id, hold)
 
     def _hold_run(self, run_id: str, hold: dict) -> None:
         pausing = hold["wanted"] == HOLD_PAUSED
         paused = set(hold["paused"] or ())
         if pausing:
-            live = {t.task_id for t in self.runs.driver(run_id).tasks.values()
-                    if t.task_id is not None and t.phase not in FINAL}
+            live = set(self.runs.flow(run_id).live_task_ids())
             targets = sorted(live - paused - self.unpausable)
             if not targets and hold["applied_at"] is not None:
                 return
@@ -234,7 +237,7 @@ class Work:
                 if waited < self.config.end_timeout_s:
                     continue  # STFs announced by end_run have not all arrived yet
                 missing = _missing(self.store.sequences(run_id), total)
-            if not self._for_run("close", run_id, lambda: self.runs.driver(run_id).close_streams()):
+            if not self._for_run("close", run_id, lambda: self.runs.flow(run_id).close_streams()):
                 continue
             short = total - attached if total is not None else 0
             message = (f"closed after waiting {waited:.0f} s with {short} of {total} announced "
@@ -252,20 +255,21 @@ class Work:
                 continue
             outcome: list[bool] = []
             if not self._for_run("follow", run_id,
-                                 lambda: outcome.append(self.runs.driver(run_id).tick())):
+                                 lambda: outcome.append(self.runs.flow(run_id).tick())):
                 continue
-            driver, finished = self.runs.driver(run_id), outcome[0]
+            flow, finished = self.runs.flow(run_id), outcome[0]
             if finished and row["phase"] == PHASE_CLOSED:
                 _, attached, with_meta = self.store.file_counts_all(run_id)
                 if with_meta < attached:  # done means its STFs' metadata is set too
                     self.lanes.metadata_due = True
                     continue
-                stuck = [t.spec.key for t in driver.tasks.values()
-                         if t.phase in (TaskPhase.FAILED, TaskPhase.BLOCKED)]
-                self.runs.update(run_id, phase=PHASE_FAILED if stuck else PHASE_DONE,
-                                 message=f"failed or blocked: {', '.join(stuck)}" if stuck
-                                 else row["message"])
-                log.info("run %s %s", run_id, "failed" if stuck else "done")
+                stuck = flow.problems()
+                failed = flow.error is not None or bool(stuck)
+                why = f"failed or blocked: {', '.join(stuck)}" if stuck else \
+                    str(flow.error).splitlines()[0] if flow.error else row["message"]
+                self.runs.update(run_id, phase=PHASE_FAILED if failed else PHASE_DONE,
+                                 message=why)
+                log.info("run %s %s", run_id, "failed" if failed else "done")
 
 
 def _missing(seen: set[int], total: int) -> list[int]:
