@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Self
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +43,7 @@ class LiveBridge:
         self.thread = threading.Thread(target=self.bridge.run, daemon=True)
         self.feeder: threading.Thread | None = None
 
-    def __enter__(self) -> LiveBridge:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
