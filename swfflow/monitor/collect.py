@@ -191,7 +191,8 @@ def bridge_runs(engine: Engine, instances: list[Instance],
         done = sum(t.jobs_done for t in tasks)
         out.append(Run(
             run=row.run_id, namespace=row.namespace, phase=row.phase, daq_state=row.daq_state,
-            daq_substate=row.daq_substate, daq_history=history.get(row.run_id, []),
+            daq_substate=row.daq_substate,
+            daq_history=_in_daq_order(history.get(row.run_id, []), row.created_at),
             stream_dataset=row.stream_did, stf_announced=row.total_stf_files,
             stf_recorded=count.recorded if count else 0,
             stf_attached=count.attached if count else 0,
@@ -212,6 +213,17 @@ def bridge_runs(engine: Engine, instances: list[Instance],
                           reason=d.reason, body=(d.body or "")[:DEAD_BODY_CHARS]) for d in dead
                if run is None or d.run_id == str(run)]
     return out, letters
+
+
+def _in_daq_order(events: list[DaqEvent], created_at: float | None) -> list[DaqEvent]:
+    """The timeline in the DAQ's order. ``processed_at`` is when the bridge completed a
+    message's effect, and run_imminent's (datasets and tasks created) can complete after
+    start_run's: it happened when the run was recorded (``created_at``)."""
+    for event in events:
+        if event.event == "run_imminent" and created_at is not None:
+            event.at = min(event.at, created_at)
+    rank = {"run_imminent": 0, "end_run": 2}
+    return sorted(events, key=lambda e: (rank.get(e.event, 1), e.at))
 
 
 # --- swfflow submit (PanDA) -----------------------------------------------------------------
