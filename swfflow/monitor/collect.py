@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,15 @@ DAQ_EVENTS = ("run_imminent", "start_run", "pause_run", "resume_run", "end_run")
 
 
 def collect(engine: Engine | None, run: str | None = None, *, detail: bool = True,
-            submissions: Path | None = None, refresh_live: bool = False) -> Status:
+            submissions: Path | None = None, refresh_live: bool = False,
+            instance: str | None = None) -> Status:
     """Everything known, optionally of one run only. ``detail``: with each task's jobs (log
     tails, commands, outputs); without, only the job counts (what lists need)."""
     status = Status(collected_at=time.time())
     if engine is not None:
         tables = set(inspect(engine).get_table_names())
         if "drv_instances" in tables:
-            status.instances = local_instances(engine, run, detail=detail,
+            status.instances = local_instances(engine, run, detail=detail, instance=instance,
                                                with_jobs="exec_jobs" in tables)
         if "catalog_datasets" in tables:
             status.datasets = local_datasets(engine)
@@ -64,28 +66,60 @@ def collect(engine: Engine | None, run: str | None = None, *, detail: bool = Tru
 # --- the driver + local executor ------------------------------------------------------------
 
 def local_instances(engine: Engine, run: str | None = None, *, detail: bool = True,
-                    with_jobs: bool = True) -> list[Instance]:
+                    with_jobs: bool = True, instance: str | None = None) -> list[Instance]:
     from swfflow.drive.store import INSTANCES, TASKS
 
     with engine.connect() as conn:
         query = select(INSTANCES).order_by(INSTANCES.c.instance)
         if run is not None:
             query = query.where(INSTANCES.c.run == str(run))
+        if instance is not None:
+            query = query.where(INSTANCES.c.instance == instance)
         instances = conn.execute(query).all()
         names = [i.instance for i in instances]
         rows: dict[str, dict[str, Any]] = defaultdict(dict)
         if names:
             for row in conn.execute(select(TASKS).where(TASKS.c.instance.in_(names))):
                 rows[row.instance][row.key] = row._mapping
-    task_ids = [r["task_id"] for by_key in rows.values() for r in by_key.values()
-                if r["task_id"]]
-    jobs = _jobs_of(engine, task_ids, detail) if with_jobs else {}
+    task_ids = [int(r["task_id"]) for by_key in rows.values() for r in by_key.values()
+                if r["task_id"] and str(r["task_id"]).isdigit()]
+    counts: dict[str, JobCounts] = {}
+    jobs: dict[str, list[Job]] = {}
+    if with_jobs and task_ids:
+        jobs = _jobs_of(engine, task_ids) if detail else {}
+        counts = ({key: JobCounts.of(value) for key, value in jobs.items()} if detail
+                  else _job_counts(engine, task_ids))
     return [Instance(instance=inst.instance, workflow=inst.workflow, run=inst.run,
-                     state=inst.state, tasks=_tasks(inst.plan, rows[inst.instance], jobs))
+                     state=inst.state, tasks=_tasks(inst.plan, rows[inst.instance], counts, jobs))
             for inst in instances]
 
 
-def _tasks(plan: dict[str, Any], rows: dict[str, Any],
+@dataclass
+class JobCounts:
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    attempts: int = 0
+    files_done: int = 0  # master input files of finished jobs
+
+    def add(self, state: str, n: int, attempts: int, files: int) -> None:
+        self.total += n
+        self.attempts = max(self.attempts, attempts or 0)
+        if state in ("done", "failed", "running"):
+            setattr(self, state, getattr(self, state) + n)
+        if state == "done":
+            self.files_done += files or 0
+
+    @classmethod
+    def of(cls, jobs: list[Job]) -> JobCounts:
+        counts = cls()
+        for job in jobs:
+            counts.add(job.state, 1, job.attempt, job.inputs)
+        return counts
+
+
+def _tasks(plan: dict[str, Any], rows: dict[str, Any], counts: dict[str, JobCounts],
            jobs: dict[str, list[Job]]) -> list[Task]:
     specs = {spec["key"]: spec for spec in plan.get("tasks", [])}
     # run-time instances (a scatter the planner could not size) follow the planned tasks
@@ -94,56 +128,48 @@ def _tasks(plan: dict[str, Any], rows: dict[str, Any],
     for key in keys:
         spec, row = specs.get(key, {}), rows.get(key, {})
         task_id = row.get("task_id")
-        task_jobs = jobs.get(str(task_id), []) if task_id else []
-        tasks.append(_with_counts(Task(
+        count = counts.get(str(task_id)) or JobCounts()
+        tasks.append(Task(
             key=key, name=row.get("name") or spec.get("name", key), step=spec.get("step"),
             phase=row.get("phase", "pending"), task_id=task_id,
             message=row.get("message") or "", site=(spec.get("params") or {}).get("site"),
             streaming=bool(spec.get("streaming")),
-            parents=[ParentEdge(key=p["key"], mode=p["mode"]) for p in spec.get("parents", [])]),
-            task_jobs))
+            parents=[ParentEdge(key=p["key"], mode=p["mode"]) for p in spec.get("parents", [])],
+            jobs=jobs.get(str(task_id), []), jobs_total=count.total, jobs_done=count.done,
+            jobs_failed=count.failed, jobs_running=count.running, attempts=count.attempts,
+            files_processed=count.files_done))
     return tasks
 
 
-def _with_counts(task: Task, jobs: list[Job]) -> Task:
-    task.jobs_total = len(jobs)
-    task.jobs_done = sum(j.state == "done" for j in jobs)
-    task.jobs_failed = sum(j.state == "failed" for j in jobs)
-    task.jobs_running = sum(j.state == "running" for j in jobs)
-    task.attempts = max((j.attempt for j in jobs), default=0)
-    task.jobs = jobs
-    return task
+def _job_counts(engine: Engine, ids: list[int]) -> dict[str, JobCounts]:
+    """Per task: jobs by state, highest attempt, input files of finished jobs — aggregated by
+    the database (a summary of 1000 tasks must not read 5000 job rows)."""
+    from swfflow.backends.local_executor import JOBS
+
+    files = func.json_array_length(JOBS.c.files)
+    query = (select(JOBS.c.task_id, JOBS.c.state, func.count(), func.max(JOBS.c.attempt),
+                    func.sum(files)).where(JOBS.c.task_id.in_(ids))
+             .group_by(JOBS.c.task_id, JOBS.c.state))
+    out: dict[str, JobCounts] = defaultdict(JobCounts)
+    with engine.connect() as conn:
+        for task_id, state, n, attempts, n_files in conn.execute(query):
+            out[str(task_id)].add(state, n, attempts, n_files)
+    return out
 
 
-def _jobs_of(engine: Engine, task_ids: list[str], detail: bool) -> dict[str, list[Job]]:
+def _jobs_of(engine: Engine, ids: list[int]) -> dict[str, list[Job]]:
     """The local executor's jobs of these tasks, in job order, one query."""
     from swfflow.backends.local_executor import JOBS
 
-    ids = [int(t) for t in task_ids if str(t).isdigit()]
-    if not ids:
-        return {}
-    columns = ([JOBS] if detail else
-               [JOBS.c.task_id, JOBS.c.number, JOBS.c.state, JOBS.c.attempt, JOBS.c.exit_code,
-                func.json_array_length(JOBS.c.files).label("n_files")]
-               if engine.dialect.name == "sqlite" else
-               [JOBS.c.task_id, JOBS.c.number, JOBS.c.state, JOBS.c.attempt, JOBS.c.exit_code,
-                JOBS.c.files])
     out: dict[str, list[Job]] = defaultdict(list)
     with engine.connect() as conn:
-        for r in conn.execute(select(*columns).where(JOBS.c.task_id.in_(ids))
+        for m in conn.execute(select(JOBS).where(JOBS.c.task_id.in_(ids))
                               .order_by(JOBS.c.task_id, JOBS.c.number)):
-            m = r._mapping
-            files = m.get("files")
-            count = m["n_files"] if "n_files" in m else len(files or [])
-            job = Job(number=m["number"], state=m["state"], attempt=m["attempt"] or 0,
-                      exit_code=m["exit_code"], inputs=count or 0)
-            if detail:
-                job.input_files = list(files or [])
-                job.command = m["command"]
-                job.container = m["container"]
-                job.produced = list(m["produced"] or [])
-                job.log_tail = "\n".join((m["log"] or "").splitlines()[-LOG_TAIL_LINES:])
-            out[str(m["task_id"])].append(job)
+            out[str(m.task_id)].append(Job(
+                number=m.number, state=m.state, attempt=m.attempt or 0, exit_code=m.exit_code,
+                inputs=len(m.files or []), input_files=list(m.files or []), command=m.command,
+                container=m.container, produced=list(m.produced or []),
+                log_tail="\n".join((m.log or "").splitlines()[-LOG_TAIL_LINES:])))
     return out
 
 
@@ -197,8 +223,7 @@ def bridge_runs(engine: Engine, instances: list[Instance],
             stf_recorded=count.recorded if count else 0,
             stf_attached=count.attached if count else 0,
             stf_metadata_set=count.meta if count else 0,
-            stf_processed=sum(j.inputs for t in tasks if t.streaming for j in t.jobs
-                              if j.state == "done") if tasks else 0,
+            stf_processed=sum(t.files_processed for t in tasks if t.streaming),
             missing=list(row.missing or []), message=row.message or "",
             tasks_hold=None if hold is None else Hold(
                 wanted=hold.wanted, applied=hold.applied_at is not None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -18,7 +19,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sqlalchemy import func, inspect, select
+from sqlalchemy import case, func, inspect, select
 from sqlalchemy.engine import Engine
 
 from swfflow.monitor.model import Status
@@ -26,26 +27,38 @@ from swfflow.monitor.model import Status
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def histogram(name: str, doc: str, values: Sequence[float],
-              buckets: Sequence[float] = LATENCY_BUCKETS) -> HistogramMetricFamily:
-    cumulative = [(str(b), sum(v <= b for v in values)) for b in buckets]
-    cumulative.append(("+Inf", len(values)))
-    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=float(sum(values)))
+def _latency_columns(latency: Any, present: Any) -> list[Any]:
+    """count, sum and one cumulative bucket count per bound — computed by the database, so a
+    scrape of a store of a million STFs reads no STF row."""
+    return [func.count(present), func.coalesce(func.sum(latency), 0.0),
+            *(func.coalesce(func.sum(case((latency <= bound, 1), else_=0)), 0)
+              for bound in LATENCY_BUCKETS)]
+
+
+def _histogram(name: str, doc: str, values: Sequence[Any]) -> HistogramMetricFamily:
+    count, total, *cumulative = values
+    buckets = [(str(b), int(n)) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)]
+    buckets.append(("+Inf", int(count)))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(total))
 
 
 def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
     from swfflow.stream.tables import DEAD, FILES, MESSAGES
 
+    attach = FILES.c.attached_at - FILES.c.gen_at
+    meta = FILES.c.meta_at - FILES.c.attached_at
     with engine.connect() as conn:
         processed = conn.execute(select(func.count()).select_from(MESSAGES)).scalar_one()
         dead = conn.execute(select(DEAD.c.msg_type, func.count()).group_by(DEAD.c.msg_type)).all()
-        stfs = conn.execute(select(FILES.c.gen_at, FILES.c.attached_at, FILES.c.meta_at)).all()
-    attached = [s for s in stfs if s.attached_at is not None]
+        n_stfs = conn.execute(select(func.count()).select_from(FILES)).scalar_one()
+        attached = conn.execute(select(*_latency_columns(attach, FILES.c.attached_at))).one()
+        metadata = conn.execute(select(*_latency_columns(meta, FILES.c.meta_at))
+                                .where(FILES.c.attached_at.is_not(None))).one()
     n_dead = sum(n for _, n in dead)
     # stf_gen messages are kept as STF rows, not message ids: count both
     received = CounterMetricFamily("swfflow_messages_received",
                                    "DAQ messages the bridge received and kept an effect of")
-    received.add_metric([], processed + len(stfs) + n_dead)
+    received.add_metric([], processed + n_stfs + n_dead)
     yield received
     dead_family = CounterMetricFamily("swfflow_messages_dead_lettered",
                                       "Messages that could never be processed",
@@ -54,15 +67,14 @@ def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
         dead_family.add_metric([msg_type or "unknown"], count)
     yield dead_family
     attached_family = CounterMetricFamily("swfflow_stf_attached", "STFs attached to a run dataset")
-    attached_family.add_metric([], len(attached))
+    attached_family.add_metric([], attached[0])
     yield attached_family
-    yield histogram("swfflow_stf_attach_latency_seconds", "stf_gen received → attached",
-                    [s.attached_at - s.gen_at for s in attached])
-    yield histogram("swfflow_stf_metadata_latency_seconds",
-                    "attached → run/sequence metadata set in the catalog",
-                    [s.meta_at - s.attached_at for s in attached if s.meta_at is not None])
+    yield _histogram("swfflow_stf_attach_latency_seconds", "stf_gen received → attached",
+                     attached)
+    yield _histogram("swfflow_stf_metadata_latency_seconds",
+                     "attached → run/sequence metadata set in the catalog", metadata)
     backlog = GaugeMetricFamily("swfflow_stf_backlog", "STFs recorded but not yet attached")
-    backlog.add_metric([], len(stfs) - len(attached))
+    backlog.add_metric([], n_stfs - attached[0])
     yield backlog
 
 

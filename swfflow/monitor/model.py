@@ -66,6 +66,7 @@ class Task(BaseModel):
     jobs_failed: int = 0
     jobs_running: int = 0
     attempts: int = 0  # the highest attempt of any job
+    files_processed: int = 0  # master input files of its finished jobs
     jedi_status: str | None = None  # PanDA backend only
     monitor_url: str | None = None  # PanDA's own task page
 

@@ -25,9 +25,9 @@ class Source:
     label: str
 
     def read(self, run: str | None = None, *, detail: bool = True,
-             refresh_live: bool = False) -> Status:
+             refresh_live: bool = False, instance: str | None = None) -> Status:
         return collect(self.engine, run, detail=detail, submissions=self.submissions,
-                       refresh_live=refresh_live)
+                       refresh_live=refresh_live, instance=instance)
 
     def close(self) -> None:
         if self.engine is not None:
