@@ -34,20 +34,46 @@ KEEPALIVE_S = 15.0  # a comment line so proxies do not close an idle stream
 
 
 class Snapshots:
-    """The summary model, re-read at most once per ``poll_s`` whoever asks."""
+    """The summary model shared by every reader, at most ``poll_s`` old. Stale-while-
+    revalidate: a reader past ``poll_s`` gets the last snapshot at once and starts one
+    background re-read, so no request waits for the store except the very first, and N pages
+    polling cost one read per interval. Nobody asking costs nothing."""
 
     def __init__(self, source: Source, poll_s: float):
         self.source, self.poll_s = source, poll_s
         self.lock = threading.Lock()
+        self.refreshing = False
         self.at, self.status, self.json = 0.0, None, ""
+
+    def _refresh(self) -> None:
+        try:
+            status = self.source.read(detail=False)
+            text = status.model_dump_json(exclude={"collected_at"})
+            with self.lock:
+                self.status, self.json, self.at = status, text, time.monotonic()
+        finally:
+            with self.lock:
+                self.refreshing = False
 
     def get(self) -> tuple[Status, str]:
         with self.lock:
-            if self.status is None or time.monotonic() - self.at >= self.poll_s:
-                self.status = self.source.read(detail=False)
-                self.json = self.status.model_dump_json(exclude={"collected_at"})
-                self.at = time.monotonic()
-            return self.status, self.json
+            first = self.status is None
+            stale = first or time.monotonic() - self.at >= self.poll_s
+            start = stale and not self.refreshing
+            if start:
+                self.refreshing = True
+        if first and start:
+            self._refresh()  # nothing to serve yet: this reader waits once
+        elif start:
+            threading.Thread(target=self._refresh, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:  # only while another reader makes the first snapshot
+            with self.lock:
+                if self.status is not None:
+                    return self.status, self.json
+            if time.monotonic() > deadline:
+                raise TimeoutError("the store did not answer within 60 s")
+            time.sleep(0.01)
 
 
 def _instances(status: Status) -> list[Instance]:
@@ -73,13 +99,15 @@ def create_app(source: Source, *, poll_s: float = 1.0) -> FastAPI:
     registry = registry_for(source.engine, lambda: snapshots.get()[0])
     page = resources.files("swfflow.monitor").joinpath("page.html").read_text()
 
-    def read(run: str | None = None, detail: bool = False) -> Status:
-        return source.read(run, detail=detail)
+    def read() -> Status:
+        return snapshots.get()[0]
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return page
 
+    # summaries come from the shared snapshot (at most --poll seconds old); one run, one task
+    # and the DAG read the store when asked
     @app.get(f"{API}/status", response_model=Status, summary="Everything (job counts only)")
     def status() -> Response:
         return as_json(read(), Status)
@@ -90,7 +118,7 @@ def create_app(source: Source, *, poll_s: float = 1.0) -> FastAPI:
 
     @app.get(f"{API}/runs/{{run}}", response_model=Run, summary="One run with its jobs")
     def one_run(run: str) -> Response:
-        found = read(run, detail=True).runs
+        found = source.read(run, detail=True).runs
         if not found:
             raise HTTPException(404, f"no run {run!r} in {source.label}")
         return as_json(found[0], Run)

@@ -79,7 +79,9 @@ def local_instances(engine: Engine, run: str | None = None, *, detail: bool = Tr
         names = [i.instance for i in instances]
         rows: dict[str, dict[str, Any]] = defaultdict(dict)
         if names:
-            for row in conn.execute(select(TASKS).where(TASKS.c.instance.in_(names))):
+            columns = (TASKS.c.instance, TASKS.c.key, TASKS.c.name, TASKS.c.phase,
+                       TASKS.c.task_id, TASKS.c.message)  # not the JSON provenance columns
+            for row in conn.execute(select(*columns).where(TASKS.c.instance.in_(names))):
                 rows[row.instance][row.key] = row._mapping
     task_ids = [int(r["task_id"]) for by_key in rows.values() for r in by_key.values()
                 if r["task_id"] and str(r["task_id"]).isdigit()]
@@ -129,15 +131,19 @@ def _tasks(plan: dict[str, Any], rows: dict[str, Any], counts: dict[str, JobCoun
         spec, row = specs.get(key, {}), rows.get(key, {})
         task_id = row.get("task_id")
         count = counts.get(str(task_id)) or JobCounts()
-        tasks.append(Task(
+        # model_construct: these values come from our own stores, typed by their columns;
+        # validating 1000 tasks per poll cost more than reading them
+        tasks.append(Task.model_construct(
             key=key, name=row.get("name") or spec.get("name", key), step=spec.get("step"),
             phase=row.get("phase", "pending"), task_id=task_id,
             message=row.get("message") or "", site=(spec.get("params") or {}).get("site"),
             streaming=bool(spec.get("streaming")),
-            parents=[ParentEdge(key=p["key"], mode=p["mode"]) for p in spec.get("parents", [])],
+            parents=[ParentEdge.model_construct(key=p["key"], mode=p["mode"])
+                     for p in spec.get("parents", [])],
             jobs=jobs.get(str(task_id), []), jobs_total=count.total, jobs_done=count.done,
             jobs_failed=count.failed, jobs_running=count.running, attempts=count.attempts,
-            files_processed=count.files_done))
+            files_processed=count.files_done, backend="local", jedi_status=None,
+            monitor_url=None))
     return tasks
 
 
