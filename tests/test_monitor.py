@@ -172,3 +172,26 @@ def test_events_stream_the_model_as_it_changes(live):
                     break
     assert seen[-1] == 6 and len(set(seen)) >= 3, seen  # several states, not one final read
     source.close()
+
+
+def test_bad_sources_are_one_clear_error(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    def monitor(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "swfflow.cli", "monitor", *args],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    empty = monitor("--outdir", str(tmp_path), "--port", "0")
+    assert empty.returncode == 1 and "no swfflow state under" in empty.stderr
+    assert "swfflow run" in empty.stderr and "Traceback" not in empty.stderr
+    not_url = monitor("--state", "bridge.db", "--port", "0")
+    assert not_url.returncode == 2 and "not a database URL" in not_url.stderr
+    assert "Traceback" not in not_url.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = monitor("--state", f"sqlite:///{tmp_path / 'x.db'}", "--port",
+                       str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "cannot listen on" in busy.stderr

@@ -33,6 +33,7 @@ def monitor_cmd(state_url: str | None, outdir: str, host: str, port: int,
     from swfflow.monitor.app import create_app
     from swfflow.monitor.sources import open_source
 
+    _check_free(host, port)
     source = open_source(state_url, outdir)
     try:
         click.echo(f"swfflow monitor of {source.label} on http://{host}:{port}/", err=True)
@@ -40,3 +41,18 @@ def monitor_cmd(state_url: str | None, outdir: str, host: str, port: int,
                     log_level="warning")
     finally:
         source.close()
+
+
+def _check_free(host: str, port: int) -> None:
+    """One clear error for a port in use, before the server logs its own and exits."""
+    import socket
+
+    from swfflow.errors import ConfigError
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                              hint="choose another --port (or stop what listens there)") from None

@@ -45,6 +45,6 @@ def open_source(state_url: str | None, outdir: str | Path) -> Source:
     if not db.is_file() and submissions is None:
         raise RunFailed(f"no swfflow state under {outdir}", where=str(db),
                         hint="run `swfflow run ... --outdir DIR` (or `swfflow submit` there) "
-                             "first, then `swfflow status --outdir DIR`; for a bridge give "
-                             "--state URL")
+                             "first, then `swfflow status` (or `monitor`) --outdir DIR; for a "
+                             "bridge give --state URL")
     return Source(sqlite_engine(db) if db.is_file() else None, submissions, str(outdir))
