@@ -195,3 +195,39 @@ def test_bad_sources_are_one_clear_error(tmp_path):
         busy = monitor("--state", f"sqlite:///{tmp_path / 'x.db'}", "--port",
                        str(taken.getsockname()[1]))
     assert busy.returncode == 2 and "cannot listen on" in busy.stderr
+
+
+def test_the_monitor_of_a_local_run(tmp_path):
+    """`swfflow monitor --outdir D` over a failed `swfflow run`: the instance, its graph coloured
+    by the tasks' states, the failed job's exit code and log tail, the task metrics."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_status_cli import FAILING
+
+    (tmp_path / "wf.cwl").write_text(FAILING)
+    (tmp_path / "inputs.json").write_text(json.dumps({"word": "run7"}))
+    ran = subprocess.run([sys.executable, "-m", "swfflow.cli", "run", "wf.cwl", "inputs.json",
+                          "--outdir", "out", "--attempts", "1", "-q"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert ran.returncode == 1, ran.stderr
+    source = open_source(None, tmp_path / "out")
+    client = TestClient(create_app(source, poll_s=0.2))
+    (inst,) = client.get("/api/v1/instances").json()
+    assert inst["source"] == "local" and inst["state"] == "failed"
+    phases = {t["key"]: t["phase"] for t in inst["tasks"]}
+    assert sorted(phases.values()) == ["blocked", "failed"]
+    failed = next(key for key, phase in phases.items() if phase == "failed")
+    task = client.get(f"/api/v1/instances/{inst['instance']}/tasks/{failed}").json()
+    (job,) = task["jobs"]
+    assert job["exit_code"] == 3 and "exit 3" in job["log_tail"]
+    svg = client.get(f"/api/v1/instances/{inst['instance']}/dag.svg").text
+    assert "phase-failed" in svg and "phase-blocked" in svg and "edge-" in svg
+    samples = metrics_of(client)
+    by_state = {dict(k)["state"]: v for k, v in samples["swfflow_tasks"].items()}
+    assert by_state == {"failed": 1, "blocked": 1}
+    assert all(dict(k)["site"] for k in samples["swfflow_tasks"])  # the profile's site
+    assert "swfflow_stf_attached_total" not in samples  # no bridge here: no bridge metrics
+    assert client.get("/api/v1/runs").json() == []
+    source.close()
