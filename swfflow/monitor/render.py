@@ -59,8 +59,8 @@ def run_header(run: Run) -> Text:
     return Text.assemble(
         (f"run {run.run}", "bold"), f" ({run.namespace or '-'}) ",
         (run.phase, PHASE_STYLE.get(run.phase, "")),
-        f" · DAQ {run.daq_state or '-'}/{run.daq_substate or '-'} · {stf} attached, "
-        f"{run.stf_processed} processed · elapsed {duration(run.elapsed_s)} "
+        f" · DAQ {run.daq_state or '-'}/{run.daq_substate or '-'}\n{stf} attached, "
+        f"{run.stf_processed} processed · elapsed {duration(run.elapsed_s)} · "
         f"ETA {duration(run.eta_s)}")
 
 
@@ -89,8 +89,9 @@ def render(status: Status) -> Group:
             table.add_row(ds.did, "open" if ds.open else "closed", str(ds.files))
         parts.append(table)
     if status.dead_letters:
-        parts.append(Text(f"{len(status.dead_letters)} dead letter(s); last: "
-                          f"{status.dead_letters[-1].reason}", style="red"))
+        last = status.dead_letters[-1].reason.splitlines()[0]
+        parts.append(Text(f"{len(status.dead_letters)} dead letter(s); last: {last}",
+                          style="red"))
     if not parts:
         parts.append(Text("no runs recorded in this state store"))
     return Group(*parts)
