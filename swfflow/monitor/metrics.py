@@ -29,7 +29,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 def _latency_columns(latency: Any, present: Any) -> list[Any]:
     """count, sum and one cumulative bucket count per bound — computed by the database, so a
-    scrape of a store of a million STFs reads no STF row."""
+    scrape of a store of a million STFs brings no STF row into Python."""
     return [func.count(present), func.coalesce(func.sum(latency), 0.0),
             *(func.coalesce(func.sum(case((latency <= bound, 1), else_=0)), 0)
               for bound in LATENCY_BUCKETS)]
@@ -50,10 +50,12 @@ def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
     with engine.connect() as conn:
         processed = conn.execute(select(func.count()).select_from(MESSAGES)).scalar_one()
         dead = conn.execute(select(DEAD.c.msg_type, func.count()).group_by(DEAD.c.msg_type)).all()
-        n_stfs = conn.execute(select(func.count()).select_from(FILES)).scalar_one()
-        attached = conn.execute(select(*_latency_columns(attach, FILES.c.attached_at))).one()
-        metadata = conn.execute(select(*_latency_columns(meta, FILES.c.meta_at))
-                                .where(FILES.c.attached_at.is_not(None))).one()
+        # one pass over the STF rows for both histograms and the counts
+        columns = [func.count(), *_latency_columns(attach, FILES.c.attached_at),
+                   *_latency_columns(meta, FILES.c.meta_at)]
+        n_stfs, *both = conn.execute(select(*columns)).one()
+    width = len(LATENCY_BUCKETS) + 2
+    attached, metadata = both[:width], both[width:]
     n_dead = sum(n for _, n in dead)
     # stf_gen messages are kept as STF rows, not message ids: count both
     received = CounterMetricFamily("swfflow_messages_received",
