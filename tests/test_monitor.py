@@ -231,3 +231,36 @@ def test_the_monitor_of_a_local_run(tmp_path):
     assert "swfflow_stf_attached_total" not in samples  # no bridge here: no bridge metrics
     assert client.get("/api/v1/runs").json() == []
     source.close()
+
+
+def test_submitted_instances_link_to_pandas_monitor(tmp_path):
+    """Instances `swfflow submit` recorded (the submission store, read as recorded: the
+    monitor never polls PanDA itself) appear with their PanDA task ids, and each task links to
+    its page in PanDA's monitor when one is configured."""
+    from swfflow.pipeline import load_template
+    from swfflow.submission import SubmissionStore
+    from tests.bridge_support import PROFILE, WORKFLOW
+
+    template, _ = load_template(str(WORKFLOW), None, str(PROFILE))
+    plan = template.instantiate("4242")
+    instance = f"{plan.workflow}:4242"
+    store = SubmissionStore(tmp_path / ".swfflow")
+    store.driver_store.save_instance(instance, plan.workflow, plan.run, plan.to_dict(), "running")
+    store.driver_store.save(instance, "sizes", name=plan.tasks[0].name, phase="running",
+                            task_id="7001", message="")
+    store.record(instance, "https://panda.example:25443/server/panda", "rucio.example",
+                 str(WORKFLOW))
+    store.engine.dispose()
+
+    source = open_source(None, tmp_path)
+    source.panda_monitor = "https://bigpanda.example/"
+    client = TestClient(create_app(source, poll_s=0.2))
+    (inst,) = client.get("/api/v1/instances").json()
+    assert inst["source"] == "panda" and inst["panda_url"].startswith("https://panda.example")
+    tasks = {t["key"]: t for t in inst["tasks"]}
+    assert tasks["sizes"]["task_id"] == "7001" and tasks["sizes"]["phase"] == "running"
+    assert tasks["sizes"]["monitor_url"] == "https://bigpanda.example/task/7001/"
+    assert tasks["merge"]["phase"] == "pending" and tasks["merge"]["monitor_url"] is None
+    by_state = {dict(k)["state"]: v for k, v in metrics_of(client)["swfflow_tasks"].items()}
+    assert by_state == {"running": 1, "pending": 1}
+    source.close()

@@ -16,8 +16,11 @@ import click
               help="Port to listen on.")
 @click.option("--poll", "poll_s", type=click.FloatRange(min=0.1), default=1.0,
               show_default=True, help="Seconds between reads of the store for live updates.")
+@click.option("--panda-monitor", metavar="URL", envvar="SWFFLOW_PANDA_MONITOR",
+              help="PanDA's monitor (e.g. https://bigpanda.cern.ch): each PanDA task links to "
+                   "its page there [env SWFFLOW_PANDA_MONITOR].")
 def monitor_cmd(state_url: str | None, outdir: str, host: str, port: int,
-                poll_s: float) -> None:
+                poll_s: float, panda_monitor: str | None) -> None:
     """Serve a live web page of the runs (DAQ state timeline, task graph coloured by state,
     STF counters, dead letters, per-task jobs and log tails), the REST API /api/v1/… (OpenAPI
     at /api/v1/docs) and Prometheus /metrics, until Ctrl-C.
@@ -35,6 +38,7 @@ def monitor_cmd(state_url: str | None, outdir: str, host: str, port: int,
 
     _check_free(host, port)
     source = open_source(state_url, outdir)
+    source.panda_monitor = panda_monitor
     try:
         click.echo(f"swfflow monitor of {source.label} on http://{host}:{port}/", err=True)
         uvicorn.run(create_app(source, poll_s=poll_s), host=host, port=port,

@@ -45,7 +45,7 @@ DAQ_EVENTS = ("run_imminent", "start_run", "pause_run", "resume_run", "end_run")
 
 def collect(engine: Engine | None, run: str | None = None, *, detail: bool = True,
             submissions: Path | None = None, refresh_live: bool = False,
-            instance: str | None = None) -> Status:
+            instance: str | None = None, panda_monitor: str | None = None) -> Status:
     """Everything known, optionally of one run only. ``detail``: with each task's jobs (log
     tails, commands, outputs); without, only the job counts (what lists need)."""
     status = Status(collected_at=time.time())
@@ -59,7 +59,8 @@ def collect(engine: Engine | None, run: str | None = None, *, detail: bool = Tru
         if "br_runs" in tables:
             status.runs, status.dead_letters = bridge_runs(engine, status.instances, run)
     if submissions is not None:
-        status.submitted = submitted(submissions, run, refresh_live=refresh_live)
+        status.submitted = submitted(submissions, run, refresh_live=refresh_live,
+                                     panda_monitor=panda_monitor)
     return status
 
 
@@ -259,8 +260,8 @@ def _in_daq_order(events: list[DaqEvent], created_at: float | None) -> list[DaqE
 
 # --- swfflow submit (PanDA) -----------------------------------------------------------------
 
-def submitted(directory: Path, run: str | None = None, *,
-              refresh_live: bool = False) -> list[Instance]:
+def submitted(directory: Path, run: str | None = None, *, refresh_live: bool = False,
+              panda_monitor: str | None = None) -> list[Instance]:
     """Instances submitted from ``directory`` (its ``.swfflow``), as the submission store's own
     report has them (refreshed from PanDA first with ``refresh_live``)."""
     from swfflow.submission import submitted_status
@@ -268,7 +269,8 @@ def submitted(directory: Path, run: str | None = None, *,
     report = submitted_status(directory, run, refresh_live=refresh_live)
     out = []
     for inst in report["instances"]:
-        base = (inst.get("panda_url") or "").rstrip("/")
+        # PanDA's monitor (BigPanDA) is its own site, not the server: only when told where
+        base = (panda_monitor or "").rstrip("/")
         tasks = [Task(key=t["key"], name=t["name"], phase=t["phase"], task_id=t["task_id"],
                       message=t["message"], backend="panda", jedi_status=t["jedi_status"],
                       jobs_total=t["files"] or 0, jobs_done=t["files_done"] or 0,

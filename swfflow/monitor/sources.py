@@ -23,11 +23,13 @@ class Source:
     engine: Engine | None
     submissions: Path | None
     label: str
+    panda_monitor: str | None = None  # BigPanDA's base URL: task links for PanDA tasks
 
     def read(self, run: str | None = None, *, detail: bool = True,
              refresh_live: bool = False, instance: str | None = None) -> Status:
         return collect(self.engine, run, detail=detail, submissions=self.submissions,
-                       refresh_live=refresh_live, instance=instance)
+                       refresh_live=refresh_live, instance=instance,
+                       panda_monitor=self.panda_monitor)
 
     def close(self) -> None:
         if self.engine is not None:
