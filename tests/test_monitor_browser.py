@@ -88,6 +88,7 @@ def test_the_page_follows_a_run_live(tmp_path):
         page.click('svg.dag g.task[data-key="sizes"]')
         page.wait_for_selector("#drill-body table tr td", timeout=30_000)
         drill = page.inner_text("#drill")
+        datasets = page.text_content("#datasets")
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
     last = seen[-1]
@@ -102,4 +103,5 @@ def test_the_page_follows_a_run_live(tmp_path):
     (dead,) = last["dead"]
     assert "not JSON" in dead
     assert "sizes: succeeded" in drill and "done" in drill and ".sizes.sizes" in drill, drill
+    assert f"group.daq:swf.{RUN}.run" in datasets and "closed" in datasets, datasets
     assert SCREENSHOT.stat().st_size > 10_000

@@ -67,6 +67,9 @@ def test_status_of_a_bridge_state_store(tmp_path):
     assert run["tasks"] and all(t["phase"] == "succeeded" for t in run["tasks"])
     assert [e["event"] for e in run["daq_history"]][:2] == ["run_imminent", "start_run"]
     assert run["stf_processed"] == run["stf_attached"] and run["elapsed_s"] > 0
+    stream = next(d for d in report["datasets"] if d["did"] == run["stream_dataset"])
+    assert stream["files"] == run["stf_attached"] and not stream["open"]
+    assert stream["rules"], stream  # the profile's replication rules (the butterfly)
 
     table = runner.invoke(cli, ["status", "--state", state, "--run", run["run"]])
     assert table.exit_code == 0, table.output

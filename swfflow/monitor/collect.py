@@ -181,9 +181,16 @@ def _jobs_of(engine: Engine, ids: list[int]) -> dict[str, list[Job]]:
 
 
 def local_datasets(engine: Engine) -> list[Dataset]:
-    from swfflow.backends.local_catalog import datasets_in
+    """The local catalog's datasets with the replication rules they carry (where copies are
+    wanted: the local catalog replicates nothing, so no per-site counts)."""
+    from swfflow.backends.local_catalog import DATASETS, datasets_in
 
-    return [Dataset(**row) for row in datasets_in(engine)]
+    with engine.connect() as conn:
+        rules = {r.did: r.rules or [] for r in conn.execute(select(DATASETS.c.did,
+                                                                   DATASETS.c.rules))}
+    return [Dataset(**row, rules=[f"{rule['copies']}x {rule['rse_expression']}"
+                                  for rule in rules.get(row["did"], [])])
+            for row in datasets_in(engine)]
 
 
 # --- the bridge -----------------------------------------------------------------------------

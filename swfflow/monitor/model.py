@@ -75,6 +75,7 @@ class Dataset(BaseModel):
     did: str
     open: bool
     files: int
+    rules: list[str] = Field(default_factory=list)  # replication wanted: "2x E1_BNL_DISK"
 
 
 class Instance(BaseModel):
