@@ -25,12 +25,14 @@ die() {  # what is wrong, then how to fix it
 
 # --- prerequisites ----------------------------------------------------------------------------
 # system packages: graphviz (`swfflow dag --format svg`), ActiveMQ (the STOMP broker), psql,
-# node (cwltool's JavaScript expressions)
+# node (cwltool's JavaScript expressions), chromium (the monitor's browser test, driven by
+# Playwright's Python package at /usr/bin/chromium: Playwright never downloads a browser here)
 need=()
 command -v dot >/dev/null || need+=(graphviz)
 [ -e /usr/share/activemq/bin/activemq.jar ] || need+=(activemq)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v node >/dev/null || need+=(nodejs)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 SUDO=()
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null && sudo -n true 2>/dev/null ||

@@ -313,7 +313,7 @@ def instance_report(store: SubmissionStore, instance: str,
 def submitted_status(directory: Path, run: str | None = None, *, refresh_live: bool = True,
                      panda_url: str | None = None) -> dict[str, Any]:
     """What ``swfflow status`` shows for the instances submitted from ``directory``: the same
-    shape as :func:`swfflow.drive.report.collect_status` (``instances`` → ``tasks``) plus, per
+    shape as the monitor model's local instances (``instances`` → ``tasks``) plus, per
     task, the PanDA task id, JEDI status and file counts. With ``refresh_live`` the live tasks
     are polled first (one bulk call per PanDA server)."""
     store = SubmissionStore(Path(directory), create=False)

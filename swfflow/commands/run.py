@@ -1,4 +1,5 @@
-"""``swfflow run`` and ``swfflow status``: run a workflow on this machine, and show its state.
+"""``swfflow run``: run a workflow on this machine (``swfflow status`` shows its state:
+:mod:`swfflow.commands.status`).
 
 Every workflow is compiled into a plan and the plan runs over the local backends, as PanDA +
 Rucio would run it (:mod:`swfflow.run_plan`): the engine walks the plan's data flow and
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-from swfflow.errors import RunFailed, SwfflowError, UnsupportedFeature
+from swfflow.errors import SwfflowError, UnsupportedFeature
 
 STATE_DIR = ".swfflow"
 
@@ -105,70 +106,3 @@ def _logging(quiet: bool) -> None:
                         format="%(message)s", force=True)
     logging.getLogger("cwltool").setLevel(logging.ERROR if quiet else logging.WARNING)
     logging.getLogger("swfflow").setLevel(logging.ERROR if quiet else logging.INFO)
-
-
-@click.command("status")
-@click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="The --outdir of the run.")
-@click.option("--state", "state_url", default=None, metavar="URL",
-              help="A bridge's state store (sqlite:///… or postgresql://…) instead of --outdir.")
-@click.option("--run", "run_number", default=None, help="Only this run.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(outdir: str, state_url: str | None, run_number: str | None,
-               as_json: bool) -> None:
-    """Show each step/task/job of the runs under OUTDIR (or of the runs a bridge drives, with
-    --state): state, jobs, and why a step failed or was not started."""
-    if state_url:
-        from swfflow.stream.status import run_status
-        report = run_status(state_url, run_number)
-        if as_json:
-            click.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
-        else:
-            _render_bridge_status(report)
-        return
-    from swfflow.drive.report import collect_status, render_status
-    from swfflow.submission import STATE_FILE, submitted_status
-
-    state = Path(outdir) / STATE_DIR
-    db = state / "state.db"
-    # instances `swfflow submit` sent to PanDA from here, refreshed with one bulk call each
-    submitted = (submitted_status(state, run_number)["instances"]
-                 if (state / STATE_FILE).is_file() else [])
-    if not db.is_file() and not submitted:
-        raise RunFailed(f"no swfflow state under {outdir}", where=str(db),
-                        hint="run `swfflow run ... --outdir DIR` (or `swfflow submit` there) "
-                             "first, then `swfflow status --outdir DIR`")
-    report = (collect_status(db, run_number) if db.is_file()
-              else {"instances": [], "datasets": []})
-    if as_json:
-        report["submitted"] = submitted
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    if db.is_file():
-        render_status(report)
-    if submitted:
-        from rich.console import Console
-
-        from swfflow.commands.submit import report_table
-        for instance in submitted:
-            Console().print(report_table(instance))
-
-
-def _render_bridge_status(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    for run in report.get("runs", []):
-        table = Table(title=f"run {run['run']} ({run['namespace'] or '-'}): {run['phase']}, DAQ "
-                            f"{run['daq_state']}/{run['daq_substate']}, STF "
-                            f"{run['stf_attached']}/{run['stf_announced'] or '?'} attached",
-                      title_justify="left")
-        for column in ("task", "name", "phase", "task id", "message"):
-            table.add_column(column, overflow="fold")
-        for task in run["tasks"]:
-            table.add_row(task["key"], task["name"], task["phase"], str(task["task_id"] or ""),
-                          task["message"])
-        console.print(table)
-    if not report.get("runs"):
-        console.print("no runs recorded in this state store")
