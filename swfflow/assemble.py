@@ -140,7 +140,9 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         backends.prepare = LocalPayloads(workflow)
         backends.run_expression = run_expression_locally(workdir)
         backends.job_inputs = functools.partial(_job_inputs, executor)
-        backends.flow_jobs = settings.jobs
+        # the pool runs `jobs` at once; a few more tasks submitted meanwhile are cut and
+        # queued, so a freed worker starts the next job at once (no round trip through the flow)
+        backends.flow_jobs = 4 * settings.jobs
     elif plan is not None:
         from swfflow.drive.expressions import expressions_for_plan
 

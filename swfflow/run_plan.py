@@ -49,13 +49,14 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
             "only on PanDA", where=workflow.source_path or None,
             hint="submit it with `swfflow submit`; `swfflow compile` shows its task parameters")
     workdir = outdir / ".swfflow"
-    engine = sqlite_engine(outdir / STATE_DB)
+    engine = sqlite_engine(outdir / STATE_DB, durable=False)  # a rerun redoes what is lost
     settings = Settings(executor="local", catalog="local", workdir=workdir, jobs=jobs,
                         attempts=attempts, no_container=no_container)
     with ExitStack() as stack:  # the executor is shut down however the run ends
         backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow)
         flow = backends.flow_run(plan, DriverStore(engine), source_path=workflow.source_path,
-                                 on_tick=StreamFeeder(plan, backends.catalog, streams))
+                                 on_tick=StreamFeeder(plan, backends.catalog, streams),
+                                 stop_on_failure=True)
         try:
             outputs = flow.run()
         except KeyboardInterrupt:

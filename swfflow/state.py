@@ -18,18 +18,25 @@ from swfflow.errors import ConfigError
 _URL_HINT = "use sqlite:///bridge.db or postgresql://user@host/dbname"
 
 
-def sqlite_engine(path: str | Path) -> Engine:
+def sqlite_engine(path: str | Path, *, durable: bool = True) -> Engine:
     """One SQLite engine per state file, in WAL mode so a reader (``swfflow status``) never
-    blocks the running driver."""
+    blocks the running driver.
+
+    ``durable=False`` (a local ``swfflow run``'s own state) syncs the WAL at checkpoints only:
+    a commit then costs no fsync, and what a power cut loses is at most the last jobs'
+    records — which a resumed run redoes. The bridge and ``submit`` keep every commit on disk
+    (an acked message, a submitted task must never be forgotten)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{path}", future=True)
+    pragmas = ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000",
+               *([] if durable else ["PRAGMA synchronous=NORMAL"])]
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        for pragma in pragmas:
+            cursor.execute(pragma)
         cursor.close()
 
     return engine

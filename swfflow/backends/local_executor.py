@@ -75,6 +75,20 @@ def job_rows(engine: Any, task_id: str) -> list[Any]:
                             .order_by(JOBS.c.number)).all()
 
 
+def _fork_server(start: bool = False) -> Any:
+    """The job workers' process context. A fork server, not plain fork: the driver holds
+    threads (the flow's, rich progress), which a fork would copy mid-flight; the server imports
+    the job runner and cwltool's schema once (:mod:`swfflow.runtime.preload`) and forks each
+    worker from it, instead of each spawned worker importing them anew."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["swfflow.runtime.preload"])
+    if start:
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+    return context
+
+
 def _locked(method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(self: LocalExecutor, *args: Any, **kwargs: Any) -> Any:
@@ -100,6 +114,9 @@ class LocalExecutor(ExecutorBase):
         self._changed: Any = lambda: None  # watch(): told when a job finished
         _META.create_all(engine)
         self._recover()
+        # the fork server imports cwltool (seconds): started now, that overlaps compiling and
+        # submitting instead of delaying the first job
+        threading.Thread(target=_fork_server, kwargs={"start": True}, daemon=True).start()
 
     # --- Executor protocol ----------------------------------------------------------------
     @_locked
@@ -201,7 +218,7 @@ class LocalExecutor(ExecutorBase):
         """Harvest finished jobs, cut new jobs from new input files, start pending jobs,
         and update task states. A paused task is left alone: its running jobs are harvested,
         nothing new is cut or started for it."""
-        self._harvest()
+        failed = self._harvest()
         with self.engine.connect() as conn:
             active = conn.execute(select(TASKS).where(
                 TASKS.c.state.in_(_ACTIVE + ("finishing",)))).all()
@@ -209,7 +226,8 @@ class LocalExecutor(ExecutorBase):
             if row.state != "finishing":
                 self._cut_jobs(row)
             self._settle(row.id)
-        self._start_pending()
+        if not failed:  # a job failed for good: whoever follows hears of it before more start
+            self._start_pending()
 
     # --- internals ------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -281,9 +299,7 @@ class LocalExecutor(ExecutorBase):
 
     def _pool_or_new(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # spawn: the driver may hold threads (rich progress); forking those is unsafe
-            self._pool = ProcessPoolExecutor(self.max_workers,
-                                             mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.max_workers, mp_context=_fork_server())
         return self._pool
 
     def _start_pending(self) -> None:
@@ -320,7 +336,9 @@ class LocalExecutor(ExecutorBase):
                 "workdir": str(self.workdir), "no_container": self.no_container,
                 "where": spec["step"]}
 
-    def _harvest(self) -> None:
+    def _harvest(self) -> bool:
+        """Record the finished jobs; True if one of them failed for good."""
+        failed = False
         for job_id, future in list(self._running.items()):
             if not future.done():
                 continue
@@ -334,10 +352,12 @@ class LocalExecutor(ExecutorBase):
                           "log": f"worker process failed: {exc!r}"}
             # forget the job only once its result is recorded: if the catalog is down now,
             # the next pump records it again instead of leaving it "running" for ever
-            self._record(job_id, result)
+            failed = self._record(job_id, result) == "failed" or failed
             del self._running[job_id]
+        return failed
 
-    def _record(self, job_id: int, result: dict[str, Any]) -> None:
+    def _record(self, job_id: int, result: dict[str, Any]) -> str:
+        """Write down a job's result; its new state."""
         with self.engine.connect() as conn:
             job = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
             task = conn.execute(select(TASKS).where(TASKS.c.id == job.task_id)).first()
@@ -354,6 +374,7 @@ class LocalExecutor(ExecutorBase):
                 state=state, command=result["command"], container=result["container"],
                 exit_code=result["exit_code"], outputs=result["outputs"], produced=produced,
                 log=result["log"]))
+        return state
 
     def _max_attempts(self, spec: dict[str, Any]) -> int:
         if self.attempts is not None:

@@ -81,7 +81,7 @@ class FlowRun:
                  run_expression: ExpressionRunner, jobs: int = 1, poll_s: float = 0.05,
                  on_tick: Callable[[FlowRun], None] | None = None,
                  job_inputs: JobInputsReader | None = None,
-                 submit_errors: SubmitErrors | None = None):
+                 submit_errors: SubmitErrors | None = None, stop_on_failure: bool = False):
         self.plan, self.catalog, self.executor, self.store = plan, catalog, executor, store
         self.source_path = source_path
         self.outputs_of = outputs_of
@@ -91,6 +91,9 @@ class FlowRun:
         self.poll_s = poll_s
         self.on_tick = on_tick
         self.submit_errors = submit_errors
+        # cwltool's on_error=stop (swfflow run): the first failed task stops the others; on
+        # PanDA (submit, the bridge) independent branches go on and only readers are stopped
+        self.stop_on_failure = stop_on_failure
         self.instance = f"{plan.workflow}:{plan.run}"
         self.templates = templates(plan)
         self.by_key = {t.key: t for t in plan.tasks}
@@ -227,11 +230,10 @@ class FlowRun:
     def _finish(self, outcome: Future[dict[str, Any]]) -> None:
         self.finished = True
         try:
-            result = outcome.result()
-            if self.failures:
+            if self.failures:  # the first task that failed, not what its stopping caused
                 raise RunFailed(self.failures[0].splitlines()[0],
                                 hint="\n".join(self.failures[0].splitlines()[1:]) or None)
-            self.result = self.values.materialize(result)
+            self.result = self.values.materialize(outcome.result())
         except RunFailed as exc:  # a failed task: what it kept from starting says why
             self._stopped.set()
             self._save_instance("failed")
@@ -347,6 +349,9 @@ class FlowRun:
             self.failures.append(message.strip())
             self._record(live.spec, "failed", live.task_id, status.message)
             self._stop_readers(live.spec)
+            if self.stop_on_failure:
+                live.done.set()  # before _stop_all, which would take it for one to stop
+                self._stop_all(f"step {live.spec.step} failed")
         live.done.set()
 
     def _stop_readers(self, failed: TaskSpec) -> None:

@@ -9,6 +9,7 @@ line, the container, the exit code and the log.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ from swfflow.runtime.containers import ContainerPolicy
 
 _EXIT_STATUS = re.compile(r"exited with status: (-?\d+)")
 _LOAD_LOCK = threading.Lock()
-_PROCESS_CACHE: dict[str, Any] = {}  # tool URI → loaded cwltool Process
+_PROCESS_CACHE: dict[str, Any] = {}  # tool URI, or sha1 of a process dict → Process
 
 
 @dataclass
@@ -52,13 +53,15 @@ def load_process(tool: str | Mapping[str, Any]) -> Any:
     from cwltool.context import LoadingContext
     from cwltool.load_tool import load_tool
 
-    if isinstance(tool, str):
-        with _LOAD_LOCK:
-            if tool not in _PROCESS_CACHE:
-                _PROCESS_CACHE[tool] = load_tool(tool, _loading_context(LoadingContext))
-            return _PROCESS_CACHE[tool]
+    # a process dict is cached by its content: a worker runs many jobs of one task, and
+    # loading (schema validation) is half of a trivial job's time
+    key = tool if isinstance(tool, str) else "sha1:" + hashlib.sha1(
+        json.dumps(tool, sort_keys=True, default=str).encode()).hexdigest()
     with _LOAD_LOCK:  # schema-salad's loaders share caches: one load at a time
-        return load_tool(unspelled(plain(tool)), _loading_context(LoadingContext))
+        if key not in _PROCESS_CACHE:
+            document = tool if isinstance(tool, str) else unspelled(plain(tool))
+            _PROCESS_CACHE[key] = load_tool(document, _loading_context(LoadingContext))
+        return _PROCESS_CACHE[key]
 
 
 def _loading_context(factory: Any) -> Any:
