@@ -93,10 +93,10 @@ def attach_stf(catalog, task, sequence: int) -> str:
 
 def jobs_by_input(database: str, task_id: str) -> dict[str, dict]:
     """The task's PanDA jobs (defined or active) by their input file's name."""
-    sql = ("select row_to_json(t) from (select f.lfn, j.pandaid, j.jobstatus, j.computingsite, "
-           "j.corecount from doma_panda.filestable4 f join (select pandaid, jobstatus, "
-           "computingsite, corecount from doma_panda.jobsactive4 union all select pandaid, "
-           "jobstatus, computingsite, corecount from doma_panda.jobsdefined4) j "
+    columns = "pandaid, jobstatus, computingsite, corecount, transformation, maxwalltime"
+    sql = ("select row_to_json(t) from (select f.lfn, j.* from doma_panda.filestable4 f join "
+           f"(select {columns} from doma_panda.jobsactive4 union all select {columns} "
+           "from doma_panda.jobsdefined4) j "
            f"on j.pandaid = f.pandaid where f.jeditaskid = {int(task_id)} "
            "and f.type = 'input') t")
     rows = postgres.psql(sql, "read the task's jobs", database=database).splitlines()
@@ -159,10 +159,31 @@ def test_jedi_activates_a_job_per_stf_as_files_are_attached(panda_server, execut
     first = activated(panda_server["database"], task_id, task.params["dsForIN"].split(":")[1]
                       + ".000001.stf")
     assert first["computingsite"] == task.params["site"]
+    # the planner's fixes as JEDI applied them: the pilot runs transPath + jobParameters
+    # (not runGen), the step's walltime is the job's, the task's coreCount is kept
+    assert first["transformation"] == task.params["transPath"] == "/usr/bin/env"
+    assert first["maxwalltime"] == task.params["baseWalltime"]
+    assert first["corecount"] == task.params["coreCount"]
     # the dataset is still open: a file attached now becomes a job of the same task
     second = activated(panda_server["database"], task_id, attach_stf(rucio_catalog, task, 2))
     assert second["pandaid"] != first["pandaid"]
     assert jedi_row(panda_server["database"], task_id)["status"] == "running"
+
+
+def test_a_multicore_task_keeps_its_core_count_and_brokers_without_a_site(
+        panda_server, executor, rucio_catalog):
+    """Without a site JEDI brokers in cloud = workingGroup, where both E1 queues are."""
+    import dataclasses
+
+    task = compiled_tasks(next(RUNS))["reconstruct"]
+    params = {k: v for k, v in task.params.items() if k != "site"}
+    task = dataclasses.replace(task, params={**params, "coreCount": 2})
+    open_run(rucio_catalog, task)
+    task_id = executor.submit(task)
+    job = activated(panda_server["database"], task_id,
+                    task.params["dsForIN"].split(":")[1] + ".000001.stf")
+    assert job["corecount"] == 2
+    assert job["computingsite"] in {"BNL_PanDA_1", "JLAB_PanDA_1"}
 
 
 def test_resubmitting_the_same_name_returns_the_same_task(panda_server, executor):

@@ -52,6 +52,7 @@ REQUIREMENTS = (
 CLIENT_DN = "/DC=local/DC=swfflow/CN=swf"  # the web front's client; clean_user_id → "swf"
 VO = "wlcg"
 CRON_INTERVAL_S = 10
+FEED_INTERVAL_MIN = 0  # JEDI re-lists an open dataset on every feeder loop (2 s)
 WSGI_SCRIPT = Path(__file__).with_name("panda_wsgi.py")
 # modules PanDA's processes import (setupper plugin) and run (the adder): PanDA venv only
 EXT_DIR = Path(__file__).with_name("panda_ext")
@@ -136,7 +137,11 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
             "db": {**db, **schemas, "nWorkers": 2},
             "ddm": {"modConfig": f"{VO}:1:pandajedi.jediddm.{ddm}:{ddm}",
                     "voWithScope": VO, "user_scope_in_lowercase": True},
-            "confeeder": {"procConfig": f"{VO}:any:1", **agent, "checkInterval": 1},
+            # checkInterval (whole minutes: the config reader keeps "0.05" a string, which
+            # breaks the feeder's query): how long an open dataset rests between two listings;
+            # production's 5 is the anchor of STF → job latency, 0 = every loop (docs/panda.md)
+            "confeeder": {"procConfig": f"{VO}:any:1", **agent, "loopCycle": 2,
+                          "checkInterval": FEED_INTERVAL_MIN},
             "taskrefine": {"modConfig": f"{VO}:any:pandajedi.jedirefine.GenTaskRefiner:"
                                         "GenTaskRefiner", "procConfig": f"{VO}:any:1", **agent},
             "jobbroker": {"modConfig": f"{VO}:any:pandajedi.jedibrokerage.GenJobBroker:"
