@@ -1,7 +1,7 @@
 """swfflow's pilot against the real panda-server 1.0.4 + JEDI (``panda_server`` fixture) and
 this run's Rucio: JEDI's jobs for the calib plan's streaming task are taken through the real
 pilot API, run (``/usr/bin/env swfflow job …`` as JEDI expanded it), their outputs uploaded
-to the queue's RSE and registered in Rucio with adler32, and PanDA's adder finishes them."""
+to the queue's RSE and registered in Rucio with adler32, and PanDA's adder finishes them; closing the run's dataset lets JEDI finish the task."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.test_panda_real import (
     activated,
     attach_stf,
     compiled_tasks,
+    jedi_row,
     open_run,
     wait_for,
 )
@@ -79,7 +80,8 @@ def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog
     task = compiled_tasks(run)["reconstruct"]
     open_run(rucio_catalog, task)
     attach_stf(rucio_catalog, task, 2)
-    task_id = PandaExecutor(panda_server["url"], attempts=3, backoff_s=0.5).submit(task)
+    executor = PandaExecutor(panda_server["url"], attempts=3, backoff_s=0.5)
+    task_id = executor.submit(task)
     for sequence in (1, 2):
         activated(panda_server["database"], task_id,
                   f"{task.params['dsForIN'].split(':')[1]}.{sequence:06d}.stf")
@@ -102,6 +104,13 @@ def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog
         job = wait_for("PanDA's adder never finished the job",
                        lambda pid=outcome.panda_id: archived(panda_server["database"], pid))
         assert job == {"status": "finished", "exit": "0", "pilot_error": "0"}, job
+
+    # the end of the run closes its dataset: JEDI finishes the task once its jobs are done
+    rucio_catalog.close_dataset(task.params["dsForIN"])
+    wait_for("JEDI never finished the task", lambda: jedi_row(
+        panda_server["database"], task_id).get("status") == "done", timeout=180)
+    status = executor.status([task_id])[task_id]
+    assert (status.state.value, status.raw, status.n_jobs_done) == ("succeeded", "done", 2)
 
 
 def test_a_failing_payload_is_reported_failed_with_its_exit_code(panda_server, rucio_catalog,

@@ -150,8 +150,11 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
                                          "GenJobThrottler"},
             "jobgen": {"procConfig": f"{VO}:any:1:", "nTasks": 50, "nFiles": 5000,
                        **agent, "lockInterval": 5},
+            # the labels by name: its query takes "any" literally (prodSourceLabel='any'), so a
+            # task would never be finished
             "postprocessor": {"modConfig": f"{VO}:any:pandajedi.jedipprocess.GenPostProcessor:"
-                                           "GenPostProcessor", "procConfig": f"{VO}:any:1",
+                                           "GenPostProcessor",
+                              "procConfig": f"{VO}:{','.join(panda_db.LABELS)}:1",
                               "nTasks": 50, **agent},
             "watchdog": {"modConfig": f"{VO}:any:pandajedi.jedidog.GenWatchDog:GenWatchDog",
                          "procConfig": f"{VO}:any:1", "loopCycle": 60, "waitForPicked": 30,
