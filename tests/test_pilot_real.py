@@ -151,3 +151,16 @@ def test_dispatch_fields_become_a_job_spec():
     assert job.argv() == ["/usr/bin/env", "swfflow", "job", "--task", "reco", "-i", "['a.stf']"]
     with pytest.raises(ValueError, match="runGen"):
         dataclasses.replace(job, transformation="https://x/trf/user/runGen-00-00-02").argv()
+
+
+def test_an_unreachable_server_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    from swfflow.cli import main
+
+    monkeypatch.setenv("RUCIO_CONFIG", str(tmp_path / "unused.cfg"))
+    with pytest.raises(SystemExit) as exited:
+        main(["pilot", "--queue", "BNL_PanDA_1", "--url", "http://127.0.0.1:9/server/panda",
+              "--workdir", str(tmp_path), "--idle-timeout", "0"])
+    err = capsys.readouterr().err
+    assert exited.value.code not in (0, None)
+    assert "did not answer acquire_jobs" in err and "Traceback" not in err
+    assert "swfflow services status" in err  # the hint

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from swfflow.errors import ConfigError
 from swfflow.pilot.api import JobKilled, PilotAPI
 from swfflow.pilot.job import Outcome, run_job
 
@@ -30,13 +31,18 @@ class PilotSettings:
 def rucio_client() -> Any:
     """Rucio's client from the environment (RUCIO_CONFIG), as the pilot's copy tool uses it."""
     from rucio.client import Client
+    from rucio.common.exception import RucioException
 
-    return Client()
+    try:
+        return Client()
+    except RucioException as exc:
+        raise ConfigError(f"cannot make a Rucio client: {exc}", where="swfflow pilot",
+                          hint="set RUCIO_CONFIG to a rucio.cfg with an account that may "
+                               "write to the queue's RSE (swfflow services env)") from None
 
 
 def serve(api: PilotAPI, settings: PilotSettings, *, rucio: Any = None,
           log: Callable[[str], None] = print) -> list[Outcome]:
-    rucio = rucio if rucio is not None else rucio_client()
     outcomes: list[Outcome] = []
     idle_since = time.monotonic()
     while settings.max_jobs is None or len(outcomes) < settings.max_jobs:
@@ -48,6 +54,7 @@ def serve(api: PilotAPI, settings: PilotSettings, *, rucio: Any = None,
                 break
             time.sleep(settings.poll_s)
             continue
+        rucio = rucio if rucio is not None else rucio_client()  # once there is work
         for data in jobs:
             try:
                 outcomes.append(run_job(api, data, settings.workdir, rucio,
