@@ -94,4 +94,6 @@ def test_walltime_is_a_fixed_base_walltime(calib_tasks):
     for params in calib_tasks.values():
         assert "walltime" not in params and "walltimeUnit" not in params
         assert (params["cpuTime"], params["cpuTimeUnit"]) == (0, "HS06sPerEventFixed")
-        assert params["baseWalltime"] == 3600
+    # the tools' ToolTimeLimit (examples/tools/*.cwl)
+    assert {k: calib_tasks[k]["baseWalltime"] for k in ("reconstruct", "merge", "fit")} == \
+        {"reconstruct": 1800, "merge": 600, "fit": 1200}
