@@ -108,7 +108,7 @@ def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog
     # the end of the run closes its dataset: JEDI finishes the task once its jobs are done
     rucio_catalog.close_dataset(task.params["dsForIN"])
     wait_for("JEDI never finished the task", lambda: jedi_row(
-        panda_server["database"], task_id).get("status") == "done", timeout=180)
+        panda_server["database"], task_id).get("status") == "done", timeout=360)
     status = executor.status([task_id])[task_id]
     assert (status.state.value, status.raw, status.n_jobs_done) == ("succeeded", "done", 2)
 
