@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from swfflow.services import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT / "examples" / "calib.cwl"
-RUNS = itertools.count(int(time.time()) % 100000 * 10)  # fresh task names for every test
+# fresh task names for every test; xdist workers import this at the same second and share one
+# PanDA and Rucio, so each worker counts in its own range (same names = the same task)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+RUNS = itertools.count(int(time.time()) % 100000 * 100 + _WORKER * 25)
 WAIT_S = 180  # JEDI on 2 shared cores: its agents loop every 5-60 s and slow down under load
 STF = ROOT / "examples" / "data" / "run000123_stf0001.stf"
 BROKEN = ("tobroken", "broken", "failed", "aborted")
