@@ -44,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "List, show, render and create parameterized workflow templates."),
     "profile": ("swfflow.commands.profile:profile_group",
                 "Install the Snakemake 'panda' profile."),
+    "pilot": ("swfflow.commands.pilot:pilot_cmd",
+              "Serve a PanDA queue's jobs here (stage in, run, stage out, report)."),
     "job": ("swfflow.commands.job:job_cmd",
             "Run one PanDA job of a compiled plan on a worker node (what the task's "
             "jobParameters call)."),

@@ -79,3 +79,21 @@ def test_compiling_a_step_with_too_many_files_per_job_fails(tmp_path):
                                        "swf:Sizing: {filesPerJob: 500, maxFilesPerJob: 200}"))
     with pytest.raises(ConfigError, match=r"step 'reconstruct': 500 files per job .* 200"):
         compile_workflow(load_any(str(workflow), {}), {}, None, "1")
+
+
+def test_jobs_run_with_the_profiles_trans_path(calib_tasks):
+    """Without transPath JEDI gives jobs runGen and passes `swfflow job …` as its arguments."""
+    assert {p["transPath"] for p in calib_tasks.values()} == {"/usr/bin/env"}
+    assert all(p["jobParameters"][0]["value"].startswith("swfflow job ")
+               for p in calib_tasks.values())
+
+
+def test_walltime_is_a_fixed_base_walltime(calib_tasks):
+    """JEDI reads `walltime` per MB of input and ignores walltimeUnit: the step's walltime
+    goes into baseWalltime with a zero, scout-proof HS06 cpuTime."""
+    for params in calib_tasks.values():
+        assert "walltime" not in params and "walltimeUnit" not in params
+        assert (params["cpuTime"], params["cpuTimeUnit"]) == (0, "HS06sPerEventFixed")
+    # the tools' ToolTimeLimit (examples/tools/*.cwl)
+    assert {k: calib_tasks[k]["baseWalltime"] for k in ("reconstruct", "merge", "fit")} == \
+        {"reconstruct": 1800, "merge": 600, "fit": 1200}

@@ -3,15 +3,16 @@ whose DDM client is this run's Rucio.
 
 The real panda-client submits what the planner compiled from ``examples/calib.cwl``; the server's
 answers (``getTaskParamsMap``, ``getTaskStatus``, ``killTask``) and what JEDI wrote in its own
-tables are checked. JEDI refines the streaming task over the run's open Rucio dataset; it does
-not get its files yet (``getFilesInDataset`` fails on our Rucio's replicas, so the task waits in
-``pending``): job generation is the next increment.
+tables are checked. JEDI refines the streaming task over the run's open Rucio dataset, reads its
+files through its Rucio client and generates one job per STF as the files are attached, on the
+profile's queue; swfflow's setupper plugin activates them.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from swfflow.services import postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 CALIB = ROOT / "examples" / "calib.cwl"
-RUNS = itertools.count(int(time.time()) % 100000 * 10)  # fresh task names for every test
-WAIT_S = 90
+# fresh task names for every test; xdist workers import this at the same second and share one
+# PanDA and Rucio, so each worker counts in its own range (same names = the same task)
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+RUNS = itertools.count(int(time.time()) % 100000 * 100 + _WORKER * 25)
+WAIT_S = 180  # JEDI on 2 shared cores: its agents loop every 5-60 s and slow down under load
 STF = ROOT / "examples" / "data" / "run000123_stf0001.stf"
 BROKEN = ("tobroken", "broken", "failed", "aborted")
 
@@ -74,15 +78,39 @@ def wait_for(what: str, probe, timeout: float = WAIT_S):
 
 def open_run(catalog, task) -> None:
     """The run's open STF dataset in Rucio, with one file: what the streaming task reads."""
+    catalog.create_dataset(task.params["dsForIN"])
+    attach_stf(catalog, task, 1)
+
+
+def attach_stf(catalog, task, sequence: int) -> str:
+    """One more STF file in the run's dataset (as the bridge attaches them); its name."""
     from swfflow.backends.base import FileRecord
     from swfflow.checksum import adler32_file
 
-    dataset = task.params["dsForIN"]
-    scope = dataset.split(":")[0]
-    catalog.create_dataset(dataset)
-    catalog.add_files(dataset, [FileRecord(
-        did=f"{scope}:{dataset.split(':')[1]}.000001.stf", size=STF.stat().st_size,
-        adler32=adler32_file(STF), pfn=str(STF))])
+    scope, name = task.params["dsForIN"].split(":")
+    lfn = f"{name}.{sequence:06d}.stf"
+    catalog.add_files(task.params["dsForIN"], [FileRecord(
+        did=f"{scope}:{lfn}", size=STF.stat().st_size, adler32=adler32_file(STF),
+        pfn=str(STF))])
+    return lfn
+
+
+def jobs_by_input(database: str, task_id: str) -> dict[str, dict]:
+    """The task's PanDA jobs (defined or active) by their input file's name."""
+    columns = "pandaid, jobstatus, computingsite, corecount, transformation, maxwalltime"
+    sql = ("select row_to_json(t) from (select f.lfn, j.* from doma_panda.filestable4 f join "
+           f"(select {columns} from doma_panda.jobsactive4 union all select {columns} "
+           "from doma_panda.jobsdefined4) j "
+           f"on j.pandaid = f.pandaid where f.jeditaskid = {int(task_id)} "
+           "and f.type = 'input') t")
+    rows = postgres.psql(sql, "read the task's jobs", database=database).splitlines()
+    return {row["lfn"]: row for row in map(json.loads, rows)}
+
+
+def activated(database: str, task_id: str, lfn: str) -> dict:
+    return wait_for(f"no activated job for {lfn}", lambda: (
+        job := jobs_by_input(database, task_id).get(lfn)) and job["jobstatus"] == "activated"
+        and job)
 
 
 def refined(database: str, task_id: str) -> dict:
@@ -125,6 +153,41 @@ def test_compiled_task_is_accepted_and_refined_by_jedi(panda_server, executor, r
     assert datasets["input"][0] == task.params["dsForIN"]
     code, status = client_call(panda_server["url"], "getTaskStatus", int(task_id))
     assert code == 0 and status not in BROKEN
+
+
+def test_jedi_activates_a_job_per_stf_as_files_are_attached(panda_server, executor,
+                                                            rucio_catalog):
+    task = compiled_tasks(next(RUNS))["reconstruct"]
+    open_run(rucio_catalog, task)
+    task_id = executor.submit(task)
+    first = activated(panda_server["database"], task_id, task.params["dsForIN"].split(":")[1]
+                      + ".000001.stf")
+    assert first["computingsite"] == task.params["site"]
+    # the planner's fixes as JEDI applied them: the pilot runs transPath + jobParameters
+    # (not runGen), the step's walltime is the job's, the task's coreCount is kept
+    assert first["transformation"] == task.params["transPath"] == "/usr/bin/env"
+    assert first["maxwalltime"] == task.params["baseWalltime"]
+    assert first["corecount"] == task.params["coreCount"]
+    # the dataset is still open: a file attached now becomes a job of the same task
+    second = activated(panda_server["database"], task_id, attach_stf(rucio_catalog, task, 2))
+    assert second["pandaid"] != first["pandaid"]
+    assert jedi_row(panda_server["database"], task_id)["status"] == "running"
+
+
+def test_a_multicore_task_keeps_its_core_count_and_brokers_without_a_site(
+        panda_server, executor, rucio_catalog):
+    """Without a site JEDI brokers in cloud = workingGroup, where both E1 queues are."""
+    import dataclasses
+
+    task = compiled_tasks(next(RUNS))["reconstruct"]
+    params = {k: v for k, v in task.params.items() if k != "site"}
+    task = dataclasses.replace(task, params={**params, "coreCount": 2})
+    open_run(rucio_catalog, task)
+    task_id = executor.submit(task)
+    job = activated(panda_server["database"], task_id,
+                    task.params["dsForIN"].split(":")[1] + ".000001.stf")
+    assert job["corecount"] == 2
+    assert job["computingsite"] in {"BNL_PanDA_1", "JLAB_PanDA_1"}
 
 
 def test_resubmitting_the_same_name_returns_the_same_task(panda_server, executor):

@@ -140,7 +140,7 @@ def test_profile_runs_the_stf_chain_on_panda(panda_env, rucio_catalog):
     tasks = {t["params"]["taskName"].split(".")[-2]: t["params"] for t in runner.started}
     assert set(tasks) == {"stf_reco", "fast_skim", "merge", "calib_fit"}
     assert tasks["stf_reco"]["nEvents"] == len(stfs) and tasks["stf_reco"]["noInput"] is True
-    assert tasks["stf_reco"]["ramCount"] == 2000 and tasks["stf_reco"]["walltime"] == 1800
+    assert tasks["stf_reco"]["ramCount"] == 2000 and tasks["stf_reco"]["baseWalltime"] == 1800
     assert tasks["stf_reco"]["container_name"] == "docker://python:3.11-slim"
     assert tasks["calib_fit"]["ramCount"] == 4000 and tasks["stf_reco"]["maxAttempt"] == 1
     assert tasks["stf_reco"]["site"] == load_profile().site
@@ -228,7 +228,7 @@ def test_wave_task_takes_the_largest_resources():
             WaveJob(2, "b", threads=1, mem_mb=5000, disk_mb=700, runtime_min=30)]
     spec = wave_task(load_profile(), "swf.snakemake.x.r.w1", "r", jobs)
     p = spec.params
-    assert (p["coreCount"], p["ramCount"], p["workDiskCount"], p["walltime"]) == (2, 2500, 700, 1800)
+    assert (p["coreCount"], p["ramCount"], p["workDiskCount"], p["baseWalltime"]) == (2, 2500, 700, 1800)
     assert p["container_name"] == "docker://img:1" and p["nEvents"] == 2 and p["nEventsPerJob"] == 1
     assert spec.payload["jobids"] == [1, 2]
     assert decode_jobs(p["jobParameters"][0]["value"].split("--jobs ")[1]) == ["a", "b"]

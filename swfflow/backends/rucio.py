@@ -16,6 +16,7 @@ import configparser
 import copy
 import os
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -54,6 +55,13 @@ def split_did(did: str) -> tuple[str, str]:
     if not sep or not scope or not name:
         raise ConfigError(f"{did!r} is not a Rucio DID", hint="write it as scope:name")
     return scope, name
+
+
+def file_guid(did: str) -> str:
+    """The file's GUID, derived from its DID so a retried registration gives the same one.
+    PanDA needs one per file (JEDI's Rucio client slices it; files without one break its
+    ``getFilesInDataset``)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"rucio-did:{did}").hex
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -254,9 +262,8 @@ class RucioCatalog(CatalogBase):
     def _replica(self, record: FileRecord, deterministic: bool, rse: str) -> dict[str, Any]:
         scope, name = split_did(record.did)
         replica: dict[str, Any] = {"scope": scope, "name": name, "bytes": int(record.size),
-                                   "adler32": normalize_adler32(record.adler32)}
-        if record.meta:
-            replica["meta"] = dict(record.meta)
+                                   "adler32": normalize_adler32(record.adler32),
+                                   "meta": {**(record.meta or {}), "guid": file_guid(record.did)}}
         if not deterministic:  # the file is where it is: its path comes with it
             if not record.pfn:
                 raise ConfigError(f"file {record.did} has no pfn, which RSE {rse} needs",
@@ -318,7 +325,7 @@ class RucioCatalog(CatalogBase):
 
 # columns of Rucio's DID table that are bookkeeping, not metadata a user set
 _DID_BOOKKEEPING = frozenset((
-    "scope name account did_type type availability bytes length adler32 md5 guid_ events "
+    "scope name account did_type type availability bytes length adler32 md5 guid guid_ events "
     "created_at updated_at accessed_at access_cnt closed_at deleted_at eol_at expired_at "
     "is_open open monotonic hidden obsolete suppressed purge_replicas complete is_new "
     "is_archive constituent transient").split())

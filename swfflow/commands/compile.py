@@ -33,7 +33,7 @@ def _resources_text(params: dict) -> str:
     if "coreCount" not in params:
         return "-"
     mem = params["ramCount"] * params["coreCount"]
-    return f"{params['coreCount']}c {mem} MB {params['walltime']}s"
+    return f"{params['coreCount']}c {mem} MB {params.get('baseWalltime', '?')}s"
 
 
 def plan_table(plan: Plan) -> Table:

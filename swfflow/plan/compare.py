@@ -15,7 +15,7 @@ from swfflow.plan.model import Plan
 
 SHAPE_PARAMS = ("nFilesPerJob", "nMaxFilesPerJob", "nGBPerJob", "runUntilClosed", "noInput",
                 "respectSplitRule", "noWaitParent", "coreCount", "ramCount", "ramUnit",
-                "workDiskCount", "walltime", "maxAttempt", "container_name")
+                "workDiskCount", "baseWalltime", "maxAttempt", "container_name")
 
 
 def plan_shape(plan: Plan) -> dict[str, dict[str, Any]]:

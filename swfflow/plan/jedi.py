@@ -54,6 +54,8 @@ def common_fields(profile: Profile, task_name: str) -> dict[str, Any]:
         "architecture": "",
         "transUses": "",
         "transHome": None,
+        # the executable a pilot runs the job parameters with (without it JEDI gives runGen)
+        "transPath": profile.transPath,
         "processingType": profile.processingType,
         "taskType": profile.taskType,
     }
@@ -74,8 +76,12 @@ def resource_fields(resources: Resources, profile: Profile, retries: int | None,
         "ramUnit": "MBPerCore",
         "workDiskCount": resources.disk_mb if resources.disk_mb is not None else d.disk_mb,
         "workDiskUnit": "MB",
-        "walltime": resources.walltime_s or d.walltime_s,
-        "walltimeUnit": "s",
+        # JEDI reads ``walltime`` as seconds per MB of input and ignores ``walltimeUnit``; a
+        # job's walltime is cpuTime x events + baseWalltime when cpuTimeUnit is HS06-based
+        # ("Fixed": scouts never change it). cpuTime 0 leaves exactly the step's walltime.
+        "cpuTime": 0,
+        "cpuTimeUnit": "HS06sPerEventFixed",
+        "baseWalltime": resources.walltime_s or d.walltime_s,
         "maxAttempt": (retries if retries is not None else d.retries) + 1,
     }
     if container:

@@ -76,6 +76,7 @@ class Profile(_Strict):
     taskType: str
     taskPriority: int
     campaign: str | None
+    transPath: str
     scopes: Scopes
     names: Names
     defaults: Defaults

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from swfflow.errors import ConfigError
-from swfflow.services import postgres
+from swfflow.services import panda_queues, postgres
 
 SCHEMA_ENV = "SWFFLOW_PANDA_SCHEMA"
 # the schema's tables are owned by this role (``ALTER … OWNER TO panda``): a cluster-wide name
@@ -138,4 +138,6 @@ def fresh_database(folder: Path, directory: Path, vo: str) -> str:
     postgres.ensure_template(template, DB_ROLE, lambda name: build_schema(folder, name, vo))
     name = database_name(directory)
     postgres.copy_template(template, name, DB_ROLE)
+    # the queues live outside the template: changing them needs no template rebuild
+    postgres.psql(panda_queues.seed_sql(vo), "insert the PanDA queues", database=name)
     return name

@@ -52,7 +52,11 @@ REQUIREMENTS = (
 CLIENT_DN = "/DC=local/DC=swfflow/CN=swf"  # the web front's client; clean_user_id → "swf"
 VO = "wlcg"
 CRON_INTERVAL_S = 10
+FEED_INTERVAL_MIN = 0  # JEDI re-lists an open dataset on every feeder loop (2 s)
 WSGI_SCRIPT = Path(__file__).with_name("panda_wsgi.py")
+# modules PanDA's processes import (setupper plugin) and run (the adder): PanDA venv only
+EXT_DIR = Path(__file__).with_name("panda_ext")
+ADDER_SCRIPT = EXT_DIR / "swf_adder.py"
 
 
 # --- the venv ------------------------------------------------------------------------------------
@@ -108,7 +112,7 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
     return {
         # the HTTP log emitters (monitoring) point nowhere: nothing here asks for them
         "panda_common.cfg": {"logger": {
-            "logdir": log, "log_level": "INFO", "rotating_policy": "none", "nemitters": 1,
+            "logdir": log, "log_level": os.environ.get("SWFFLOW_PANDA_LOG_LEVEL", "INFO"), "rotating_policy": "none", "nemitters": 1,
             "loghost": "127.0.0.1", "monport-apache": 9, "method": "GET", "encoding": "url",
             "loghost_new": "127.0.0.1", "monport-apache_new": 9, "method_new": "POST",
             "encoding_new": "json", "monurlprefix": "/logger/logger/query"}},
@@ -125,15 +129,19 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
                        "pilot_owners": CLIENT_DN, "record_statuschange": True,
                        "adder_plugins": "any:pandaserver.dataservice.adder_dummy_plugin:"
                                         "AdderDummyPlugin",
-                       "setupper_plugins": "any:pandaserver.dataservice.setupper_dummy_plugin:"
-                                           "SetupperDummyPlugin"},
+                       # inputs are ready where Rucio has them: our pilot stages them in
+                       "setupper_plugins": "any:swf_setupper:SwfSetupperPlugin"},
             "daemon": {"enable": False}},
         "panda_jedi.cfg": {
             "master": {"uname": "", "gname": "", "loggername": "jedi"},
             "db": {**db, **schemas, "nWorkers": 2},
             "ddm": {"modConfig": f"{VO}:1:pandajedi.jediddm.{ddm}:{ddm}",
                     "voWithScope": VO, "user_scope_in_lowercase": True},
-            "confeeder": {"procConfig": f"{VO}:any:1", **agent, "checkInterval": 1},
+            # checkInterval (whole minutes: the config reader keeps "0.05" a string, which
+            # breaks the feeder's query): how long an open dataset rests between two listings;
+            # production's 5 is the anchor of STF → job latency, 0 = every loop (docs/panda.md)
+            "confeeder": {"procConfig": f"{VO}:any:1", **agent, "loopCycle": 2,
+                          "checkInterval": FEED_INTERVAL_MIN},
             "taskrefine": {"modConfig": f"{VO}:any:pandajedi.jedirefine.GenTaskRefiner:"
                                         "GenTaskRefiner", "procConfig": f"{VO}:any:1", **agent},
             "jobbroker": {"modConfig": f"{VO}:any:pandajedi.jedibrokerage.GenJobBroker:"
@@ -142,8 +150,11 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
                                          "GenJobThrottler"},
             "jobgen": {"procConfig": f"{VO}:any:1:", "nTasks": 50, "nFiles": 5000,
                        **agent, "lockInterval": 5},
+            # the labels by name: its query takes "any" literally (prodSourceLabel='any'), so a
+            # task would never be finished
             "postprocessor": {"modConfig": f"{VO}:any:pandajedi.jedipprocess.GenPostProcessor:"
-                                           "GenPostProcessor", "procConfig": f"{VO}:any:1",
+                                           "GenPostProcessor",
+                              "procConfig": f"{VO}:{','.join(panda_db.LABELS)}:1",
                               "nTasks": 50, **agent},
             "watchdog": {"modConfig": f"{VO}:any:pandajedi.jedidog.GenWatchDog:GenWatchDog",
                          "procConfig": f"{VO}:any:1", "loopCycle": 60, "waitForPicked": 30,
@@ -160,7 +171,7 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
 
 def _write_configs(home: ServiceHome, port: int, database: str) -> None:
     etc = home.dir / "etc" / "panda"
-    for sub in (etc, home.dir / "log", home.dir / "cache"):
+    for sub in (etc, home.dir / "log", home.dir / "cache" / "jedilog"):
         sub.mkdir(parents=True, exist_ok=True)
     for file_name, sections in _configs(home, port, database).items():
         parser = configparser.ConfigParser(interpolation=None)
@@ -184,8 +195,8 @@ def _env(home: ServiceHome, venv: Path, url: str) -> dict[str, str]:
     rucio = {"RUCIO_CONFIG": str(rucio_config(home)), "RUCIO_ACCOUNT": "root"} \
         if rucio_config(home) else {}
     return dict(os.environ, **rucio, PANDA_HOME=str(home.dir), PANDA_NO_ROOT="1",
-                PYTHONPATH=os.pathsep.join(str(site / sub) for sub in
-                                           ("pandacommon", "pandaserver", "")),
+                PYTHONPATH=os.pathsep.join([str(EXT_DIR), *(str(site / sub) for sub in
+                                                             ("pandacommon", "pandaserver", ""))]),
                 PANDA_URL=api, PANDA_URL_SSL=api, PANDA_API_URL=f"{url}/api/v1",
                 PANDA_API_URL_SSL=f"{url}/api/v1", PANDA_BEHIND_REAL_LB="1")
 
@@ -203,6 +214,10 @@ def is_alive(url: str, timeout: float = 3.0) -> bool:
 
 def _jedi_pid_file(home: ServiceHome) -> Path:
     return home.dir / "jedi.pid"
+
+
+def _adder_pid_file(home: ServiceHome) -> Path:
+    return home.dir / "adder.pid"
 
 
 def _recorded(home: ServiceHome) -> dict:
@@ -252,6 +267,9 @@ def start(home: ServiceHome, *, fresh_session: str | None = None,
         wait_ready("panda-server", lambda: is_alive(url), pid=pid,
                    logs=[log, home.dir / "log" / "panda-Entry.log"], timeout=START_TIMEOUT_S)
         _start_jedi(home, venv, env)
+        start_detached([str(venv / "bin" / "python"), str(ADDER_SCRIPT)],
+                       log=home.dir / "log" / "adder.log", pid_file=_adder_pid_file(home),
+                       env=env, cwd=home.dir)
     except ServiceError:
         stop(home)  # never leave a half-started PanDA behind
         raise
@@ -285,8 +303,9 @@ def _start_jedi(home: ServiceHome, venv: Path, env: dict[str, str]) -> None:
 
 
 def stop(home: ServiceHome) -> bool:
+    adder = stop_pid(_adder_pid_file(home), timeout=10.0, group=True)
     jedi = stop_pid(_jedi_pid_file(home), timeout=10.0, group=True)
-    return stop_pid(home.pid_file, timeout=20.0, group=True) or jedi
+    return stop_pid(home.pid_file, timeout=20.0, group=True) or jedi or adder
 
 
 def purge(home: ServiceHome) -> None:
@@ -299,10 +318,12 @@ def status(home: ServiceHome) -> ServiceStatus:
     pid, url = home.pid(), endpoint.get("url")
     alive = bool(pid and url and is_alive(url))
     jedi = pid_file_alive(_jedi_pid_file(home))
-    healthy = alive and jedi and bool(_recorded(home).get("ready"))
+    adder = pid_file_alive(_adder_pid_file(home))
+    healthy = alive and jedi and adder and bool(_recorded(home).get("ready"))
     detail = (f"panda-server {VERSION} + JEDI, database {endpoint.get('database')}, "
               f"PANDA_URL={endpoint.get('api')}" if healthy
-              else "JEDI not running" if alive
+              else "JEDI not running" if alive and not jedi
+              else "the adder daemon is not running" if alive
               else "not running" if not pid else f"pid {pid} alive but is_alive not answering")
     return ServiceStatus(NAME, healthy, pid=pid, port=endpoint.get("port"), url=url,
                          detail=detail, log=endpoint.get("log"))
