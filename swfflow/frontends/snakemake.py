@@ -30,10 +30,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
+
 from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
+from swfflow.errors import SwfflowError, UnsupportedFeature, WorkflowError
 from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS, DATASET_INPUTS
-from swfflow.frontends.snakemake_dag import SnakeDag, SnakeJob, SnakeRule, build_dag
+from swfflow.frontends.snakemake_dag import (
+    SnakeDag,
+    SnakeJob,
+    SnakeRule,
+    build_dag,
+    parse_rules,
+)
 
 _MODES = {"stream": ir.EdgeMode.STREAM, "complete": ir.EdgeMode.COMPLETE}
 _NATIVE = {"prun": ir.StepKind.PRUN, "phpo": ir.StepKind.PHPO, "junction": ir.StepKind.JUNCTION}
@@ -52,24 +60,85 @@ def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = No
     are config values too, ``config`` wins) and lower it to the IR. ``strict`` adds nothing:
     Snakemake's own parse is already the full check."""
     merged = {**dict(inputs or {}), **dict(config or {})}
-    return lower(build_dag(path, merged), _workflow_name(Path(path)))
+    return lower(build_dag(path, merged), workflow_name(Path(path)))
 
 
-def _workflow_name(path: Path) -> str:
-    if path.name == "Snakefile":
-        return path.resolve().parent.name or "snakemake"
-    return path.stem
+def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> int:
+    """Check a rule module (``*.smk``) on its own: every rule as declared goes through the
+    same checks a compile makes (checkpoints, swf_* params, resources, pchain options); what
+    its jobs are is the business of the Snakefile that uses it. Returns the rules checked."""
+    rules = parse_rules(path, config)
+    for rule in rules:
+        _refuse_checkpoint(rule)
+        _check_rule(rule)
+    return len(rules)
+
+
+def workflow_name(path: Path) -> str:
+    """A name that is the same in every clone: a module's file stem; a Snakefile's folder
+    relative to its repository root (``analysis/ecal``; ``snakemake`` at the root itself);
+    outside a repository the folder's own name. Never an absolute path or a checkout name."""
+    if path.name != "Snakefile":
+        return path.stem
+    folder = path.resolve().parent
+    for root in (folder, *folder.parents):
+        if (root / ".git").exists():
+            relative = folder.relative_to(root).as_posix()
+            return "snakemake" if relative == "." else relative
+    return folder.name or "snakemake"
 
 
 def lower(dag: SnakeDag, name: str) -> ir.Workflow:
     for rule in dag.rules.values():
-        if rule.is_checkpoint:
-            raise UnsupportedFeature(
-                f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
-                "before anything runs", where=rule.where,
-                hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
-                     "run this workflow with plain snakemake")
+        _refuse_checkpoint(rule)
     return _Lowering(dag, name).workflow()
+
+
+def _refuse_checkpoint(rule: SnakeRule) -> None:
+    if rule.is_checkpoint:
+        raise UnsupportedFeature(
+            f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
+            "before anything runs", where=rule.where,
+            hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
+                 "run this workflow with plain snakemake")
+
+
+def _check_rule(rule: SnakeRule) -> None:
+    """The per-rule checks a compile makes, for a rule without jobs (a module's)."""
+    kind = _NATIVE.get((rule.shell or "").strip())
+    if kind is not None:
+        _native_options(rule, kind)
+        return
+    _mode(rule)
+    _resources(rule)
+    _sizing(rule)
+
+
+def _empty_reason(dag: SnakeDag) -> str:
+    """Why a Snakefile gives no step: the message names what Snakemake saw."""
+    if not dag.jobs:
+        return "the Snakefile has no jobs: Snakemake's job graph is empty"
+    targets = ", ".join(repr(t) for t in dag.targets) or "the first rule"
+    return (f"nothing to run: the target {targets} needs no job with a command (its inputs "
+            f"are empty or made by no rule); the plan would have no tasks")
+
+
+def _refuse_cycles(workflow: ir.Workflow, dag: SnakeDag) -> None:
+    """Snakemake's job graph is acyclic, but its rule graph need not be (a rule reading what
+    another instance of itself, or a rule it feeds, writes for other wildcards). A plan is one
+    task per rule, so such a loop cannot be a task graph."""
+    try:
+        cycle = nx.find_cycle(workflow.graph)
+    except nx.NetworkXNoCycle:
+        return
+    names = [edge[0] for edge in cycle]
+    first = dag.rules[names[0]]
+    loop = " -> ".join([*names, names[0]])
+    raise UnsupportedFeature(
+        f"rules {loop} feed each other (a loop between rules, unrolled over wildcards); a plan "
+        "has one task per rule, so it cannot hold the loop", where=first.where,
+        hint="write the unrolled chain as separate rules, or run this workflow with plain "
+             "snakemake")
 
 
 class _Lowering:
@@ -81,26 +150,34 @@ class _Lowering:
             self.jobs_of[job.rule].append(job)
         self.steps = [r for r in dag.rules.values() if not r.norun]
         self.step_names = {r.name for r in self.steps}
-        # file → (rule, port) that writes it
+        # file → (rule, port) that writes it, and the job that does
         self.producer: dict[str, tuple[str, str]] = {}
+        self.producer_job: dict[str, int] = {}
         for job in dag.jobs:
             if job.rule in self.step_names:
                 native = (dag.rules[job.rule].shell or "").strip() in _NATIVE
                 for port, files in job.outputs.items():
                     for f in files:  # a pchain rule's output is a label for its outDS
                         self.producer[f] = (job.rule, "outDS" if native else port)
+                        self.producer_job[f] = job.jobid
         self.external: dict[tuple[str, ...], str] = {}  # external file set → workflow input
 
     # --- the whole workflow -------------------------------------------------------------
     def workflow(self) -> ir.Workflow:
         links: list[ir.Link] = []
         for rule in sorted(self.steps, key=lambda r: r.name):
-            step, step_links = self.step(rule)
+            step, step_links = self.guarded_step(rule)
             self.wf.add_step(step)
             links += step_links
         for link in sorted(set(links), key=lambda lk: (lk.src_step, lk.dst_step, lk.dst_port,
                                                        lk.src_port)):
             self.wf.add_link(link)
+        if not self.wf.graph.number_of_nodes():
+            raise WorkflowError(_empty_reason(self.dag), where=self.dag.snakefile,
+                                hint="check the target rule's expand()/glob_wildcards() finds "
+                                     "the files (e.g. --config pointing at a sample folder), "
+                                     "or name a rule with a shell/run/script")
+        _refuse_cycles(self.wf, self.dag)
         self.mark_streams()
         self.outputs()
         return self.wf
@@ -127,6 +204,21 @@ class _Lowering:
                             tuple(ir.Source(r, p) for r, p in sources))
 
     # --- one rule -----------------------------------------------------------------------
+    def guarded_step(self, rule: SnakeRule) -> tuple[ir.Step, list[ir.Link]]:
+        """:meth:`step`, with any slip of this module on a Snakefile Snakemake accepted
+        reported as one line naming the rule (the promise: no traceback for a valid
+        Snakefile), instead of a traceback."""
+        try:
+            return self.step(rule)
+        except SwfflowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the catch-all is the point, see above)
+            raise UnsupportedFeature(
+                f"rule {rule.name!r} uses something swfflow cannot lower yet "
+                f"({type(exc).__name__}: {exc})", where=rule.where,
+                hint="run it with plain snakemake, and report this Snakefile to swfflow"
+            ) from None
+
     def step(self, rule: SnakeRule) -> tuple[ir.Step, list[ir.Link]]:
         jobs = self.jobs_of[rule.name]
         native = _NATIVE.get((rule.shell or "").strip())
@@ -145,9 +237,10 @@ class _Lowering:
             inputs[port] = ir.Port(port, ir.PortKind.FILE if per_job or len(jobs[0].inputs[port]) == 1
                                    else ir.PortKind.FILES,
                                    "File" if per_job or len(jobs[0].inputs[port]) == 1 else "File[]")
-            made = sorted({self.producer[f] for f in files if f in self.producer})
+            made_of = self.made_inputs(jobs, port)
+            made = sorted(set(made_of.values()))
             if made:
-                if len(made) < len({f for f in files}) and any(f not in self.producer for f in files):
+                if len(made_of) < len(files):
                     raise UnsupportedFeature(
                         f"rule {rule.name!r} input {port!r} mixes files made by rules with files "
                         "nobody makes", where=rule.where,
@@ -182,6 +275,19 @@ class _Lowering:
             where=rule.where)
         return step, links
 
+    def made_inputs(self, jobs: list[SnakeJob], port: str) -> dict[str, tuple[str, str]]:
+        """The files of ``port`` that a job's parent writes → (rule, port) writing them. A
+        file another rule *could* make but Snakemake takes as it is (``before_update``, an
+        ``ancient`` input, an ``update`` chain) is not made: following the producer map
+        would draw a rule-level cycle the job graph does not have."""
+        made: dict[str, tuple[str, str]] = {}
+        for job in jobs:
+            parents = set(job.parents)
+            for f in job.inputs[port]:
+                if self.producer_job.get(f) in parents:
+                    made[f] = self.producer[f]
+        return made
+
     def default_mode(self, consumer_per_file: bool, producer: str) -> ir.EdgeMode:
         """docs/cwl-extensions.md: stream for a per-file chain, complete for gathers."""
         producer_scattered = bool(self.dag.rules[producer].wildcard_names)
@@ -198,7 +304,7 @@ class _Lowering:
             name = f"{name}_"
         self.external[key] = name
         as_files = [{"class": "File", "location": f} for f in files]
-        if per_job or len(first) > 1:
+        if per_job or len(first) != 1:  # an empty list (an expand over nothing) too
             self.wf.inputs[name] = ir.WorkflowInput(
                 ir.Port(name, ir.PortKind.FILES, "File[]", as_files, True))
         else:
@@ -222,12 +328,7 @@ class _Lowering:
     def native_step(self, rule: SnakeRule, kind: ir.StepKind,
                     jobs: list[SnakeJob]) -> tuple[ir.Step, list[ir.Link]]:
         type_name = (rule.shell or "").strip()
-        options = {k: v for k, v in rule.params.items() if k.startswith("opt_")}
-        unknown = sorted(set(options) - ALLOWED_INPUTS[kind])
-        if unknown:
-            raise WorkflowError(f"unknown parameter(s) {', '.join(unknown)} for {type_name} rule "
-                                f"{rule.name!r}", where=rule.where,
-                                hint=f"{type_name} takes {', '.join(sorted(ALLOWED_INPUTS[kind]))}")
+        options = _native_options(rule, kind)
         label_of = {f: src for f, src in self.producer.items()}
         native: dict[str, Any] = {"type": type_name}
         sources: dict[str, list[str]] = {}
@@ -252,6 +353,18 @@ class _Lowering:
         step = ir.Step(name=rule.name, kind=kind, inputs=inputs, outputs=outputs,
                        bindings=bindings, native=native, tool_uri=type_name, where=rule.where)
         return step, links
+
+
+def _native_options(rule: SnakeRule, kind: ir.StepKind) -> dict[str, Any]:
+    """A pchain rule's ``opt_*`` params, refused when one is not the kind's."""
+    type_name = (rule.shell or "").strip()
+    options = {k: v for k, v in rule.params.items() if k.startswith("opt_")}
+    unknown = sorted(set(options) - ALLOWED_INPUTS[kind])
+    if unknown:
+        raise WorkflowError(f"unknown parameter(s) {', '.join(unknown)} for {type_name} rule "
+                            f"{rule.name!r}", where=rule.where,
+                            hint=f"{type_name} takes {', '.join(sorted(ALLOWED_INPUTS[kind]))}")
+    return options
 
 
 def _mode(rule: SnakeRule) -> ir.EdgeMode | None:
