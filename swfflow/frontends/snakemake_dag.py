@@ -160,7 +160,7 @@ def _snapshot(workflow: Any, path: Path) -> SnakeDag:
         if job.rule.name not in rules:
             rules[job.rule.name] = _rule(job.rule, job, workflow.linemaps)
     snap = [SnakeJob(job.jobid, job.rule.name, dict(job.wildcards.items()),
-                     _named(job.input, "input"), _named(job.output, "output"),
+                     named_files(job.input, "input"), named_files(job.output, "output"),
                      sorted(p.jobid for p in dag.dependencies[job]))
             for job in jobs]
     snap.sort(key=lambda j: j.jobid)
@@ -259,7 +259,7 @@ def _find_run(items: list[Any], values: list[Any], cursor: int) -> int:
     return cursor
 
 
-def _named(io_list: Any, prefix: str) -> dict[str, list[str]]:
+def named_files(io_list: Any, prefix: str) -> dict[str, list[str]]:
     files = [str(f) for f in io_list]
     return {name: files[start:end] for name, (start, end) in _ranges(io_list, prefix).items()}
 
