@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from swfflow import ir
 from swfflow.errors import UnsupportedFeature, WorkflowError
 from swfflow.frontends.snakemake import (
     check_module,
@@ -25,7 +26,6 @@ from swfflow.frontends.snakemake import (
 )
 from swfflow.frontends.snakemake_dag import (
     SnakeDag,
-    SnakeJob,
     SnakeRule,
     build_dag,
     named_files,
@@ -196,18 +196,60 @@ rule reco:
 
 
 def test_a_slip_of_the_lowering_names_the_rule():
-    """The last line of defence: an unexpected error while lowering one rule (here: jobs of
-    one rule with different input ports, which the lowering assumes away) is exit 33 naming
-    the rule and its line, not a traceback."""
-    rule = SnakeRule(name="a", where="Snakefile:4", shell="cat {input} > {output}", norun=False,
-                     is_checkpoint=False, wildcard_names=("i",), input_patterns={"x": True},
+    """The last line of defence: an unexpected error while lowering one rule (here: a rule
+    handed over without jobs, which the lowering assumes away) is exit 33 naming the rule
+    and its line, not a traceback."""
+    rule = SnakeRule(name="a", where="Snakefile:4", shell="touch {output}", norun=False,
+                     is_checkpoint=False, wildcard_names=(), input_patterns={},
                      params={}, threads=1, resources={}, container=None, retries=None)
-    jobs = [SnakeJob(1, "a", {"i": "1"}, {"x": ["1.in"]}, {"output_0": ["1.out"]}),
-            SnakeJob(2, "a", {"i": "2"}, {"y": ["2.in"]}, {"output_0": ["2.out"]})]
     with pytest.raises(UnsupportedFeature, match="rule 'a' uses something swfflow cannot "
                                                  "lower yet") as err:
-        lower(SnakeDag("Snakefile", {"a": rule}, jobs, []), "w")
-    assert err.value.where == "Snakefile:4" and "KeyError" in err.value.what
+        lower(SnakeDag("Snakefile", {"a": rule}, [], []), "w")
+    assert err.value.where == "Snakefile:4" and "IndexError" in err.value.what
+    assert err.value.exit_code == 33
+
+
+def test_jobs_of_one_rule_with_different_input_items(tmp_path):
+    """Snakemake's test_ruledag: an input function gives one job three files, the others
+    one (was KeyError: 'input_1')."""
+    for i in range(1, 6):
+        (tmp_path / f"{i}.a").write_text(str(i))
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: expand("{id}.d", id="1 2 3 4 5".split())
+rule rule1:
+    input: "{id}.c"
+    output: "{id}.d"
+    shell: "touch {output}"
+rule rule2:
+    input: lambda w: expand("{id}.b", id="1 2 3".split()) if w.id == "1" else f"{w.id}.b"
+    output: "{id}.c"
+    shell: "touch {output}"
+rule rule3:
+    input: "{id}.a"
+    output: "{id}.b"
+    shell: "touch {output}"
+''')
+    wf = load_workflow(tmp_path / "Snakefile")
+    assert {s.name for s in wf.steps} == {"rule1", "rule2", "rule3"}
+    assert {"input_0", "input_1", "input_2"} <= set(wf.step("rule2").inputs)
+
+
+def test_rules_without_a_command_but_with_outputs_are_steps(tmp_path):
+    """`touch()` outputs and no shell: Snakemake runs the job (it touches the file), so the
+    plan has its task; an output-less `all` stays the workflow's target."""
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: "b.txt"
+rule a:
+    output: touch("a.txt")
+rule b:
+    input: "a.txt"
+    output: touch("b.txt")
+''')
+    wf = load_workflow(tmp_path / "Snakefile")
+    assert [s.name for s in wf.steps] == ["a", "b"]
+    assert wf.outputs["input_0"].sources == (ir.Source("b", "output_0"),)
 
 
 def test_bad_snakefile_is_a_workflow_error_not_a_crash(tmp_path):

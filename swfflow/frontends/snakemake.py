@@ -148,7 +148,10 @@ class _Lowering:
         self.jobs_of: dict[str, list[SnakeJob]] = defaultdict(list)
         for job in dag.jobs:
             self.jobs_of[job.rule].append(job)
-        self.steps = [r for r in dag.rules.values() if not r.norun]
+        # a rule without a command is still a job when it has outputs (``touch()``, or files
+        # it only declares): Snakemake runs it; only output-less aggregates (`all`) are not
+        self.steps = [r for r in dag.rules.values()
+                      if not r.norun or any(j.outputs for j in self.jobs_of[r.name])]
         self.step_names = {r.name for r in self.steps}
         # file → (rule, port) that writes it, and the job that does
         self.producer: dict[str, tuple[str, str]] = {}
@@ -193,7 +196,7 @@ class _Lowering:
     def outputs(self) -> None:
         for target in self.dag.targets:
             rule = self.dag.rules.get(target)
-            if rule is None or not rule.norun:
+            if rule is None or target in self.step_names:
                 continue
             for job in self.jobs_of[target]:
                 for port, files in job.inputs.items():
@@ -231,12 +234,14 @@ class _Lowering:
         bindings: dict[str, ir.Binding] = {}
         links: list[ir.Link] = []
         streaming: list[str] = []
-        for port in jobs[0].inputs:
-            files = sorted({f for j in jobs for f in j.inputs[port]})
+        # ports of all jobs: an input function may give one job more positional items
+        for port in dict.fromkeys(p for j in jobs for p in j.inputs):
+            files = sorted({f for j in jobs for f in j.inputs.get(port, ())})
+            first = next(j.inputs[port] for j in jobs if port in j.inputs)
             per_job = port in scattered
-            inputs[port] = ir.Port(port, ir.PortKind.FILE if per_job or len(jobs[0].inputs[port]) == 1
-                                   else ir.PortKind.FILES,
-                                   "File" if per_job or len(jobs[0].inputs[port]) == 1 else "File[]")
+            single = per_job or len(first) == 1
+            inputs[port] = ir.Port(port, ir.PortKind.FILE if single else ir.PortKind.FILES,
+                                   "File" if single else "File[]")
             made_of = self.made_inputs(jobs, port)
             made = sorted(set(made_of.values()))
             if made:
@@ -251,7 +256,7 @@ class _Lowering:
                     links.append(ir.Link(src_rule, src_port, rule.name, port,
                                          mode or self.default_mode(per_job, src_rule)))
                 continue
-            wf_input = self.workflow_input(port, files, per_job, jobs[0].inputs[port])
+            wf_input = self.workflow_input(port, files, per_job, first)
             bindings[port] = ir.Binding(port, (ir.Source(None, wf_input),))
             if per_job and mode is not ir.EdgeMode.COMPLETE:
                 streaming.append(port)
@@ -283,7 +288,7 @@ class _Lowering:
         made: dict[str, tuple[str, str]] = {}
         for job in jobs:
             parents = set(job.parents)
-            for f in job.inputs[port]:
+            for f in job.inputs.get(port, ()):
                 if self.producer_job.get(f) in parents:
                     made[f] = self.producer[f]
         return made
