@@ -84,7 +84,7 @@ class _Timeout(Exception):
     pass
 
 
-def _alarm(signum, frame):  # noqa: ARG001 (signal handler signature)
+def _alarm(signum, frame):
     raise _Timeout
 
 
@@ -96,6 +96,8 @@ def dry_run(folder: Path) -> tuple[bool, set[str]]:
         with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
             parser, args = parse_args(["-n", "-c1"])
             ok = bool(args_to_api(args, parser))
+    except _Timeout:
+        raise
     except (Exception, SystemExit):  # noqa: BLE001 (Snakemake rejecting it is an answer)
         return False, set()
     stats = _STATS.findall(text.getvalue() + "\n") if ok else []
@@ -156,6 +158,9 @@ def _worker(tests: str, names: list[str]) -> None:
     os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
     for name in names:
         print(json.dumps(judge(Path(tests), name)), flush=True)
+    # a Snakefile may start threads that never end (test_queue_input does): do not wait
+    sys.stdout.flush()
+    os._exit(0)
 
 
 # --- the survey ------------------------------------------------------------------------------
@@ -166,19 +171,27 @@ def survey(tests: Path, names: list[str], jobs: int = 2, timeout_s: int = 1800) 
     def run(share: list[str]) -> list[dict]:
         if not share:
             return []
-        proc = subprocess.run([sys.executable, "-m", "tests.snakemake_corpus", "--worker",
-                               str(tests), *share], cwd=Path(__file__).resolve().parents[1],
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
-        rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        argv = [sys.executable, "-m", "tests.snakemake_corpus", "--worker", str(tests), *share]
+        try:
+            proc = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1],
+                                  capture_output=True, text=True, timeout=timeout_s, check=False)
+            out, err = proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:  # keep what it judged; the rest "died"
+            out, err = _text(exc.stdout), f"worker timed out after {timeout_s} s"
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         done = {r["dir"] for r in rows}
         # a Snakefile that killed its worker outright: counted, never lost
         rows += [{"dir": n, "dry": None, "outcome": "worker-died",
-                  "message": proc.stderr[-300:]} for n in share if n not in done]
+                  "message": err[-300:]} for n in share if n not in done]
         return rows
 
     with ThreadPoolExecutor(jobs) as pool:
         return sorted((r for rows in pool.map(run, shares) for r in rows),
                       key=lambda r: r["dir"])
+
+
+def _text(data: bytes | str | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 def summary(rows: list[dict]) -> dict:
