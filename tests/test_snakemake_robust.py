@@ -232,7 +232,8 @@ rule rule3:
 ''')
     wf = load_workflow(tmp_path / "Snakefile")
     assert {s.name for s in wf.steps} == {"rule1", "rule2", "rule3"}
-    assert {"input_0", "input_1", "input_2"} <= set(wf.step("rule2").inputs)
+    assert {p for p in wf.step("rule2").inputs if p.startswith("input")} == {"input_0"}
+    assert ("rule3", "rule2") in {(lk.src_step, lk.dst_step) for lk in wf.links()}
 
 
 def test_rules_without_a_command_but_with_outputs_are_steps(tmp_path):
@@ -272,7 +273,30 @@ rule x:
     shell: "cat {input} > {output}"
 ''')
     job = next(j for j in build_dag(tmp_path / "Snakefile").jobs if j.rule == "x")
-    assert job.inputs == {"input_0": ["a"], "input_1": ["b"], "c": ["c1", "c2"], "d": ["d"]}
+    # a run of unnamed files from the same maker (here: none) is one port
+    assert job.inputs == {"input_0": ["a", "b"], "c": ["c1", "c2"], "d": ["d"]}
+
+
+def test_an_expand_over_many_files_is_one_port(tmp_path):
+    """`input: expand(...)` of a gather over 2,000 files made by one rule: one port, not
+    2,000 (each port costs the plan a binding, a link and a payload entry)."""
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: "merged.txt"
+rule make:
+    output: "part/{i}.txt"
+    shell: "echo {wildcards.i} > {output}"
+rule merge:
+    input: "header.txt", expand("part/{i}.txt", i=range(2000))
+    output: "merged.txt"
+    shell: "cat {input} > {output}"
+''')
+    (tmp_path / "header.txt").write_text("h\n")
+    wf = load_workflow(tmp_path / "Snakefile")
+    merge = wf.step("merge")
+    assert set(merge.inputs) == {"input_0", "input_1"}
+    assert merge.inputs["input_1"].type == "File[]"
+    assert [(lk.src_step, lk.dst_port) for lk in wf.links()] == [("make", "input_1")]
 
 
 def test_named_ranges_with_repeated_files():

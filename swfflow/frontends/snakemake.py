@@ -164,6 +164,7 @@ class _Lowering:
                         self.producer[f] = (job.rule, "outDS" if native else port)
                         self.producer_job[f] = job.jobid
         self.external: dict[tuple[str, ...], str] = {}  # external file set → workflow input
+        self.parent_sets: dict[int, set[int]] = {}
 
     # --- the whole workflow -------------------------------------------------------------
     def workflow(self) -> ir.Workflow:
@@ -287,11 +288,17 @@ class _Lowering:
         would draw a rule-level cycle the job graph does not have."""
         made: dict[str, tuple[str, str]] = {}
         for job in jobs:
-            parents = set(job.parents)
+            parents = self.parents_of(job)
             for f in job.inputs.get(port, ()):
                 if self.producer_job.get(f) in parents:
                     made[f] = self.producer[f]
         return made
+
+    def parents_of(self, job: SnakeJob) -> set[int]:
+        """Cached: a gather job has as many parents as ports may have files."""
+        if job.jobid not in self.parent_sets:
+            self.parent_sets[job.jobid] = set(job.parents)
+        return self.parent_sets[job.jobid]
 
     def default_mode(self, consumer_per_file: bool, producer: str) -> ir.EdgeMode:
         """docs/cwl-extensions.md: stream for a per-file chain, complete for gathers."""

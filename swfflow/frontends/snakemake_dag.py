@@ -160,7 +160,8 @@ def _snapshot(workflow: Any, path: Path) -> SnakeDag:
         if job.rule.name not in rules:
             rules[job.rule.name] = _rule(job.rule, job, workflow.linemaps)
     snap = [SnakeJob(job.jobid, job.rule.name, dict(job.wildcards.items()),
-                     named_files(job.input, "input"), named_files(job.output, "output"),
+                     named_files(job.input, "input", _maker(dag.dependencies[job])),
+                     named_files(job.output, "output"),
                      sorted(p.jobid for p in dag.dependencies[job]))
             for job in jobs]
     snap.sort(key=lambda j: j.jobid)
@@ -259,9 +260,32 @@ def _find_run(items: list[Any], values: list[Any], cursor: int) -> int:
     return cursor
 
 
-def named_files(io_list: Any, prefix: str) -> dict[str, list[str]]:
+def _maker(dependencies: Mapping[Any, Any]) -> dict[str, str]:
+    """input file → the rule of the parent job that writes it."""
+    return {str(f): parent.rule.name for parent, files in dependencies.items() for f in files}
+
+
+def named_files(io_list: Any, prefix: str, maker: Mapping[str, str] | None = None
+                ) -> dict[str, list[str]]:
+    """port → files. Unnamed items are ``<prefix>_<i>``; with ``maker`` (file → the rule
+    writing it), a run of unnamed items written by the same rule (or by none) is ONE port
+    ``<prefix>_<first i>``: ``input: expand(...)`` over 100,000 files is one gather port, not
+    100,000 ports."""
     files = [str(f) for f in io_list]
-    return {name: files[start:end] for name, (start, end) in _ranges(io_list, prefix).items()}
+    ports: dict[str, list[str]] = {}
+    run_port, run_maker = None, None
+    for name, (start, end) in _ranges(io_list, prefix).items():
+        unnamed = name == f"{prefix}_{start}" and end == start + 1
+        if maker is not None and unnamed:
+            who = maker.get(files[start])
+            if run_port is not None and who == run_maker:
+                ports[run_port].append(files[start])
+                continue
+            run_port, run_maker = name, who
+        else:
+            run_port = None
+        ports[name] = files[start:end]
+    return ports
 
 
 @contextlib.contextmanager
