@@ -23,8 +23,6 @@ module only reads the snapshot. Mapping:
 from __future__ import annotations
 
 import os
-import re
-import shlex
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +32,7 @@ import networkx as nx
 
 from swfflow import ir
 from swfflow.errors import SwfflowError, UnsupportedFeature, WorkflowError
-from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS, DATASET_INPUTS
+from swfflow.frontends.cwl_pchain import DATASET_INPUTS
 from swfflow.frontends.snakemake_dag import (
     SnakeDag,
     SnakeJob,
@@ -42,16 +40,20 @@ from swfflow.frontends.snakemake_dag import (
     build_dag,
     parse_rules,
 )
-
-_MODES = {"stream": ir.EdgeMode.STREAM, "complete": ir.EdgeMode.COMPLETE}
-_NATIVE = {"prun": ir.StepKind.PRUN, "phpo": ir.StepKind.PHPO, "junction": ir.StepKind.JUNCTION}
-# rule params that steer swfflow rather than the command (never passed on as values)
-_SIZING_PARAMS = {"swf_files_per_job": "files_per_job", "swf_max_files_per_job":
-                  "max_files_per_job", "swf_gb_per_job": "gb_per_job",
-                  "swf_events_per_job": "events_per_job", "swf_n_jobs": "n_jobs"}
-_CONTROL_PARAMS = {"swf_mode", "payload", *_SIZING_PARAMS}
-_PLACEHOLDER = re.compile(r"\{(input|output|params|log|threads|wildcards)(?:\.(\w+))?(?::q)?\}")
-_TOKEN_KIND = {"input": "in", "output": "out", "params": "param", "wildcards": "param"}
+from swfflow.frontends.snakemake_rules import (
+    CONTROL_PARAMS,
+    NATIVE,
+    check_rule,
+    display_command,
+    edge_mode,
+    native_options,
+    param_type,
+    plain_value,
+    refuse_checkpoint,
+    step_container,
+    step_resources,
+    step_sizing,
+)
 
 
 def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = None, *,
@@ -69,8 +71,8 @@ def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = Non
     its jobs are is the business of the Snakefile that uses it. Returns the rules checked."""
     rules = parse_rules(path, config)
     for rule in rules:
-        _refuse_checkpoint(rule)
-        _check_rule(rule)
+        refuse_checkpoint(rule)
+        check_rule(rule)
     return len(rules)
 
 
@@ -90,28 +92,8 @@ def workflow_name(path: Path) -> str:
 
 def lower(dag: SnakeDag, name: str) -> ir.Workflow:
     for rule in dag.rules.values():
-        _refuse_checkpoint(rule)
+        refuse_checkpoint(rule)
     return _Lowering(dag, name).workflow()
-
-
-def _refuse_checkpoint(rule: SnakeRule) -> None:
-    if rule.is_checkpoint:
-        raise UnsupportedFeature(
-            f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
-            "before anything runs", where=rule.where,
-            hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
-                 "run this workflow with plain snakemake")
-
-
-def _check_rule(rule: SnakeRule) -> None:
-    """The per-rule checks a compile makes, for a rule without jobs (a module's)."""
-    kind = _NATIVE.get((rule.shell or "").strip())
-    if kind is not None:
-        _native_options(rule, kind)
-        return
-    _mode(rule)
-    _resources(rule)
-    _sizing(rule)
 
 
 def _empty_reason(dag: SnakeDag) -> str:
@@ -158,7 +140,7 @@ class _Lowering:
         self.producer_job: dict[str, int] = {}
         for job in dag.jobs:
             if job.rule in self.step_names:
-                native = (dag.rules[job.rule].shell or "").strip() in _NATIVE
+                native = (dag.rules[job.rule].shell or "").strip() in NATIVE
                 for port, files in job.outputs.items():
                     for f in files:  # a pchain rule's output is a label for its outDS
                         self.producer[f] = (job.rule, "outDS" if native else port)
@@ -225,10 +207,10 @@ class _Lowering:
 
     def step(self, rule: SnakeRule) -> tuple[ir.Step, list[ir.Link]]:
         jobs = self.jobs_of[rule.name]
-        native = _NATIVE.get((rule.shell or "").strip())
+        native = NATIVE.get((rule.shell or "").strip())
         if native is not None:
             return self.native_step(rule, native, jobs)
-        mode = _mode(rule)
+        mode = edge_mode(rule)
         scattered = [p for p, named in rule.input_patterns.items() if named and rule.wildcard_names
                      and all(len(j.inputs.get(p, ())) == 1 for j in jobs)]
         inputs: dict[str, ir.Port] = {}
@@ -267,17 +249,17 @@ class _Lowering:
         elif rule.wildcard_names and jobs:
             scatter = self.wildcard_scatter(rule, jobs, inputs, bindings)
         for key, value in sorted(rule.params.items()):
-            if key in _CONTROL_PARAMS or not _plain_value(value) or key in inputs:
+            if key in CONTROL_PARAMS or not plain_value(value) or key in inputs:
                 continue
-            inputs[key] = ir.Port(key, ir.PortKind.PARAM, _param_type(value), value, True)
+            inputs[key] = ir.Port(key, ir.PortKind.PARAM, param_type(value), value, True)
             bindings[key] = ir.Binding(key, default=value, has_default=True)
         outputs = {port: ir.Port(port, ir.PortKind.FILE, "File" if len(files) == 1 else "File[]")
                    for port, files in jobs[0].outputs.items()}
         step = ir.Step(
             name=rule.name, kind=ir.StepKind.COMMAND, inputs=inputs, outputs=outputs,
-            bindings=bindings, scatter=scatter, resources=_resources(rule),
-            sizing=_sizing(rule), container=_container(rule.container), retries=rule.retries,
-            command=_command(rule.shell), streaming_inputs=tuple(sorted(streaming)),
+            bindings=bindings, scatter=scatter, resources=step_resources(rule),
+            sizing=step_sizing(rule), container=step_container(rule.container),
+            retries=rule.retries, command=display_command(rule.shell), streaming_inputs=tuple(sorted(streaming)),
             where=rule.where)
         return step, links
 
@@ -340,7 +322,7 @@ class _Lowering:
     def native_step(self, rule: SnakeRule, kind: ir.StepKind,
                     jobs: list[SnakeJob]) -> tuple[ir.Step, list[ir.Link]]:
         type_name = (rule.shell or "").strip()
-        options = _native_options(rule, kind)
+        options = native_options(rule, kind)
         label_of = {f: src for f, src in self.producer.items()}
         native: dict[str, Any] = {"type": type_name}
         sources: dict[str, list[str]] = {}
@@ -365,90 +347,3 @@ class _Lowering:
         step = ir.Step(name=rule.name, kind=kind, inputs=inputs, outputs=outputs,
                        bindings=bindings, native=native, tool_uri=type_name, where=rule.where)
         return step, links
-
-
-def _native_options(rule: SnakeRule, kind: ir.StepKind) -> dict[str, Any]:
-    """A pchain rule's ``opt_*`` params, refused when one is not the kind's."""
-    type_name = (rule.shell or "").strip()
-    options = {k: v for k, v in rule.params.items() if k.startswith("opt_")}
-    unknown = sorted(set(options) - ALLOWED_INPUTS[kind])
-    if unknown:
-        raise WorkflowError(f"unknown parameter(s) {', '.join(unknown)} for {type_name} rule "
-                            f"{rule.name!r}", where=rule.where,
-                            hint=f"{type_name} takes {', '.join(sorted(ALLOWED_INPUTS[kind]))}")
-    return options
-
-
-def _mode(rule: SnakeRule) -> ir.EdgeMode | None:
-    value = rule.params.get("swf_mode")
-    if value is None:
-        return None
-    if value not in _MODES:
-        raise WorkflowError(f"rule {rule.name!r}: swf_mode={value!r}", where=rule.where,
-                            hint='params: swf_mode="stream" or swf_mode="complete"')
-    return _MODES[value]
-
-
-def _resources(rule: SnakeRule) -> ir.Resources:
-    res = rule.resources
-    mem = res.get("mem_mb") or (round(res["mem_mib"] * 1.048576) if res.get("mem_mib") else None)
-    disk = res.get("disk_mb") or (round(res["disk_mib"] * 1.048576) if res.get("disk_mib")
-                                  else None)
-    runtime = res.get("runtime")
-    for what, value in (("mem_mb", mem), ("disk_mb", disk), ("runtime", runtime)):
-        if value is not None and not isinstance(value, int | float):
-            raise WorkflowError(f"rule {rule.name!r}: resource {what}={value!r} is not a number",
-                                where=rule.where, hint="give mem_mb/disk_mb in MB and runtime "
-                                                       "in minutes")
-    return ir.Resources(cores=rule.threads if rule.threads > 1 else None,
-                        mem_mb=int(mem) if mem else None, disk_mb=int(disk) if disk else None,
-                        walltime_s=int(runtime * 60) if runtime else None)
-
-
-def _sizing(rule: SnakeRule) -> ir.Sizing:
-    values = {}
-    for param, attribute in _SIZING_PARAMS.items():
-        value = rule.params.get(param)
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise WorkflowError(f"rule {rule.name!r}: {param}={value!r}", where=rule.where,
-                                hint=f"{param} is a positive number")
-        values[attribute] = value
-    return ir.Sizing(**values)
-
-
-def _container(image: str | None) -> ir.Container | None:
-    if not image:
-        return None
-    # CWL's dockerPull has no scheme; keep one spelling of a Docker image in the IR
-    return ir.Container(image.removeprefix("docker://"), required=True)
-
-
-def _command(shell: str | None) -> tuple[str, ...]:
-    """Display argv with the IR's placeholders: {input.stf:q} → {in:stf}."""
-    if not shell:
-        return ()
-
-    def token(match: re.Match) -> str:
-        kind, name = match.group(1), match.group(2)
-        return f"{{{_TOKEN_KIND.get(kind, kind)}:{name}}}" if name else f"{{{kind}}}"
-
-    text = _PLACEHOLDER.sub(token, " ".join(shell.split()))
-    try:
-        return tuple(shlex.split(text))
-    except ValueError:
-        return tuple(text.split())
-
-
-def _plain_value(value: Any) -> bool:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return True
-    if isinstance(value, list | tuple):
-        return all(_plain_value(v) for v in value)
-    return False
-
-
-def _param_type(value: Any) -> str:
-    table = {bool: "boolean", int: "int", float: "float", str: "string"}
-    return table.get(type(value), "Any")
