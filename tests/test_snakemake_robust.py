@@ -340,3 +340,14 @@ def test_outside_a_repository_the_folder_name_is_used(tmp_path):
     (tmp_path / "calib").mkdir()
     assert workflow_name(tmp_path / "calib" / "Snakefile") == "calib"
     assert workflow_name(tmp_path / "calib" / "fit.smk") == "fit"
+
+
+def test_the_profile_can_name_the_workflow(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("workflow: stfchain\n")
+    out = tmp_path / "plan.json"
+    result = swfflow("compile", "Snakefile", "--config", f"stf_dir={ROOT / 'examples' / 'data'}",
+                     "--profile", str(profile), "-q", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    names = {t["key"]: t["name"] for t in json.loads(out.read_text())["tasks"]}
+    assert names["merge"] == "swf.stfchain.${RUN}.merge"

@@ -76,6 +76,8 @@ class Profile(_Strict):
     taskType: str
     taskPriority: int
     campaign: str | None
+    # the {workflow} of names; None: the workflow's own (CWL file stem, Snakefile folder)
+    workflow: str | None = None
     scopes: Scopes
     names: Names
     defaults: Defaults
