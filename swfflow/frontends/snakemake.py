@@ -17,7 +17,12 @@ module only reads the snapshot. Mapping:
   ``params: swf_files_per_job/swf_gb_per_job/...`` → resources, container, retries, sizing;
 - PanDA's pchain dialect (``shell: "prun"|"phpo"|"junction"`` with ``opt_*`` params) → native
   steps, as the CWL front end makes them;
-- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run.
+- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run;
+- whatever else Snakemake accepts compiles or is refused in one line (file:line, hint): an empty
+  plan (exit 2), a loop between rules (33), a slip of this module (33, naming the rule).
+
+The per-rule mapping and checks are in :mod:`.snakemake_rules`; a rule module (``*.smk``) is
+checked on its own by :func:`check_module`.
 """
 
 from __future__ import annotations
