@@ -9,12 +9,16 @@
 
    and the ratio compile / dry-run. Goal (issue 7): <= 1.3.
 
+   The same for a 100,000-job DAG (``--big-jobs``), once each, with each command's peak
+   memory (the child's max RSS from ``wait4``). Goal (issue 17): < 60 s and < 2 GB.
+
 2. PanDA status calls per poll cycle. `snakemake --executor swfpanda` runs a 1,000-job rule
    against the PanDA contract server (tasks kept running); the server records every request,
    and calls are grouped into poll cycles (requests closer together than half the interval).
    Goal: 1 status call per cycle for 1,000 running jobs.
 
-    python bench/compile_snakemake.py [--jobs 10000] [--status-jobs 1000] [--keep DIR]
+    python bench/compile_snakemake.py [--jobs 10000] [--big-jobs 100000] [--status-jobs 1000]
+                                      [--keep DIR]
 """
 
 from __future__ import annotations
@@ -58,13 +62,21 @@ def make_workflow(folder: Path, n_jobs: int) -> Path:
 
 
 def timed(argv: list[str], cwd: Path, env: dict | None = None) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"failed: {' '.join(argv)}\n{result.stderr[-2000:]}")
-    return elapsed
+    return measured(argv, cwd, env)[0]
+
+
+def measured(argv: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float]:
+    """Wall time (s) and peak memory (MB: the child's max RSS, as wait4 reports it)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"failed: {' '.join(argv)}\n{err.read().decode()[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024  # KB on Linux
 
 
 def compile_ratio(folder: Path, n_jobs: int, repeat: int) -> None:
@@ -80,6 +92,20 @@ def compile_ratio(folder: Path, n_jobs: int, repeat: int) -> None:
     print(f"  swfflow compile     {best_c:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in compile_s)})")
     print(f"  snakemake -n        {best_d:7.2f} s   (runs: {', '.join(f'{t:.2f}' for t in dry_s)})")
     print(f"  ratio compile / -n  {best_c / best_d:7.2f}   (goal <= 1.3)")
+
+
+def big_dag(folder: Path, n_jobs: int) -> None:
+    """One compile and one dry-run of an ``n_jobs``-job DAG: time and peak memory."""
+    snakefile = make_workflow(folder, n_jobs)
+    compile_s, compile_mb = measured([PY, "-m", "swfflow.cli", "compile", str(snakefile), "-o",
+                                      os.devnull, "-q"], folder)
+    dry_s, dry_mb = measured([PY, "-m", "snakemake", "-n", "--quiet", "-c1", "-s",
+                              str(snakefile)], folder)
+    print(f"big DAG: {n_jobs + 1:,} jobs (reco x {n_jobs:,} + merge), one run each")
+    print(f"  swfflow compile     {compile_s:7.2f} s  {compile_mb:7.0f} MB peak   "
+          f"(goal < 60 s, < 2048 MB)")
+    print(f"  snakemake -n        {dry_s:7.2f} s  {dry_mb:7.0f} MB peak")
+    print(f"  ratio compile / -n  {compile_s / dry_s:7.2f} time  {compile_mb / dry_mb:5.2f} memory")
 
 
 def status_calls(folder: Path, n_jobs: int, interval: int, cycles: int) -> None:
@@ -136,7 +162,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--status-jobs", type=int, default=1_000)
+    parser.add_argument("--big-jobs", type=int, default=100_000,
+                        help="jobs of the big DAG (0: skip it)")
+    parser.add_argument("--status-jobs", type=int, default=1_000,
+                        help="jobs of the status-call run (0: skip it)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--interval", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=4)
@@ -146,7 +175,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         compile_ratio(base / "compile", args.jobs, args.repeat)
-        status_calls(base / "status", args.status_jobs, args.interval, args.cycles)
+        if args.big_jobs:
+            big_dag(base / "big", args.big_jobs)
+        if args.status_jobs:
+            status_calls(base / "status", args.status_jobs, args.interval, args.cycles)
 
 
 if __name__ == "__main__":

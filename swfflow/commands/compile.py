@@ -12,11 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from swfflow.errors import ConfigError, SwfflowError
-from swfflow.pipeline import build_plan, load_workflow, parse_config
+from swfflow.pipeline import build_plan, check_file, load_workflow, parse_config
 from swfflow.plan.draw import to_dot, to_mermaid
 from swfflow.plan.model import Plan
-
-_CHECK_FAILED = 2
 
 
 def _split_text(params: dict) -> str:
@@ -74,7 +72,9 @@ def next_step(workflow: str, inputs: str | None) -> str:
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               envvar="SWFFLOW_PROFILE", help="Profile YAML: site, VO, scopes, names, defaults.")
 @click.option("--check", "--dry-run", "check", is_flag=True,
-              help="Validate only: exit 0 if the workflow compiles, 2 if not. Writes nothing.")
+              help="Validate only: exit 0 if the workflow compiles, 2 if not (33: a feature "
+                   "swfflow does not support). A Snakemake module (*.smk) without jobs of its "
+                   "own is checked rule by rule. Writes nothing.")
 @click.option("--strict", is_flag=True, help="Also run cwltool's full validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout, no table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table.")
@@ -94,16 +94,15 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
       swfflow compile examples/calib.cwl examples/calib-inputs.yml --run 100123 -o plan.json
       swfflow compile examples/calib.cwl --check        # for CI and pre-commit
     """
-    try:
-        plan = build_plan(workflow, inputs, profile_path, run, strict, parse_config(config))
-    except SwfflowError as exc:
-        if check:
-            click.echo(f"swfflow: {workflow}: invalid: {exc}", err=True)
-            sys.exit(_CHECK_FAILED)
-        raise
     if check:
-        click.echo(f"{workflow}: ok ({len(plan.tasks)} tasks, {len(plan.datasets)} datasets)")
+        try:
+            summary = check_file(workflow, inputs, profile_path, strict, parse_config(config))
+        except SwfflowError as exc:
+            click.echo(f"swfflow: {workflow}: invalid: {exc}", err=True)
+            sys.exit(exc.exit_code)  # 2, or 33 for a feature swfflow does not support
+        click.echo(f"{workflow}: {summary}")
         return
+    plan = build_plan(workflow, inputs, profile_path, run, strict, parse_config(config))
     text = plan.to_json()
     if as_json:
         click.echo(text, nl=False)

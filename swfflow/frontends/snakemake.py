@@ -17,33 +17,48 @@ module only reads the snapshot. Mapping:
   ``params: swf_files_per_job/swf_gb_per_job/...`` → resources, container, retries, sizing;
 - PanDA's pchain dialect (``shell: "prun"|"phpo"|"junction"`` with ``opt_*`` params) → native
   steps, as the CWL front end makes them;
-- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run.
+- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run;
+- whatever else Snakemake accepts compiles or is refused in one line (file:line, hint): an empty
+  plan (exit 2), a loop between rules (33), a slip of this module (33, naming the rule).
+
+The per-rule mapping and checks are in :mod:`.snakemake_rules`; a rule module (``*.smk``) is
+checked on its own by :func:`check_module`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shlex
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
-from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS, DATASET_INPUTS
-from swfflow.frontends.snakemake_dag import SnakeDag, SnakeJob, SnakeRule, build_dag
+import networkx as nx
 
-_MODES = {"stream": ir.EdgeMode.STREAM, "complete": ir.EdgeMode.COMPLETE}
-_NATIVE = {"prun": ir.StepKind.PRUN, "phpo": ir.StepKind.PHPO, "junction": ir.StepKind.JUNCTION}
-# rule params that steer swfflow rather than the command (never passed on as values)
-_SIZING_PARAMS = {"swf_files_per_job": "files_per_job", "swf_max_files_per_job":
-                  "max_files_per_job", "swf_gb_per_job": "gb_per_job",
-                  "swf_events_per_job": "events_per_job", "swf_n_jobs": "n_jobs"}
-_CONTROL_PARAMS = {"swf_mode", "payload", *_SIZING_PARAMS}
-_PLACEHOLDER = re.compile(r"\{(input|output|params|log|threads|wildcards)(?:\.(\w+))?(?::q)?\}")
-_TOKEN_KIND = {"input": "in", "output": "out", "params": "param", "wildcards": "param"}
+from swfflow import ir
+from swfflow.errors import SwfflowError, UnsupportedFeature, WorkflowError
+from swfflow.frontends.cwl_pchain import DATASET_INPUTS
+from swfflow.frontends.snakemake_dag import (
+    SnakeDag,
+    SnakeJob,
+    SnakeRule,
+    build_dag,
+    parse_rules,
+)
+from swfflow.frontends.snakemake_rules import (
+    CONTROL_PARAMS,
+    NATIVE,
+    check_rule,
+    display_command,
+    edge_mode,
+    native_options,
+    param_type,
+    plain_value,
+    refuse_checkpoint,
+    step_container,
+    step_resources,
+    step_sizing,
+)
 
 
 def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = None, *,
@@ -52,24 +67,65 @@ def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = No
     are config values too, ``config`` wins) and lower it to the IR. ``strict`` adds nothing:
     Snakemake's own parse is already the full check."""
     merged = {**dict(inputs or {}), **dict(config or {})}
-    return lower(build_dag(path, merged), _workflow_name(Path(path)))
+    return lower(build_dag(path, merged), workflow_name(Path(path)))
 
 
-def _workflow_name(path: Path) -> str:
-    if path.name == "Snakefile":
-        return path.resolve().parent.name or "snakemake"
-    return path.stem
+def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> int:
+    """Check a rule module (``*.smk``) on its own: every rule as declared goes through the
+    same checks a compile makes (checkpoints, swf_* params, resources, pchain options); what
+    its jobs are is the business of the Snakefile that uses it. Returns the rules checked."""
+    rules = parse_rules(path, config)
+    for rule in rules:
+        refuse_checkpoint(rule)
+        check_rule(rule)
+    return len(rules)
+
+
+def workflow_name(path: Path) -> str:
+    """A name that is the same in every clone: a module's file stem; a Snakefile's folder
+    relative to its repository root (``analysis/ecal``; ``snakemake`` at the root itself);
+    outside a repository the folder's own name. Never an absolute path or a checkout name."""
+    if path.name != "Snakefile":
+        return path.stem
+    folder = path.resolve().parent
+    for root in (folder, *folder.parents):
+        if (root / ".git").exists():
+            relative = folder.relative_to(root).as_posix()
+            return "snakemake" if relative == "." else relative
+    return folder.name or "snakemake"
 
 
 def lower(dag: SnakeDag, name: str) -> ir.Workflow:
     for rule in dag.rules.values():
-        if rule.is_checkpoint:
-            raise UnsupportedFeature(
-                f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
-                "before anything runs", where=rule.where,
-                hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
-                     "run this workflow with plain snakemake")
+        refuse_checkpoint(rule)
     return _Lowering(dag, name).workflow()
+
+
+def _empty_reason(dag: SnakeDag) -> str:
+    """Why a Snakefile gives no step: the message names what Snakemake saw."""
+    if not dag.jobs:
+        return "the Snakefile has no jobs: Snakemake's job graph is empty"
+    targets = ", ".join(repr(t) for t in dag.targets) or "the first rule"
+    return (f"nothing to run: the target {targets} needs no job with a command (its inputs "
+            f"are empty or made by no rule); the plan would have no tasks")
+
+
+def _refuse_cycles(workflow: ir.Workflow, dag: SnakeDag) -> None:
+    """Snakemake's job graph is acyclic, but its rule graph need not be (a rule reading what
+    another instance of itself, or a rule it feeds, writes for other wildcards). A plan is one
+    task per rule, so such a loop cannot be a task graph."""
+    try:
+        cycle = nx.find_cycle(workflow.graph)
+    except nx.NetworkXNoCycle:
+        return
+    names = [edge[0] for edge in cycle]
+    first = dag.rules[names[0]]
+    loop = " -> ".join([*names, names[0]])
+    raise UnsupportedFeature(
+        f"rules {loop} feed each other (a loop between rules, unrolled over wildcards); a plan "
+        "has one task per rule, so it cannot hold the loop", where=first.where,
+        hint="write the unrolled chain as separate rules, or run this workflow with plain "
+             "snakemake")
 
 
 class _Lowering:
@@ -79,28 +135,40 @@ class _Lowering:
         self.jobs_of: dict[str, list[SnakeJob]] = defaultdict(list)
         for job in dag.jobs:
             self.jobs_of[job.rule].append(job)
-        self.steps = [r for r in dag.rules.values() if not r.norun]
+        # a rule without a command is still a job when it has outputs (``touch()``, or files
+        # it only declares): Snakemake runs it; only output-less aggregates (`all`) are not
+        self.steps = [r for r in dag.rules.values()
+                      if not r.norun or any(j.outputs for j in self.jobs_of[r.name])]
         self.step_names = {r.name for r in self.steps}
-        # file → (rule, port) that writes it
+        # file → (rule, port) that writes it, and the job that does
         self.producer: dict[str, tuple[str, str]] = {}
+        self.producer_job: dict[str, int] = {}
         for job in dag.jobs:
             if job.rule in self.step_names:
-                native = (dag.rules[job.rule].shell or "").strip() in _NATIVE
+                native = (dag.rules[job.rule].shell or "").strip() in NATIVE
                 for port, files in job.outputs.items():
                     for f in files:  # a pchain rule's output is a label for its outDS
                         self.producer[f] = (job.rule, "outDS" if native else port)
+                        self.producer_job[f] = job.jobid
         self.external: dict[tuple[str, ...], str] = {}  # external file set → workflow input
+        self.parent_sets: dict[int, set[int]] = {}
 
     # --- the whole workflow -------------------------------------------------------------
     def workflow(self) -> ir.Workflow:
         links: list[ir.Link] = []
         for rule in sorted(self.steps, key=lambda r: r.name):
-            step, step_links = self.step(rule)
+            step, step_links = self.guarded_step(rule)
             self.wf.add_step(step)
             links += step_links
         for link in sorted(set(links), key=lambda lk: (lk.src_step, lk.dst_step, lk.dst_port,
                                                        lk.src_port)):
             self.wf.add_link(link)
+        if not self.wf.graph.number_of_nodes():
+            raise WorkflowError(_empty_reason(self.dag), where=self.dag.snakefile,
+                                hint="check the target rule's expand()/glob_wildcards() finds "
+                                     "the files (e.g. --config pointing at a sample folder), "
+                                     "or name a rule with a shell/run/script")
+        _refuse_cycles(self.wf, self.dag)
         self.mark_streams()
         self.outputs()
         return self.wf
@@ -116,7 +184,7 @@ class _Lowering:
     def outputs(self) -> None:
         for target in self.dag.targets:
             rule = self.dag.rules.get(target)
-            if rule is None or not rule.norun:
+            if rule is None or target in self.step_names:
                 continue
             for job in self.jobs_of[target]:
                 for port, files in job.inputs.items():
@@ -127,27 +195,45 @@ class _Lowering:
                             tuple(ir.Source(r, p) for r, p in sources))
 
     # --- one rule -----------------------------------------------------------------------
+    def guarded_step(self, rule: SnakeRule) -> tuple[ir.Step, list[ir.Link]]:
+        """:meth:`step`, with any slip of this module on a Snakefile Snakemake accepted
+        reported as one line naming the rule (the promise: no traceback for a valid
+        Snakefile), instead of a traceback."""
+        try:
+            return self.step(rule)
+        except SwfflowError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (the catch-all is the point, see above)
+            raise UnsupportedFeature(
+                f"rule {rule.name!r} uses something swfflow cannot lower yet "
+                f"({type(exc).__name__}: {exc})", where=rule.where,
+                hint="run it with plain snakemake, and report this Snakefile to swfflow"
+            ) from None
+
     def step(self, rule: SnakeRule) -> tuple[ir.Step, list[ir.Link]]:
         jobs = self.jobs_of[rule.name]
-        native = _NATIVE.get((rule.shell or "").strip())
+        native = NATIVE.get((rule.shell or "").strip())
         if native is not None:
             return self.native_step(rule, native, jobs)
-        mode = _mode(rule)
+        mode = edge_mode(rule)
         scattered = [p for p, named in rule.input_patterns.items() if named and rule.wildcard_names
                      and all(len(j.inputs.get(p, ())) == 1 for j in jobs)]
         inputs: dict[str, ir.Port] = {}
         bindings: dict[str, ir.Binding] = {}
         links: list[ir.Link] = []
         streaming: list[str] = []
-        for port in jobs[0].inputs:
-            files = sorted({f for j in jobs for f in j.inputs[port]})
+        # ports of all jobs: an input function may give one job more positional items
+        for port in dict.fromkeys(p for j in jobs for p in j.inputs):
+            files = sorted({f for j in jobs for f in j.inputs.get(port, ())})
+            first = next(j.inputs[port] for j in jobs if port in j.inputs)
             per_job = port in scattered
-            inputs[port] = ir.Port(port, ir.PortKind.FILE if per_job or len(jobs[0].inputs[port]) == 1
-                                   else ir.PortKind.FILES,
-                                   "File" if per_job or len(jobs[0].inputs[port]) == 1 else "File[]")
-            made = sorted({self.producer[f] for f in files if f in self.producer})
+            single = per_job or len(first) == 1
+            inputs[port] = ir.Port(port, ir.PortKind.FILE if single else ir.PortKind.FILES,
+                                   "File" if single else "File[]")
+            made_of = self.made_inputs(jobs, port)
+            made = sorted(set(made_of.values()))
             if made:
-                if len(made) < len({f for f in files}) and any(f not in self.producer for f in files):
+                if len(made_of) < len(files):
                     raise UnsupportedFeature(
                         f"rule {rule.name!r} input {port!r} mixes files made by rules with files "
                         "nobody makes", where=rule.where,
@@ -158,7 +244,7 @@ class _Lowering:
                     links.append(ir.Link(src_rule, src_port, rule.name, port,
                                          mode or self.default_mode(per_job, src_rule)))
                 continue
-            wf_input = self.workflow_input(port, files, per_job, jobs[0].inputs[port])
+            wf_input = self.workflow_input(port, files, per_job, first)
             bindings[port] = ir.Binding(port, (ir.Source(None, wf_input),))
             if per_job and mode is not ir.EdgeMode.COMPLETE:
                 streaming.append(port)
@@ -168,19 +254,38 @@ class _Lowering:
         elif rule.wildcard_names and jobs:
             scatter = self.wildcard_scatter(rule, jobs, inputs, bindings)
         for key, value in sorted(rule.params.items()):
-            if key in _CONTROL_PARAMS or not _plain_value(value) or key in inputs:
+            if key in CONTROL_PARAMS or not plain_value(value) or key in inputs:
                 continue
-            inputs[key] = ir.Port(key, ir.PortKind.PARAM, _param_type(value), value, True)
+            inputs[key] = ir.Port(key, ir.PortKind.PARAM, param_type(value), value, True)
             bindings[key] = ir.Binding(key, default=value, has_default=True)
         outputs = {port: ir.Port(port, ir.PortKind.FILE, "File" if len(files) == 1 else "File[]")
                    for port, files in jobs[0].outputs.items()}
         step = ir.Step(
             name=rule.name, kind=ir.StepKind.COMMAND, inputs=inputs, outputs=outputs,
-            bindings=bindings, scatter=scatter, resources=_resources(rule),
-            sizing=_sizing(rule), container=_container(rule.container), retries=rule.retries,
-            command=_command(rule.shell), streaming_inputs=tuple(sorted(streaming)),
+            bindings=bindings, scatter=scatter, resources=step_resources(rule),
+            sizing=step_sizing(rule), container=step_container(rule.container),
+            retries=rule.retries, command=display_command(rule.shell), streaming_inputs=tuple(sorted(streaming)),
             where=rule.where)
         return step, links
+
+    def made_inputs(self, jobs: list[SnakeJob], port: str) -> dict[str, tuple[str, str]]:
+        """The files of ``port`` that a job's parent writes → (rule, port) writing them. A
+        file another rule *could* make but Snakemake takes as it is (``before_update``, an
+        ``ancient`` input, an ``update`` chain) is not made: following the producer map
+        would draw a rule-level cycle the job graph does not have."""
+        made: dict[str, tuple[str, str]] = {}
+        for job in jobs:
+            parents = self.parents_of(job)
+            for f in job.inputs.get(port, ()):
+                if self.producer_job.get(f) in parents:
+                    made[f] = self.producer[f]
+        return made
+
+    def parents_of(self, job: SnakeJob) -> set[int]:
+        """Cached: a gather job has as many parents as ports may have files."""
+        if job.jobid not in self.parent_sets:
+            self.parent_sets[job.jobid] = set(job.parents)
+        return self.parent_sets[job.jobid]
 
     def default_mode(self, consumer_per_file: bool, producer: str) -> ir.EdgeMode:
         """docs/cwl-extensions.md: stream for a per-file chain, complete for gathers."""
@@ -198,7 +303,7 @@ class _Lowering:
             name = f"{name}_"
         self.external[key] = name
         as_files = [{"class": "File", "location": f} for f in files]
-        if per_job or len(first) > 1:
+        if per_job or len(first) != 1:  # an empty list (an expand over nothing) too
             self.wf.inputs[name] = ir.WorkflowInput(
                 ir.Port(name, ir.PortKind.FILES, "File[]", as_files, True))
         else:
@@ -222,12 +327,7 @@ class _Lowering:
     def native_step(self, rule: SnakeRule, kind: ir.StepKind,
                     jobs: list[SnakeJob]) -> tuple[ir.Step, list[ir.Link]]:
         type_name = (rule.shell or "").strip()
-        options = {k: v for k, v in rule.params.items() if k.startswith("opt_")}
-        unknown = sorted(set(options) - ALLOWED_INPUTS[kind])
-        if unknown:
-            raise WorkflowError(f"unknown parameter(s) {', '.join(unknown)} for {type_name} rule "
-                                f"{rule.name!r}", where=rule.where,
-                                hint=f"{type_name} takes {', '.join(sorted(ALLOWED_INPUTS[kind]))}")
+        options = native_options(rule, kind)
         label_of = {f: src for f, src in self.producer.items()}
         native: dict[str, Any] = {"type": type_name}
         sources: dict[str, list[str]] = {}
@@ -252,78 +352,3 @@ class _Lowering:
         step = ir.Step(name=rule.name, kind=kind, inputs=inputs, outputs=outputs,
                        bindings=bindings, native=native, tool_uri=type_name, where=rule.where)
         return step, links
-
-
-def _mode(rule: SnakeRule) -> ir.EdgeMode | None:
-    value = rule.params.get("swf_mode")
-    if value is None:
-        return None
-    if value not in _MODES:
-        raise WorkflowError(f"rule {rule.name!r}: swf_mode={value!r}", where=rule.where,
-                            hint='params: swf_mode="stream" or swf_mode="complete"')
-    return _MODES[value]
-
-
-def _resources(rule: SnakeRule) -> ir.Resources:
-    res = rule.resources
-    mem = res.get("mem_mb") or (round(res["mem_mib"] * 1.048576) if res.get("mem_mib") else None)
-    disk = res.get("disk_mb") or (round(res["disk_mib"] * 1.048576) if res.get("disk_mib")
-                                  else None)
-    runtime = res.get("runtime")
-    for what, value in (("mem_mb", mem), ("disk_mb", disk), ("runtime", runtime)):
-        if value is not None and not isinstance(value, int | float):
-            raise WorkflowError(f"rule {rule.name!r}: resource {what}={value!r} is not a number",
-                                where=rule.where, hint="give mem_mb/disk_mb in MB and runtime "
-                                                       "in minutes")
-    return ir.Resources(cores=rule.threads if rule.threads > 1 else None,
-                        mem_mb=int(mem) if mem else None, disk_mb=int(disk) if disk else None,
-                        walltime_s=int(runtime * 60) if runtime else None)
-
-
-def _sizing(rule: SnakeRule) -> ir.Sizing:
-    values = {}
-    for param, attribute in _SIZING_PARAMS.items():
-        value = rule.params.get(param)
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise WorkflowError(f"rule {rule.name!r}: {param}={value!r}", where=rule.where,
-                                hint=f"{param} is a positive number")
-        values[attribute] = value
-    return ir.Sizing(**values)
-
-
-def _container(image: str | None) -> ir.Container | None:
-    if not image:
-        return None
-    # CWL's dockerPull has no scheme; keep one spelling of a Docker image in the IR
-    return ir.Container(image.removeprefix("docker://"), required=True)
-
-
-def _command(shell: str | None) -> tuple[str, ...]:
-    """Display argv with the IR's placeholders: {input.stf:q} → {in:stf}."""
-    if not shell:
-        return ()
-
-    def token(match: re.Match) -> str:
-        kind, name = match.group(1), match.group(2)
-        return f"{{{_TOKEN_KIND.get(kind, kind)}:{name}}}" if name else f"{{{kind}}}"
-
-    text = _PLACEHOLDER.sub(token, " ".join(shell.split()))
-    try:
-        return tuple(shlex.split(text))
-    except ValueError:
-        return tuple(text.split())
-
-
-def _plain_value(value: Any) -> bool:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return True
-    if isinstance(value, list | tuple):
-        return all(_plain_value(v) for v in value)
-    return False
-
-
-def _param_type(value: Any) -> str:
-    table = {bool: "boolean", int: "int", float: "float", str: "string"}
-    return table.get(type(value), "Any")

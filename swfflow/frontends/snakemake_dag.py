@@ -6,6 +6,13 @@ with ``forceall=True`` (otherwise jobs whose outputs exist are dropped), and cop
 end needs into plain dataclasses, so nothing outside this module sees a Snakemake object.
 ``tests/test_snakemake_frontend.py::test_dag_adapter_contract`` pins every attribute used here;
 when Snakemake moves, that test and this module are the only things to change.
+
+Private names still used, and why (each has no public equivalent in 9.27):
+``WorkflowApi._workflow`` (the parsed workflow: the public methods only print),
+``Workflow._prepare_dag``/``_build_dag`` (what ``printdag`` runs, without printing a
+100,000-job graph) and ``Rule._restart_times`` (the public ``restart_times`` needs remote
+execution settings that a DAG-only API never sets). Named input/output ranges are read
+through the public ``Namedlist.items()``.
 """
 
 from __future__ import annotations
@@ -54,6 +61,11 @@ class SnakeJob:
     parents: list[int] = field(default_factory=list)
 
 
+class NoJobGraph(WorkflowError):
+    """Snakemake parsed the file but has no job graph for it on its own: no concrete target,
+    or inputs that only the Snakefile including it (a module) provides."""
+
+
 @dataclass
 class SnakeDag:
     snakefile: str
@@ -75,29 +87,69 @@ def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = N
     """Parse ``snakefile`` with ``config`` and return its full job graph (nothing runs)."""
     check_version()
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings,
-                                          ResourceSettings)
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
 
     path = Path(snakefile).resolve()
     noise = io.StringIO()
-    with _kept_cwd(), _quiet_snakemake(noise):
-        with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-            # A Snakefile is Python: whatever it raises while Snakemake reads it and builds the
-            # DAG is the user's error (missing inputs, bad resources, a typo), not swfflow's.
-            try:
-                wf_api = api.workflow(resource_settings=ResourceSettings(cores=_NO_CORE_CAP),
-                                      config_settings=ConfigSettings(config=dict(config or {})),
-                                      snakefile=path, workdir=path.parent)
-                wf_api.dag(DAGSettings())
-                workflow = wf_api._workflow
-                workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
-                workflow._build_dag()
-            except Exception as exc:  # noqa: BLE001 (see above)
-                raise WorkflowError(
-                    f"Snakemake could not build the job graph: {_first_line(exc)}",
-                    where=_error_where(exc, path),
-                    hint="run `snakemake -n` in the workflow folder for details") from None
-            return _snapshot(workflow, path)
+    with _kept_cwd(), _quiet_snakemake(noise), \
+            SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        # A Snakefile is Python: whatever it raises while Snakemake reads it and builds the
+        # DAG is the user's error (missing inputs, bad resources, a typo), not swfflow's.
+        try:
+            wf_api = api.workflow(resource_settings=ResourceSettings(cores=_NO_CORE_CAP),
+                                  config_settings=ConfigSettings(config=dict(config or {})),
+                                  snakefile=path, workdir=path.parent)
+            wf_api.dag(DAGSettings())
+            workflow = wf_api._workflow
+            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+            workflow._build_dag()
+        except Exception as exc:  # noqa: BLE001 (see above)
+            raise _graph_error(exc, path) from None
+        return _snapshot(workflow, path)
+
+
+def parse_rules(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = None
+                ) -> list[SnakeRule]:
+    """The rules of ``snakefile`` as declared (no job graph: a module's check). Values that
+    are functions of a job (params, resources, threads) are left out: only a job has them."""
+    check_version()
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
+
+    path = Path(snakefile).resolve()
+    with _kept_cwd(), _quiet_snakemake(io.StringIO()), \
+            SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        try:
+            workflow = api.workflow(resource_settings=ResourceSettings(cores=_NO_CORE_CAP),
+                                    config_settings=ConfigSettings(config=dict(config or {})),
+                                    snakefile=path, workdir=path.parent)._workflow
+        except Exception as exc:  # noqa: BLE001 (a Snakefile is the user's Python)
+            raise _graph_error(exc, path) from None
+        return [_declared_rule(rule, workflow.linemaps) for rule in workflow.rules]
+
+
+# Snakemake errors that mean "this file needs whoever includes it", by class name (the
+# classes live in snakemake.exceptions; matching names keeps the import lazy)
+_NEEDS_INCLUDER = {"MissingInputException"}
+_NEEDS_INCLUDER_TEXT = ("Target rules may not contain wildcards",)
+
+
+def _graph_error(exc: BaseException, path: Path) -> WorkflowError:
+    text = _first_line(exc)
+    kind = NoJobGraph if (type(exc).__name__ in _NEEDS_INCLUDER
+                          or any(t in text for t in _NEEDS_INCLUDER_TEXT)) else WorkflowError
+    return kind(f"Snakemake could not build the job graph: {text}",
+                where=_error_where(exc, path),
+                hint="run `snakemake -n` in the workflow folder for details")
 
 
 def _snapshot(workflow: Any, path: Path) -> SnakeDag:
@@ -108,7 +160,8 @@ def _snapshot(workflow: Any, path: Path) -> SnakeDag:
         if job.rule.name not in rules:
             rules[job.rule.name] = _rule(job.rule, job, workflow.linemaps)
     snap = [SnakeJob(job.jobid, job.rule.name, dict(job.wildcards.items()),
-                     _named(job.input, "input"), _named(job.output, "output"),
+                     named_files(job.input, "input", _maker(dag.dependencies[job])),
+                     named_files(job.output, "output"),
                      sorted(p.jobid for p in dag.dependencies[job]))
             for job in jobs]
     snap.sort(key=lambda j: j.jobid)
@@ -120,6 +173,30 @@ def _rule(rule: Any, job: Any, linemaps: Mapping[Any, Mapping[int, int]]) -> Sna
     declared = set(rule.resources)  # only what the rule says, plus tmpdir/_nodes/_cores
     resources = {k: v for k, v in job.resources.items() if k in _DECLARABLE and k in declared}
     params = dict(job.params.items()) if job.params is not None else {}
+    return _make_rule(rule, linemaps, params, int(job.threads), resources)
+
+
+def _declared_rule(rule: Any, linemaps: Mapping[Any, Mapping[int, int]]) -> SnakeRule:
+    """A rule without a job: only the values that are not functions of one."""
+    params = {k: v for k, v in rule.params.items() if not callable(v)}
+    resources = {key: _declared_value(value) for key, value in rule.resources.items()
+                 if key in _DECLARABLE and _declared_value(value) is not None}
+    cores = _declared_value(rule.resources.get("_cores"))
+    return _make_rule(rule, linemaps, params, cores if isinstance(cores, int) else 1, resources)
+
+
+def _declared_value(resource: Any) -> Any:
+    """A resource's value, None when it is a function of a job (Snakemake's ``Resource``
+    raises on ``.value`` then; a plain value may also be given)."""
+    if resource is None or callable(resource):
+        return None
+    if hasattr(resource, "is_evaluable"):
+        return None if resource.is_evaluable() else resource.value
+    return resource
+
+
+def _make_rule(rule: Any, linemaps: Mapping[Any, Mapping[int, int]], params: dict[str, Any],
+               threads: int, resources: dict[str, Any]) -> SnakeRule:
     container = rule.container_img if isinstance(rule.container_img, str) else None
     patterns = {}
     declared_inputs = list(rule.input)
@@ -131,7 +208,7 @@ def _rule(rule: Any, job: Any, linemaps: Mapping[Any, Mapping[int, int]]) -> Sna
         shell=rule.shellcmd,
         norun=bool(rule.norun), is_checkpoint=bool(rule.is_checkpoint),
         wildcard_names=tuple(sorted(rule.wildcard_names)), input_patterns=patterns,
-        params=params, threads=int(job.threads), resources=resources, container=container,
+        params=params, threads=threads, resources=resources, container=container,
         retries=rule._restart_times or None)
 
 
@@ -141,17 +218,27 @@ _DECLARABLE = ("mem_mb", "mem_mib", "disk_mb", "disk_mib", "runtime")
 def _source_line(snakefile: Any, lineno: int, linemaps: Mapping[Any, Mapping[int, int]]) -> str:
     """Rule line numbers count lines of the Python Snakemake generates; map them back."""
     for key, mapping in linemaps.items():
-        if str(key) == str(snakefile) or str(getattr(key, "get_path_or_uri", lambda: key)()) \
-                == str(snakefile):
+        spelled = key.get_path_or_uri() if hasattr(key, "get_path_or_uri") else key
+        if str(snakefile) in (str(key), str(spelled)):
             return f"{snakefile}:{mapping.get(lineno, lineno)}"
     return f"{snakefile}:{lineno}"
 
 
 def _ranges(io_list: Any, prefix: str) -> dict[str, tuple[int, int]]:
-    """port -> (start, end) index range; unnamed items get ``<prefix>_<i>``."""
+    """port -> (start, end) index range; unnamed items get ``<prefix>_<i>``.
+
+    ``Namedlist.items()`` gives each name's item or slice in declaration order; named items
+    follow positional ones (Python call syntax), so each range starts where the previous one
+    ended or, after positional items, at the first position that holds its value."""
     size = len(io_list)
-    named = {name: (start, start + 1 if end is None else end)  # None: a single item
-             for name, (start, end) in io_list._names.items()}
+    items = list(io_list)
+    named: dict[str, tuple[int, int]] = {}
+    cursor = 0
+    for name, value in io_list.items():
+        values = list(value) if isinstance(value, list) else [value]
+        start = _find_run(items, values, cursor)
+        named[name] = (start, start + len(values))
+        cursor = start + len(values)
     covered = {i for start, end in named.values() for i in range(start, end)}
     for i in range(size):
         if i not in covered:
@@ -159,9 +246,46 @@ def _ranges(io_list: Any, prefix: str) -> dict[str, tuple[int, int]]:
     return dict(sorted(named.items(), key=lambda item: item[1]))
 
 
-def _named(io_list: Any, prefix: str) -> dict[str, list[str]]:
+def _find_run(items: list[Any], values: list[Any], cursor: int) -> int:
+    """First index >= cursor where ``values`` occur as a run of ``items`` (cursor if empty)."""
+    if not values:
+        return cursor
+    width = len(values)
+    for start in range(cursor, len(items) - width + 1):
+        if items[start] is values[0] and items[start:start + width] == values:
+            return start
+    for start in range(cursor, len(items) - width + 1):  # copies rather than the same objects
+        if items[start:start + width] == values:
+            return start
+    return cursor
+
+
+def _maker(dependencies: Mapping[Any, Any]) -> dict[str, str]:
+    """input file → the rule of the parent job that writes it."""
+    return {str(f): parent.rule.name for parent, files in dependencies.items() for f in files}
+
+
+def named_files(io_list: Any, prefix: str, maker: Mapping[str, str] | None = None
+                ) -> dict[str, list[str]]:
+    """port → files. Unnamed items are ``<prefix>_<i>``; with ``maker`` (file → the rule
+    writing it), a run of unnamed items written by the same rule (or by none) is ONE port
+    ``<prefix>_<first i>``: ``input: expand(...)`` over 100,000 files is one gather port, not
+    100,000 ports."""
     files = [str(f) for f in io_list]
-    return {name: files[start:end] for name, (start, end) in _ranges(io_list, prefix).items()}
+    ports: dict[str, list[str]] = {}
+    run_port, run_maker = None, None
+    for name, (start, end) in _ranges(io_list, prefix).items():
+        unnamed = name == f"{prefix}_{start}" and end == start + 1
+        if maker is not None and unnamed:
+            who = maker.get(files[start])
+            if run_port is not None and who == run_maker:
+                ports[run_port].append(files[start])
+                continue
+            run_port, run_maker = name, who
+        else:
+            run_port = None
+        ports[name] = files[start:end]
+    return ports
 
 
 @contextlib.contextmanager

@@ -57,7 +57,8 @@ class _Planner:
         self.profile = profile
         self.run = run
         self.base = base_dirs(workflow.source_path)
-        self.names = {"run": run, "user": profile.user, "workflow": safe_name(workflow.name)}
+        self.names = {"run": run, "user": profile.user,
+                      "workflow": safe_name(profile.workflow or workflow.name)}
         self.leaves = list(iter_leaves(workflow))
         self.flat = qualified_graph(workflow)
         self.origins: OriginMap = resolve_origins(workflow)

@@ -77,6 +77,8 @@ class Profile(_Strict):
     taskPriority: int
     campaign: str | None
     transPath: str
+    # the {workflow} of names; None: the workflow's own (CWL file stem, Snakefile folder)
+    workflow: str | None = None
     scopes: Scopes
     names: Names
     defaults: Defaults
