@@ -44,7 +44,7 @@ from swfflow.stream.bridge.intake import Rejected, file_facts, peek
 from swfflow.stream.bridge.runs import OpenRuns
 from swfflow.stream.bridge.work import Work
 from swfflow.stream.bus import Delivery
-from swfflow.stream.messages import (EndRun, Envelope, MessageError, RunImminent, StfGen,
+from swfflow.stream.messages import (EndRun, Envelope, RunImminent, StfGen,
                                      UnknownMessageType, parse_message)
 from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_ANNOUNCED,
                                   PHASE_ENDING, PHASE_PREPARED, BridgeStore, StfRow)
@@ -209,6 +209,19 @@ class Bridge:
 
     # --- record: one handler per message type ---------------------------------------------
     def handle(self, delivery: Delivery) -> None:
+        # issue 15: nothing a message does stops the loop (poison messages)
+        try:
+            self._handle(delivery)
+        except Exception as exc:  # noqa: BLE001 - the store unreachable while deciding, a bug
+            self._failed(delivery, exc, *peek(delivery.body))
+
+    def _failed(self, delivery: Delivery, exc: Exception, msg_type, run_id) -> None:
+        self.counters["errors"] += 1
+        self.last_error = f"{msg_type} run {run_id}: {type(exc).__name__}: {exc}".splitlines()[0]
+        log.exception("handling %s of run %s failed; it will be redelivered", msg_type, run_id)
+        self.acks.retry(delivery, self.last_error, msg_type, run_id)
+
+    def _handle(self, delivery: Delivery) -> None:
         self.counters["received"] += 1
         try:
             message = parse_message(delivery.body)
@@ -216,7 +229,7 @@ class Bridge:
             self.counters["ignored"] += 1  # other agents' traffic on the shared topic
             delivery.ack()
             return
-        except MessageError as exc:
+        except Exception as exc:  # noqa: BLE001 - a MessageError: parse_message raises no other
             self.acks.dead(delivery, str(exc), *peek(delivery.body))
             return
         namespace = self.config.namespace
@@ -238,13 +251,8 @@ class Bridge:
         except Rejected as exc:
             self.acks.dead(delivery, str(exc), message.msg_type, message.run_id)
         except Exception as exc:  # the store unreachable, a bug: never lost, never silent
-            self.counters["errors"] += 1
-            self.last_error = f"{message.msg_type} run {message.run_id}: " \
-                f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log.exception("handling %s of run %s failed; it will be redelivered",
-                          message.msg_type, message.run_id)
             self.acks.forget(waiter)  # not half-registered
-            delivery.nack()
+            self._failed(delivery, exc, message.msg_type, message.run_id)
 
     def on_run_imminent(self, message: RunImminent, waiter: Waiter) -> None:
         run_id = message.run_id
