@@ -141,15 +141,24 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
 
 def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
-    from swfflow.stream.store import PHASE_FAILED
+    """A bounded bridge exits 0 only when every run is done: 1 when one failed, or is still
+    open (stopped by a signal before it finished)."""
+    from swfflow.stream.store import PHASE_DONE, PHASE_FAILED
 
     failed = [run for run in runs if run["phase"] == PHASE_FAILED]
-    if failed:
-        reasons = "; ".join(f"run {run['run']}: {run.get('message') or 'failed'}"
-                            for run in failed)
-        raise RunFailed(f"{len(failed)} of {len(runs)} run(s) failed: {reasons}", where=workflow,
-                        hint=f"swfflow status --state {state} --run {failed[0]['run']} "
-                             f"shows each task and why")
+    unfinished = [run for run in runs if run["phase"] not in (PHASE_DONE, PHASE_FAILED)]
+    if not failed and not unfinished:
+        return
+    reasons = [f"run {run['run']}: {run.get('message') or 'failed'}" for run in failed] + \
+        [f"run {run['run']}: not finished (phase {run['phase']})" for run in unfinished]
+    verb = " or ".join(word for word, runs_of in (("failed", failed),
+                                                  ("not finished", unfinished)) if runs_of)
+    first = (failed or unfinished)[0]["run"]
+    raise RunFailed(f"{len(failed) + len(unfinished)} of {len(runs)} run(s) {verb}: "
+                    f"{'; '.join(reasons)}", where=workflow,
+                    hint=f"swfflow status --state {state} --run {first} shows each task "
+                         "and why" + ("; run the bridge again to finish the open runs"
+                                      if unfinished else ""))
 
 
 def _subscribe_only(workflow, inputs, profile_path, broker, destination, subscription,
