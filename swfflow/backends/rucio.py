@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from rucio.common import exception as rucio_errors
@@ -223,6 +224,27 @@ class RucioCatalog(CatalogBase):
             count += self._attach(scope, name, [{"scope": r["scope"], "name": r["name"]}
                                                 for r in replicas])
         return count
+
+    def replica_paths(self, rse: str, dids: Sequence[str]) -> dict[str, str]:
+        """Rucio's path for each DID on a deterministic posix RSE (one call per 500)."""
+        paths: dict[str, str] = {}
+        for batch in _chunks(list(dids), 500):
+            for did, pfn in self._call("lfns2pfns", rse, list(batch), operation="write").items():
+                parts = urlsplit(pfn)
+                if parts.scheme != "file":
+                    raise ConfigError(f"RSE {rse} gives {pfn} for {did}: not a local file",
+                                      hint="the local transfer copies to posix RSEs only")
+                paths[did] = parts.path
+        return paths
+
+    def add_replicas(self, rse: str, files: Sequence[FileRecord]) -> None:
+        deterministic = self._is_deterministic(rse)
+        for batch in _chunks(list(files), self.batch_size):
+            try:
+                self._call("add_replicas", rse,
+                           [self._replica(f, deterministic, rse) for f in batch])
+            except rucio_errors.RucioException as exc:
+                raise self._permanent(exc, "add_replicas", batch[0].did) from exc
 
     def set_file_metadata(self, files: Sequence[FileRecord]) -> None:
         for batch in _chunks([f for f in files if f.meta], self.batch_size):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from swfflow.errors import ConfigError
 
@@ -63,6 +63,16 @@ class BridgeSettings(_Strict):
     # state is only recorded). Off by default: PanDA accepts pause/resume from production
     # roles only, and a standby pause is usually short.
     pause_tasks_on_pause: bool = False
+    # the butterfly (issue 15): the E1 RSEs every STF is copied to, and those marked down
+    # (they get no copies until they are back, then catch up). Empty: no copies.
+    sites: list[str] = []
+    sites_down: list[str] = []
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sites(self, handler):
+        # plans compiled without sites keep their JSON (and the golden files) as they were
+        data = handler(self)
+        return {k: v for k, v in data.items() if v or k not in ("sites", "sites_down")}
 
 
 class Profile(_Strict):
