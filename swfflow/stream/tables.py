@@ -102,6 +102,13 @@ SITES = Table(
     Column("reason", Text),  # profile, CLI, or the failed health checks
     Column("updated_at", Float, nullable=False),
 )
+RUN_SITES = Table(  # where each run's processing goes (profile bridge.site_policy)
+    "br_run_sites", METADATA,
+    Column("run_id", String(64), primary_key=True),
+    Column("rse", String(64), nullable=False),
+    Column("queue", String(128), nullable=False),
+    Column("chosen_at", Float, nullable=False),
+)
 HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
 MAX_DEAD_BODY = 65536
 

@@ -41,6 +41,7 @@ from swfflow.stream.bridge.acks import KEYED_BY_FILE, Acks, Waiter
 from swfflow.stream.bridge.backoff import Backoff
 from swfflow.stream.bridge.config import BridgeConfig
 from swfflow.stream.bridge.intake import Rejected, file_facts, peek
+from swfflow.stream.bridge.placement import Placement
 from swfflow.stream.bridge.runs import OpenRuns
 from swfflow.stream.bridge.work import Work
 from swfflow.stream.bus import Delivery
@@ -88,6 +89,8 @@ class Bridge:
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
                       ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
+        # issue 15: which site's queue each run's tasks go to
+        self.placement = Placement(engine, template.profile, self.config.sites_down)
         self.open = OpenRuns(self.store, self.new_driver)
         self.acks = Acks(self.store, self.counters)
         self.work = Work(self.open, self.acks, self.store, self.config, self.gates,
@@ -98,7 +101,9 @@ class Bridge:
     # --- what the collaborators are given ---------------------------------------------------
     def new_driver(self, run_id: str) -> Driver:
         """A driver of the run's instance of the plan (:meth:`OpenRuns.driver` starts it)."""
-        return Driver(self.template.instantiate(run_id), self.catalog, self.executor,
+        # issue 15: the run's tasks go to the queue of the site its policy chose
+        plan = self.placement.place(self.template.instantiate(run_id), run_id)
+        return Driver(plan, self.catalog, self.executor,
                       self.driver_store, prepare=self.prepare,
                       run_expression=self.run_expression)
 
