@@ -95,6 +95,19 @@ def test_every_stf_is_copied_verified_and_registered_at_both_e1_sites(tmp_path, 
                                          "alarm": None} for rse in SITES}
         assert bridge.store.dead_letters() == []
         assert bridge.counters["replicated_E1_BNL_DISK"] == 8
+        # the run dataset's butterfly rules are satisfied by the copies (no transfer daemon
+        # runs here: without them they would stay REPLICATING)
+        from rucio.client import Client
+
+        scope, name = stream.split(":", 1)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the judge makes each file's lock after attaching
+            rules = list(Client().list_did_rules(scope, name))
+            if rules and all(r["state"] == "OK" and r["locks_ok_cnt"] == 8 for r in rules):
+                break
+            time.sleep(1)
+        assert {r["rse_expression"]: (r["state"], r["locks_ok_cnt"]) for r in rules} == \
+            {rse: ("OK", 8) for rse in SITES}
 
 
 class Flaky(LocalTransfer):
