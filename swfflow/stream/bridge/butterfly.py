@@ -74,10 +74,15 @@ class Butterfly:
         self.due_at = 0.0
 
     def up(self) -> list[str]:
-        """The sites new copies (and new runs' processing) go to now."""
-        sites = self.store.sites()
+        """The sites to copy to now: not down, or health-failed and due for another try (a
+        site a previous bridge found down is tried at once)."""
+        sites, now = self.store.sites(), time.monotonic()
+        for rse in self.sites:
+            site = sites.get(rse, {})
+            if site.get("down") and site.get("reason") != REASON_CONFIG:
+                self.retry_at.setdefault(rse, now)
         return [rse for rse in self.sites if not sites.get(rse, {}).get("down")
-                or (rse in self.retry_at and time.monotonic() >= self.retry_at[rse])]
+                or (rse in self.retry_at and now >= self.retry_at[rse])]
 
     # --- the loop's step ----------------------------------------------------------------------
     def step(self) -> None:
@@ -155,10 +160,12 @@ class Butterfly:
     def compare_runs(self) -> None:
         """For each closed run, compare each site's running checksum with the DAQ's once the
         site holds every STF (a site that is down is compared when it has caught up)."""
-        for run_id in self.store.unchecked(self.sites):
+        down = {rse for rse, site in self.store.sites().items() if site["down"]}
+        live = [rse for rse in self.sites if rse not in down]  # the others: when caught up
+        for run_id in self.store.unchecked(live):
             count, expected, files = self.store.daq_sum(run_id)
             sums = self.store.sums(run_id)
-            for rse in self.sites:
+            for rse in live:
                 site = sums.get(rse)
                 if site is not None and site["checked_at"] is not None:
                     continue
