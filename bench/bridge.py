@@ -262,8 +262,8 @@ def main() -> None:
 
     from swfflow import services
     from swfflow.backends.rucio import RucioCatalog
-    from swfflow.services.rucio_server import client_config, database_name
     from swfflow.pipeline import load_template
+    from swfflow.services.rucio_server import client_config, database_name
     from swfflow.testing.panda_runner import StateMachineRunner
     from swfflow.testing.panda_server import PandaContractServer
 
