@@ -27,6 +27,11 @@ bridge, not payloads). Then:
    (from /proc: the bridge, Rucio's server and judge, PostgreSQL, ActiveMQ). Their sum
    against the cores there are is the rate this machine can reach at all.
 
+5. the butterfly (issue 15): the paced run again with every STF copied to both E1 RSEs
+   (stf_gen sent → copied, verified and registered at both sites, p50/p99), and a flood of
+   ``--butterfly-flood`` STFs drained with one E1 copy and with two: STFs per second from the
+   first attach until the last copy is registered, and the attach rate meanwhile.
+
 Goals (issue 6): p99 < 1 s at 2 Hz, sustained ≥ 500 STF/s. On one 2-core machine the rate
 with Rucio is bound by the services sharing the cores (Rucio's server and judge, PostgreSQL,
 ActiveMQ): compare (4) with (1) and (3), and see the CPU per STF of each process.
@@ -152,7 +157,8 @@ def wait_for_judge(catalog, did: str, locks: int, timeout: float = 300.0) -> Non
 
 
 def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url: str,
-                 marks: tuple[str, ...] = (), catalog: str = "rucio") -> dict:
+                 marks: tuple[str, ...] = (), catalog: str = "rucio",
+                 sites: tuple[str, ...] = ()) -> dict:
     """One simulated run through a bridge; ``backlog``: the whole run is published before the
     bridge starts (it drains it), else the simulator runs while the bridge does."""
     from swfflow.stream.bridge.setup import Setup, build_bridge
@@ -160,15 +166,17 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
     from swfflow.stream.bus import open_bus
     from swfflow.stream.messages import EPIC_TOPIC, parse_message
     from swfflow.stream.store import FILES, PHASE_DONE
+    from swfflow.stream.tables import REPLICAS
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True, exist_ok=True)
     with open_bus(url) as bus:
         bus.subscribe(EPIC_TOPIC, lambda d: None, durable_name=name).close()
     setup = Setup(workflow=str(WORKFLOW), profile=str(PROFILE), catalog=catalog, backend="panda",
                   state=f"sqlite:///{tmp / f'{name}.db'}", workdir=tmp / "work",
                   rucio_config=os.environ["RUCIO_CONFIG"], panda_url=panda_url,
                   options={"batch_ms": 50.0, "batch_size": 500, "tick_s": 1.0,
-                           "emit_ready": True, "namespace": name})
+                           "emit_ready": True, "namespace": name, "sites": sites})
     log = tmp / f"{name}.jsonl"
 
     def publish() -> None:
@@ -186,7 +194,8 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
         subscribe(bridge, bus, EPIC_TOPIC, name)
 
         def done(b) -> bool:  # the store is read only once the run left the open ones
-            return b.idle and not b.runs and bool(b.store.runs((PHASE_DONE,)))
+            return b.idle and not b.runs and bool(b.store.runs((PHASE_DONE,))) and all(
+                b.counters[f"replicated_{rse}"] >= b.counters["attached"] for rse in sites)
 
         expected = sum('"stf_gen"' in line for line in log.read_text().splitlines()) \
             if backlog else 0
@@ -204,6 +213,7 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
         cpu = time.process_time() - cpu0
         with bridge.store.engine.connect() as conn:
             rows = conn.execute(FILES.select()).all()
+            copies = conn.execute(REPLICAS.select()).all() if sites else []
         judged = {}
         if backlog and catalog == "rucio":  # the judge works after the attach: its catch-up
             # is part of the cost
@@ -221,7 +231,14 @@ def bridge_phase(tmp: Path, url: str, schedule: str, *, backlog: bool, panda_url
     first = min(r.attached_at for r in rows)
     last = max(r.attached_at for r in rows)
     after_first = sum(r.attached_at > first for r in rows)
-    return {"stfs": len(rows), "latencies": [r.attached_at - sent[r.filename] for r in rows],
+    at_all_sites: dict[str, float] = {}  # file → when its last site's copy was registered
+    for copy in copies:
+        at_all_sites[copy.filename] = max(at_all_sites.get(copy.filename, 0.0), copy.copied_at)
+    replicated = {"replicated_latencies": [at_all_sites[n] - sent[n] for n in at_all_sites],
+                  "replicated_per_s": len(at_all_sites) / (max(at_all_sites.values()) - first)
+                  if at_all_sites else 0.0}
+    return {**replicated, "stfs": len(rows),
+            "latencies": [r.attached_at - sent[r.filename] for r in rows],
             "steady_per_s": after_first / (last - first) if last > first else float("inf"),
             "metadata_done_after_s": max(r.meta_at for r in rows) - last,
             "cpu_ms_per_stf": 1000 * cpu / len(rows),
@@ -237,13 +254,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--flood", type=int, default=6000)
     parser.add_argument("--raw", type=int, default=2000)
+    parser.add_argument("--butterfly-flood", type=int, default=2000)
+    parser.add_argument("--only-butterfly", action="store_true",
+                        help="Skip phases 1-4: only the butterfly's figures.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     from swfflow import services
     from swfflow.backends.rucio import RucioCatalog
+    from swfflow.pipeline import load_template
     from swfflow.services.rucio_server import client_config, database_name
-    from swfflow.stream.bridge.setup import load_template
     from swfflow.testing.panda_runner import StateMachineRunner
     from swfflow.testing.panda_server import PandaContractServer
 
@@ -266,6 +286,18 @@ def main() -> None:
                    "with metadata, 1 client": raw_rucio_rate(catalog, tmp, args.raw, meta=True),
                    "run dataset's rules, 2 clients": raw_rucio_rate(
                        catalog, tmp, args.raw, clients=2, rules=stream.rules)}
+            sites = ("E1_BNL_DISK", "E1_JLAB_DISK")
+            butterfly = {
+                "paced": bridge_phase(tmp / "bf-paced", broker.url,
+                                      SCHEDULE % (args.seconds, 1.0 / args.rate_hz),
+                                      backlog=False, panda_url=panda.url, sites=sites),
+                **{f"flood, {n} site(s)": bridge_phase(
+                    tmp / f"bf-flood-{n}", broker.url,
+                    SCHEDULE % (max(1, args.butterfly_flood // 1000), 0.001),
+                    backlog=True, panda_url=panda.url, sites=sites[:n]) for n in (0, 1, 2)}}
+            if args.only_butterfly:
+                report_butterfly(args, butterfly)
+                return
             (tmp / "paced").mkdir()
             paced = bridge_phase(tmp / "paced", broker.url,
                                  SCHEDULE % (args.seconds, 1.0 / args.rate_hz),
@@ -284,6 +316,36 @@ def main() -> None:
     finally:
         services.purge(state)
     report(args, raw, paced, flood, alone)
+    report_butterfly(args, butterfly)
+
+
+def report_butterfly(args, butterfly: dict) -> None:
+    """Phase 5: the copies to both E1 sites, next to the same bridge without copies."""
+    paced = butterfly["paced"]
+    base = butterfly["flood, 0 site(s)"]
+    lat = paced["replicated_latencies"]
+    result = {"butterfly_paced_stfs": len(lat),
+              "replicated_both_p50_s": round(statistics.median(lat), 3),
+              "replicated_both_p99_s": round(percentile(lat, 0.99), 3),
+              "attached_p99_s_with_copies": round(percentile(paced["latencies"], 0.99), 3),
+              "flood": {label: {"stfs": phase["stfs"],
+                                "attach_per_s": round(phase["steady_per_s"], 1),
+                                "replicated_per_s": round(phase["replicated_per_s"], 1),
+                                "attach_vs_no_copies": round(phase["steady_per_s"]
+                                                             / base["steady_per_s"], 2)}
+                        for label, phase in butterfly.items() if label != "paced"}}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"butterfly at {args.rate_hz} Hz ({len(lat)} STFs): stf_gen → copied, verified and "
+          f"registered at both E1 sites  p50 {result['replicated_both_p50_s']} s  "
+          f"p99 {result['replicated_both_p99_s']} s   (stf_gen → attached p99 meanwhile "
+          f"{result['attached_p99_s_with_copies']} s)")
+    for label, row in result["flood"].items():
+        copies = (f"; at every site {row['replicated_per_s']} STF/s (first attach → last copy)"
+                  if label != "flood, 0 site(s)" else "")
+        print(f"butterfly {label} ({row['stfs']} STFs): attached {row['attach_per_s']} STF/s "
+              f"= {row['attach_vs_no_copies']}x the same flood without copies{copies}")
 
 
 def _rounded(spent: dict[str, float]) -> dict[str, float]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from swfflow.errors import ServiceError
+from swfflow.errors import ServiceError, UnsupportedFeature
 from swfflow.plan.model import ReplicationRule, TaskSpec
 
 
@@ -141,6 +141,19 @@ class CatalogBase:
         """The catalog to use from another thread (default: this one; only called when
         ``parallel_clients`` is true, or from a single other thread)."""
         return self
+
+    def replica_paths(self, rse: str, dids: Sequence[str]) -> dict[str, str]:
+        """Where a copy of each file goes on ``rse`` (a local path), for the bridge's
+        butterfly (issue 15). The default: this catalog places no replicas."""
+        raise UnsupportedFeature(
+            f"{type(self).__name__} places no replicas on storage endpoints ({rse})",
+            hint="the butterfly (profile bridge.sites) needs --catalog rucio")
+
+    def add_replicas(self, rse: str, files: Sequence[FileRecord]) -> None:
+        """Register copies of files (already in their datasets) on ``rse``; again: a no-op."""
+        raise UnsupportedFeature(f"{type(self).__name__} places no replicas ({rse})",
+                                 hint="the butterfly (profile bridge.sites) needs "
+                                      "--catalog rucio")
 
 
 class ExecutorBase:

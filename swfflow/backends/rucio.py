@@ -16,9 +16,11 @@ import configparser
 import copy
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from rucio.common import exception as rucio_errors
@@ -231,6 +233,40 @@ class RucioCatalog(CatalogBase):
             count += self._attach(scope, name, [{"scope": r["scope"], "name": r["name"]}
                                                 for r in replicas])
         return count
+
+    def replica_paths(self, rse: str, dids: Sequence[str]) -> dict[str, str]:
+        """Rucio's path for each DID on a deterministic posix RSE (lfns2pfns is a GET: 50
+        names per call keep its URL under the server's request-line limit)."""
+        paths: dict[str, str] = {}
+        for batch in _chunks(list(dids), 50):
+            for did, pfn in self._call("lfns2pfns", rse, list(batch), operation="write").items():
+                parts = urlsplit(pfn)
+                if parts.scheme != "file":
+                    raise ConfigError(f"RSE {rse} gives {pfn} for {did}: not a local file",
+                                      hint="the local transfer copies to posix RSEs only")
+                paths[did] = parts.path
+        return paths
+
+    def add_replicas(self, rse: str, files: Sequence[FileRecord]) -> None:
+        """Register copies made on ``rse``, available. A replication rule's judge may have
+        made the replica already (COPYING, waiting for a transfer): adding it again is
+        accepted, and setting it AVAILABLE completes the rule's lock, as a finished
+        transfer does. The judge inserting the same replica at the same moment fails one
+        call: it is tried again once."""
+        deterministic = self._is_deterministic(rse)
+        for batch in _chunks(list(files), self.batch_size):
+            replicas = [self._replica(f, deterministic, rse) for f in batch]
+            available = [{"scope": r["scope"], "name": r["name"], "state": "A"}
+                         for r in replicas]
+            for attempt in (1, 2):
+                try:
+                    self._call("add_replicas", rse, replicas)
+                    self._call("update_replicas_states", rse, available)
+                    break
+                except rucio_errors.RucioException as exc:
+                    if attempt == 2:
+                        raise self._permanent(exc, "add_replicas", batch[0].did) from exc
+                    time.sleep(0.5)  # the judge's insert is committed by then
 
     def set_file_metadata(self, files: Sequence[FileRecord]) -> None:
         for batch in _chunks([f for f in files if f.meta], self.batch_size):

@@ -46,6 +46,9 @@ from swfflow.stream.messages import EPIC_TOPIC
               help="rucio.cfg for --catalog rucio.")
 @click.option("--rse", default=None, help="RSE where STF replicas are registered "
               "[default: the catalog's, DAQ_DISK for Rucio].")
+@click.option("--site-down", "sites_down", multiple=True, metavar="RSE",
+              help="An E1 site (of the profile's bridge.sites) that is down: no copies go "
+                   "to it until the bridge runs without this; it then catches up. Repeatable.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("bridge-work"),
               help="Job directories (--backend local) and ExpressionTool steps' scratch.")
@@ -73,7 +76,8 @@ from swfflow.stream.messages import EPIC_TOPIC
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary when exiting.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, state, namespace,
-               destination, subscription, profile_path, rucio_config, rse, workdir, jobs,
+               destination, subscription, profile_path, rucio_config, rse, sites_down, workdir,
+               jobs,
                no_container, batch_size, batch_ms, attach_parallel, end_timeout, tick, no_ready,
                exit_after, subscribe_only, as_json, quiet):
     """Drive WORKFLOW (CWL, Snakefile or plan.json) from ePIC DAQ messages: for every run a
@@ -115,7 +119,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
                   options=dict(namespace=namespace, batch_size=batch_size, batch_ms=batch_ms,
                                attach_parallel=attach_parallel,
                                end_timeout_s=end_timeout, tick_s=tick, rse=rse,
-                               emit_ready=not no_ready))
+                               sites_down=tuple(sites_down), emit_ready=not no_ready))
     with contextlib.ExitStack() as stack:
         bus = stack.enter_context(open_bus(broker)) if broker else None
         bridge = build_bridge(setup, stack, publish=bus.publish if bus else None)
@@ -141,15 +145,24 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
 
 
 def _fail_on_failed_runs(runs: list[dict], workflow: str, state: str) -> None:
-    from swfflow.stream.store import PHASE_FAILED
+    """A bounded bridge exits 0 only when every run is done: 1 when one failed, or is still
+    open (stopped by a signal before it finished)."""
+    from swfflow.stream.store import PHASE_DONE, PHASE_FAILED
 
     failed = [run for run in runs if run["phase"] == PHASE_FAILED]
-    if failed:
-        reasons = "; ".join(f"run {run['run']}: {run.get('message') or 'failed'}"
-                            for run in failed)
-        raise RunFailed(f"{len(failed)} of {len(runs)} run(s) failed: {reasons}", where=workflow,
-                        hint=f"swfflow status --state {state} --run {failed[0]['run']} "
-                             f"shows each task and why")
+    unfinished = [run for run in runs if run["phase"] not in (PHASE_DONE, PHASE_FAILED)]
+    if not failed and not unfinished:
+        return
+    reasons = [f"run {run['run']}: {run.get('message') or 'failed'}" for run in failed] + \
+        [f"run {run['run']}: not finished (phase {run['phase']})" for run in unfinished]
+    verb = " or ".join(word for word, runs_of in (("failed", failed),
+                                                  ("not finished", unfinished)) if runs_of)
+    first = (failed or unfinished)[0]["run"]
+    raise RunFailed(f"{len(failed) + len(unfinished)} of {len(runs)} run(s) {verb}: "
+                    f"{'; '.join(reasons)}", where=workflow,
+                    hint=f"swfflow status --state {state} --run {first} shows each task "
+                         "and why" + ("; run the bridge again to finish the open runs"
+                                      if unfinished else ""))
 
 
 def _subscribe_only(workflow, inputs, profile_path, broker, destination, subscription,

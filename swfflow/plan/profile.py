@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from swfflow.errors import ConfigError
 
@@ -63,6 +63,24 @@ class BridgeSettings(_Strict):
     # state is only recorded). Off by default: PanDA accepts pause/resume from production
     # roles only, and a standby pause is usually short.
     pause_tasks_on_pause: bool = False
+    # the butterfly (issue 15): the E1 RSEs every STF is copied to, and those marked down
+    # (they get no copies until they are back, then catch up). Empty: no copies.
+    sites: list[str] = []
+    sites_down: list[str] = []
+    # processing: each run's tasks go to the PanDA queue of one site (site_queues: RSE →
+    # queue), chosen per run by site_policy among the sites not down (weights: site_weights)
+    site_queues: dict[str, str] = {}
+    site_policy: Literal["round_robin", "weights", "least_loaded"] | None = None
+    site_weights: dict[str, float] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_sites(self, handler):
+        # plans compiled without sites keep their JSON (and the golden files) as they were
+        data = handler(self)
+        return {k: v for k, v in data.items() if v or k not in _SITE_KEYS}
+
+
+_SITE_KEYS = ("sites", "sites_down", "site_queues", "site_policy", "site_weights")
 
 
 class Profile(_Strict):

@@ -45,6 +45,12 @@ _STF_NAME_RE = re.compile(r"^swf\.(?P<run>[A-Za-z0-9_-]+)\.(?P<seq>\d+)\.stf$")
 _MSG_ID_NAMESPACE = uuid.UUID("6f1c1c52-3f5e-4d0b-9a57-2f0b8e5f4c11")
 _LEGACY_TIME_FORMATS = {14: "%Y%m%d%H%M%S", 20: "%Y%m%d%H%M%S%f"}
 _RENAMED_TYPES = {"data_ready": "stf_ready"}
+# bounds the state store can hold (its Integer columns are 32-bit on PostgreSQL, sizes 64-bit):
+# a message past them is refused here, not found out by a failing INSERT that is retried forever
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+MAX_STATE = 32  # br_runs.daq_state / daq_substate
+MAX_TEXT = 4096  # paths and URLs (container, file_url)
 
 
 class MessageError(SwfflowError):
@@ -92,26 +98,54 @@ def _timestamp(value: object) -> object:
     """ISO 8601 (with or without zone), compact legacy digits, or epoch seconds → aware UTC."""
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
-        raise ValueError(f"not a time: {value!r}")
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
-    if isinstance(value, str):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, datetime)):
+        raise ValueError(f"not a time: {_shorten(value)}")
+    # out-of-range epochs and years raise OverflowError or OSError, not ValueError: all of them
+    # are one "not a time" here (a message must never take the bridge down: issue 15)
+    try:
+        if isinstance(value, datetime):
+            return value.astimezone(timezone.utc)
+        if isinstance(value, (int, float)):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
         text = value.strip()
         legacy = _LEGACY_TIME_FORMATS.get(len(text))
-        try:
-            if legacy and text.isdigit():
-                value = datetime.strptime(text, legacy)
-            else:
-                value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(
-                f"not a time: {text!r} (expected ISO 8601 such as 2026-03-02T14:05:07+00:00)"
-            ) from None
-    if isinstance(value, datetime):
+        if legacy and text.isdigit():
+            parsed = datetime.strptime(text, legacy)
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         # naive times are the testbed's local wall clock (datetime.now().isoformat())
-        return value.astimezone(timezone.utc)
-    raise ValueError(f"not a time: {value!r}")
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"not a time: {_shorten(value)} (expected ISO 8601 such as "
+                         "2026-03-02T14:05:07+00:00, or epoch seconds)") from None
+
+
+def _plain_text(limit: int):
+    """A string of at most ``limit`` characters without control characters (it is stored, and
+    shown in logs and status)."""
+    def check(value: object) -> object:
+        if value is None:
+            return None
+        # isprintable: no control or format characters, no lone surrogates (JSON "\ud800")
+        if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+            raise ValueError(f"{_shorten(value)} is not a plain string of at most {limit} "
+                             "characters (no control or format characters)")
+        return value
+    return check
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    """A printable, bounded rendering of any input, for error messages."""
+    text = repr(value) if not isinstance(value, (int, float)) or isinstance(value, bool) \
+        else _int_text(value)
+    return text if len(text) <= limit else text[:limit] + f"…({len(text)} chars)"
+
+
+def _int_text(value: float) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int too long to print (Python's int_max_str_digits)
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
 
 
 def _checksum(value: object) -> object:
@@ -125,7 +159,10 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+State = Annotated[str | None, BeforeValidator(_plain_text(MAX_STATE))]
+PathText = Annotated[str | None, BeforeValidator(_plain_text(MAX_TEXT))]
 RunId = Annotated[str, BeforeValidator(_run_id)]
+MsgId = Annotated[str, BeforeValidator(_plain_text(64))]  # br_messages.msg_id
 Namespace = Annotated[str | None, BeforeValidator(_namespace)]
 Timestamp = Annotated[datetime | None, BeforeValidator(_timestamp)]
 FileName = Annotated[str, BeforeValidator(validate_filename)]
@@ -150,7 +187,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     schema_version: int = SCHEMA_VERSION
-    msg_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    msg_id: MsgId = Field(default_factory=lambda: uuid.uuid4().hex)
     namespace: Namespace = None
     sender: str | None = None
     run_id: RunId
@@ -164,43 +201,43 @@ class Envelope(BaseModel):
 
 class RunImminent(Envelope):
     msg_type: Literal["run_imminent"] = "run_imminent"
-    state: str = "beam"
-    substate: str = "not_ready"
+    state: State = "beam"
+    substate: State = "not_ready"
     dataset: str | None = None
-    container: str | None = None
+    container: PathText = None
     run_conditions: dict[str, Any] = Field(default_factory=dict)
 
 
 class StartRun(Envelope):
     msg_type: Literal["start_run"] = "start_run"
-    state: str = "run"
-    substate: str = "physics"
+    state: State = "run"
+    substate: State = "physics"
 
 
 class PauseRun(Envelope):
     msg_type: Literal["pause_run"] = "pause_run"
-    state: str = "run"
-    substate: str = "standby"
+    state: State = "run"
+    substate: State = "standby"
     reason: str | None = None
 
 
 class ResumeRun(Envelope):
     msg_type: Literal["resume_run"] = "resume_run"
-    state: str = "run"
-    substate: str = "physics"
+    state: State = "run"
+    substate: State = "physics"
 
 
 class _FileFields(BaseModel):
     """Per-file fields shared by stf_gen and the per-file stf_ready."""
 
-    sequence: int | None = None
-    state: str | None = None
-    substate: str | None = None
+    sequence: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    state: State = None
+    substate: State = None
     size_bytes: int | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("size_bytes", "size")
+        default=None, ge=0, le=MAX_INT64, validation_alias=AliasChoices("size_bytes", "size")
     )
     checksum: Adler32 = None
-    file_url: str | None = None
+    file_url: PathText = None
     start: Timestamp = None
     end: Timestamp = None
 
@@ -209,7 +246,8 @@ class _FileFields(BaseModel):
         filename = getattr(self, "filename", None)
         if self.sequence is None and filename:
             match = _STF_NAME_RE.match(filename)
-            if match:  # legacy stf_gen has no sequence field (and counts from 0)
+            if match and int(match.group("seq")) <= MAX_INT32:
+                # legacy stf_gen has no sequence field (and counts from 0)
                 object.__setattr__(self, "sequence", int(match.group("seq")))
         return self
 
@@ -223,7 +261,8 @@ class EndRun(Envelope):
     msg_type: Literal["end_run"] = "end_run"
     # the runner sends total_stf_files, the data agents read total_files: accept both
     total_stf_files: int | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("total_stf_files", "total_files")
+        default=None, ge=0, le=MAX_INT32,
+        validation_alias=AliasChoices("total_stf_files", "total_files")
     )
 
 
@@ -256,8 +295,23 @@ def parse_message(body: bytes | str | dict[str, Any]) -> Message:
     """Validate a message body from either testbed generation (or swfflow) into a model.
 
     Raises :class:`MessageError` naming the offending field, or :class:`UnknownMessageType`
-    for a well-formed message of a type swfflow does not model.
+    for a well-formed message of a type swfflow does not model — and nothing else, whatever
+    the body: a consumer dead-letters a MessageError and goes on, so an exception of another
+    kind (a number out of range, JSON nested too deep) would be a crash, and through a broker
+    one the message redelivered at every restart would repeat (issue 15).
     """
+    try:
+        return _parse(body)
+    except MessageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a message must not be able to raise anything else
+        raise MessageError(f"message cannot be parsed: {type(exc).__name__}: "
+                           f"{_shorten(str(exc), 200)}",
+                           hint="see docs/messages.md for the fields of each message type") \
+            from None
+
+
+def _parse(body: bytes | str | dict[str, Any]) -> Message:
     data = _decode(body)
     msg_type = data.get("msg_type")
     if not isinstance(msg_type, str):
@@ -270,11 +324,14 @@ def parse_message(body: bytes | str | dict[str, Any]) -> Message:
     data["msg_type"] = _RENAMED_TYPES.get(msg_type, msg_type)
     if data["msg_type"] not in MESSAGE_TYPES:
         raise UnknownMessageType(
-            f"unknown msg_type {msg_type!r}",
+            f"unknown msg_type {_shorten(msg_type)}",
             where=_where(data),
             hint=f"swfflow handles: {', '.join(MESSAGE_TYPES)} (and data_ready)",
         )
     data.setdefault("schema_version", UNVERSIONED)
+    for key in ("timestamp", "ts"):  # an empty time is no time: the time of parsing
+        if key in data and (data[key] is None or data[key] == ""):
+            del data[key]
     if "msg_id" not in data:
         # the testbed sends no id: derive a stable one, so a redelivered copy keeps its identity
         canonical = json.dumps(body if isinstance(body, dict) else data, sort_keys=True,
@@ -307,20 +364,26 @@ def _decode(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
             body = bytes(body).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MessageError(f"message body is not UTF-8 ({exc.reason} at byte {exc.start})")
+    hint = "the body must be one JSON object such as {\"msg_type\": \"start_run\", ...}"
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
         raise MessageError(
             f"message body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            hint="the body must be one JSON object such as {\"msg_type\": \"start_run\", ...}",
-        ) from None
+            hint=hint) from None
+    except (ValueError, RecursionError) as exc:  # a number too long, nesting too deep
+        raise MessageError(f"message body is not usable JSON: {_shorten(str(exc), 120)}",
+                           hint=hint) from None
     if not isinstance(data, dict):
         raise MessageError(f"message body must be a JSON object, not {type(data).__name__}")
     return data
 
 
 def _where(data: dict[str, Any]) -> str:
-    parts = [f"{key}={data[key]}" for key in ("msg_type", "run_id", "msg_id") if key in data]
+    label = lambda v: v if isinstance(v, str) and len(v) <= 64 and v.isprintable() \
+        else _shorten(v, 64)
+    parts = [f"{key}={label(data[key])}" for key in ("msg_type", "run_id", "msg_id")
+             if key in data]
     return "message " + " ".join(parts) if parts else "message"
 
 

@@ -24,8 +24,9 @@ def run_status(state_url: str, run: str | None = None) -> dict[str, Any]:
 def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
     """:func:`run_status` on an open engine."""
     from swfflow.drive.store import DriverStore
+    from swfflow.stream.replica_store import ReplicaStore
 
-    store = BridgeStore(engine)
+    store, replicas = BridgeStore(engine), ReplicaStore(engine)
     drivers = {inst.run: inst for inst in DriverStore(engine).instances()}
     out = []
     for row in store.runs():
@@ -53,6 +54,14 @@ def run_status_of(engine: Engine, run: str | None = None) -> dict[str, Any]:
                     "tasks_hold": None if hold is None else {
                         "wanted": hold["wanted"], "applied": hold["applied_at"] is not None,
                         "paused_tasks": hold["paused"], "message": hold["message"]},
+                    # the butterfly: each E1 site's copies and running checksum, and the
+                    # alarm if a copy or a site's sum differs from the DAQ's
+                    "sites": {rse: {"files": site["files"], "checksum": site["checksum"],
+                                    "checked": site["checked_at"] is not None,
+                                    "alarm": site["alarm"]}
+                              for rse, site in replicas.sums(row["run_id"]).items()},
                     "workflow": inst.workflow if inst else None,
                     "instance_state": inst.state if inst else None, "tasks": tasks})
-    return {"runs": out, "dead_letters": len(store.dead_letters())}
+    return {"runs": out, "dead_letters": len(store.dead_letters()),
+            "sites": {rse: {"down": site["down"], "reason": site["reason"]}
+                      for rse, site in replicas.sites().items()}}

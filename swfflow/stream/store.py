@@ -38,6 +38,15 @@ from swfflow.stream.tables import (  # noqa: F401 (the phases and tables: re-exp
     RUN_PHASES, RUNS, add_missing_columns)
 
 
+MAX_DEAD_REASON = 4096
+
+
+def storable(text: str) -> str:
+    """Any text as every database takes it: lone surrogates (JSON "\\ud800") escaped, and
+    NUL, which PostgreSQL refuses in text, shown as \\x00."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
@@ -90,12 +99,15 @@ class BridgeStore:
     def dead_letter(self, body: str, reason: str, msg_type: str | None = None,
                     run_id: str | None = None) -> bool:
         """Record an unprocessable message; False if this exact body was recorded before."""
-        digest = hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()
+        digest = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
         try:
             with self.engine.begin() as conn:
                 conn.execute(DEAD.insert().values(
-                    digest=digest, received_at=time.time(), msg_type=(msg_type or "")[:64] or None,
-                    run_id=(run_id or "")[:64] or None, reason=reason, body=body[:MAX_DEAD_BODY]))
+                    digest=digest, received_at=time.time(),
+                    msg_type=storable(msg_type or "")[:64] or None,
+                    run_id=storable(run_id or "")[:64] or None,
+                    reason=storable(reason)[:MAX_DEAD_REASON],
+                    body=storable(body[:MAX_DEAD_BODY])))
         except IntegrityError:
             return False
         return True

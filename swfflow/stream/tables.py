@@ -75,6 +75,40 @@ HOLDS = Table(
     Column("message", Text, nullable=False, default=""),  # refusals, e.g. no production role
     Column("updated_at", Float, nullable=False),
 )
+# the butterfly (issue 15): each STF's copy at each E1 site, and per run and site the running
+# checksum of what the site holds, compared with the DAQ's at run end
+REPLICAS = Table(
+    "br_replicas", METADATA,
+    Column("run_id", String(64), primary_key=True),
+    Column("filename", String(255), primary_key=True),
+    Column("rse", String(64), primary_key=True),
+    Column("adler32", String(8), nullable=False),  # of the copy, read back at the site
+    Column("copied_at", Float, nullable=False),
+)
+SITE_SUMS = Table(
+    "br_site_sums", METADATA,
+    Column("run_id", String(64), primary_key=True),
+    Column("rse", String(64), primary_key=True),
+    Column("files", Integer, nullable=False, default=0),
+    Column("checksum", String(16), nullable=False),  # transfer.fold over (name, adler32)
+    Column("checked_at", Float),  # compared with the DAQ's at run end (NULL: not yet)
+    Column("alarm", Text),  # NULL: equal; else what differs (the files named)
+    Column("updated_at", Float, nullable=False),
+)
+SITES = Table(
+    "br_sites", METADATA,
+    Column("rse", String(64), primary_key=True),
+    Column("down", Boolean, nullable=False, default=False),
+    Column("reason", Text),  # profile, CLI, or the failed health checks
+    Column("updated_at", Float, nullable=False),
+)
+RUN_SITES = Table(  # where each run's processing goes (profile bridge.site_policy)
+    "br_run_sites", METADATA,
+    Column("run_id", String(64), primary_key=True),
+    Column("rse", String(64), nullable=False),
+    Column("queue", String(128), nullable=False),
+    Column("chosen_at", Float, nullable=False),
+)
 HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
 MAX_DEAD_BODY = 65536
 

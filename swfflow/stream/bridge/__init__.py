@@ -1,7 +1,7 @@
 """The stream bridge: ePIC DAQ messages drive one instance of the compiled plan per run.
 
 - :mod:`.core` — the loop, one handler per message type, acks when effects are committed;
-- :mod:`.runs` — the open runs, their pending STFs, holds and drivers (shared by loop and work);
+- :mod:`.runs` — the open runs, their pending STFs, holds and flows (shared by loop and work);
 - :mod:`.acks` — the deliveries waiting on an effect: acked, nacked or dead-lettered there;
 - :mod:`.work` — the effects: prepare runs, close at end of run, follow and hold tasks;
 - :mod:`.lanes` — the catalog calls: batched attach and STF metadata, in threads of their own;

@@ -4,15 +4,19 @@ goes to the dead letters, acked, when it can never be. The one place a delivery 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from swfflow.stream.bus import Delivery
+from swfflow.stream.bus import MAX_REDELIVERIES, Delivery
 from swfflow.stream.store import BridgeStore
 
 log = logging.getLogger("swfflow.bridge")
 Key = tuple[str, ...]
+# a message whose handling failed this often (every delivery a bus gives it) is a dead letter
+HANDLING_ATTEMPTS = MAX_REDELIVERIES + 1
+MAX_TRACKED_FAILURES = 10_000  # bounds the memory of messages that failed once
 # whose effect is keyed by their br_files row (run, file name), not by their message id
 KEYED_BY_FILE = frozenset({"stf_gen"})
 
@@ -29,6 +33,7 @@ class Acks:
     def __init__(self, store: BridgeStore, counters: Counter[str]):
         self.store, self.counters = store, counters
         self.waiters: dict[Key, list[Waiter]] = defaultdict(list)
+        self.failures: Counter[str] = Counter()  # body digest → handling failures so far
 
     def waiting(self) -> bool:
         """Some delivery still waits for its effect."""
@@ -70,6 +75,27 @@ class Acks:
         self.counters["dead_letters"] += 1
         log.warning("dead letter (%s run %s): %s", msg_type, run_id, reason.splitlines()[0])
         delivery.ack()
+
+    def retry(self, delivery: Delivery, reason: str, msg_type: str | None = None,
+              run_id: str | None = None) -> None:
+        """Handling failed unexpectedly (the store unreachable, a bug): nacked, so it comes
+        again — until it failed on every delivery a bus gives a message. Then it is a dead
+        letter with the reason, in our table where ``swfflow status`` shows it, instead of the
+        broker's DLQ: one message that always fails never stops the others (issue 15)."""
+        digest = hashlib.sha256(delivery.body.encode("utf-8", "surrogatepass")).hexdigest()
+        if len(self.failures) >= MAX_TRACKED_FAILURES:
+            self.failures.clear()
+        self.failures[digest] += 1
+        if self.failures[digest] < HANDLING_ATTEMPTS:
+            delivery.nack()
+            return
+        del self.failures[digest]
+        try:
+            self.dead(delivery, f"handling failed {HANDLING_ATTEMPTS} times: {reason}",
+                      msg_type, run_id)
+        except Exception:  # the store is down: it comes again (from the broker, or its DLQ)
+            log.exception("recording a dead letter failed")
+            delivery.nack()
 
     def dead_on(self, key: Key, reason: str) -> None:
         """Every message waiting on the effect ``key``, which will never be, is a dead letter."""

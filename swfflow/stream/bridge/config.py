@@ -25,3 +25,10 @@ class BridgeConfig:
     sender: str = "swfflow-bridge"
     emit_ready: bool = True
     rse: str | None = None  # where STF replicas are registered (catalog default if None)
+    # the butterfly (issue 15): copy every attached STF to each of these E1 RSEs (profile
+    # bridge.sites); the ones marked down (profile bridge.sites_down, --site-down) get none
+    sites: tuple[str, ...] = ()
+    sites_down: tuple[str, ...] = ()
+    replicate_batch: int = 200  # STFs per copy batch and site
+    site_failures_down: int = 3  # failed copy batches in a row: the site is down
+    site_retry_s: float = 30.0  # a down site is tried again this often (and caught up)

@@ -46,10 +46,11 @@ from swfflow.stream.bridge.acks import KEYED_BY_FILE, Acks, Waiter
 from swfflow.stream.bridge.backoff import Backoff, is_permanent
 from swfflow.stream.bridge.config import BridgeConfig
 from swfflow.stream.bridge.intake import Rejected, file_facts, peek
+from swfflow.stream.bridge.placement import Placement
 from swfflow.stream.bridge.runs import OpenRuns
 from swfflow.stream.bridge.work import Work
 from swfflow.stream.bus import Delivery
-from swfflow.stream.messages import (EndRun, Envelope, MessageError, RunImminent, StfGen,
+from swfflow.stream.messages import (EndRun, Envelope, RunImminent, StfGen,
                                      UnknownMessageType, parse_message)
 from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_ANNOUNCED,
                                   PHASE_ENDING, PHASE_PREPARED, BridgeStore, StfRow)
@@ -92,6 +93,8 @@ class Bridge:
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
                       ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
+        # issue 15: which site's queue each run's tasks go to
+        self.placement = Placement(engine, template.profile, self.config.sites_down)
         self.open = OpenRuns(self.store, self.new_flow)
         self.acks = Acks(self.store, self.counters)
         self.work = Work(self.open, self.acks, self.store, self.config, self.gates,
@@ -102,11 +105,13 @@ class Bridge:
     # --- what the collaborators are given ---------------------------------------------------
     def new_flow(self, run_id: str) -> FlowRun:
         """The run's instance of the plan, on the one engine (:meth:`OpenRuns.flow` starts
-        it). A task that cannot be submitted because PanDA is down is tried again, with the
-        bridge's backoff, until it can: processing catches up, archiving never waits."""
+        it), its tasks on the queue of the site the placement policy chose for the run. A task
+        that cannot be submitted because PanDA is down is tried again, with the bridge's
+        backoff, until it can: processing catches up, archiving never waits."""
+        plan = self.placement.place(self.template.instantiate(run_id), run_id)
         # the backends as the loop holds them now (tests swap in wrappers)
         backends = replace(self.backends, executor=self.executor, catalog=self.catalog)
-        return backends.flow_run(self.template.instantiate(run_id), self.driver_store,
+        return backends.flow_run(plan, self.driver_store,
                                  source_path=source_path_of(self.template),
                                  submit_errors=self._submit_again_after)
 
@@ -220,6 +225,19 @@ class Bridge:
 
     # --- record: one handler per message type ---------------------------------------------
     def handle(self, delivery: Delivery) -> None:
+        # issue 15: nothing a message does stops the loop (poison messages)
+        try:
+            self._handle(delivery)
+        except Exception as exc:  # noqa: BLE001 - the store unreachable while deciding, a bug
+            self._failed(delivery, exc, *peek(delivery.body))
+
+    def _failed(self, delivery: Delivery, exc: Exception, msg_type, run_id) -> None:
+        self.counters["errors"] += 1
+        self.last_error = f"{msg_type} run {run_id}: {type(exc).__name__}: {exc}".splitlines()[0]
+        log.exception("handling %s of run %s failed; it will be redelivered", msg_type, run_id)
+        self.acks.retry(delivery, self.last_error, msg_type, run_id)
+
+    def _handle(self, delivery: Delivery) -> None:
         self.counters["received"] += 1
         try:
             message = parse_message(delivery.body)
@@ -227,7 +245,7 @@ class Bridge:
             self.counters["ignored"] += 1  # other agents' traffic on the shared topic
             delivery.ack()
             return
-        except MessageError as exc:
+        except Exception as exc:  # noqa: BLE001 - a MessageError: parse_message raises no other
             self.acks.dead(delivery, str(exc), *peek(delivery.body))
             return
         namespace = self.config.namespace
@@ -249,13 +267,8 @@ class Bridge:
         except Rejected as exc:
             self.acks.dead(delivery, str(exc), message.msg_type, message.run_id)
         except Exception as exc:  # the store unreachable, a bug: never lost, never silent
-            self.counters["errors"] += 1
-            self.last_error = f"{message.msg_type} run {message.run_id}: " \
-                f"{type(exc).__name__}: {exc}".splitlines()[0]
-            log.exception("handling %s of run %s failed; it will be redelivered",
-                          message.msg_type, message.run_id)
             self.acks.forget(waiter)  # not half-registered
-            delivery.nack()
+            self._failed(delivery, exc, message.msg_type, message.run_id)
 
     def on_run_imminent(self, message: RunImminent, waiter: Waiter) -> None:
         run_id = message.run_id

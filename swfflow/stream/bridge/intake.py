@@ -22,12 +22,17 @@ def file_facts(message: StfGen, container: str | None) -> tuple[int, str, str | 
     if path is None:
         raise Rejected(f"STF {message.filename} has no size/checksum and no readable file "
                        "(no file_url, no run container)")
+    import os
+    import stat
+
     try:
-        import os
-        return os.stat(path).st_size, adler32_file(path), path
-    except OSError as exc:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+            raise Rejected(f"STF {message.filename}: {path} is not a regular file")
+        return info.st_size, adler32_file(path), path
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL (%00 in file_url)
         raise Rejected(f"STF {message.filename} has no size/checksum and its file cannot be "
-                       f"read: {exc.strerror} ({path})") from None
+                       f"read: {getattr(exc, 'strerror', None) or exc} ({path!r})") from None
 
 
 def local_path(message: StfGen, container: str | None) -> str | None:
@@ -36,9 +41,13 @@ def local_path(message: StfGen, container: str | None) -> str | None:
     from urllib.parse import unquote, urlsplit
 
     if message.file_url:
-        parts = urlsplit(message.file_url)
-        path = unquote(parts.path)
-        if parts.scheme == "file" and os.path.basename(path) == message.filename:
+        try:
+            parts = urlsplit(message.file_url)
+        except ValueError:  # e.g. an unbalanced "[" in the host part
+            parts = None
+        path = unquote(parts.path) if parts else ""
+        if parts and parts.scheme == "file" and "\x00" not in path \
+                and os.path.basename(path) == message.filename:
             return path
     if container and os.path.isabs(container):
         direct = os.path.join(container, message.filename)
@@ -53,7 +62,7 @@ def peek(body: str) -> tuple[str | None, str | None]:
 
     try:
         data = json.loads(body)
-    except (ValueError, TypeError):
+    except Exception:  # noqa: BLE001 - anything unreadable: no type, no run
         return None, None
     if not isinstance(data, dict):
         return None, None

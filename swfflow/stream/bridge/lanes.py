@@ -21,6 +21,7 @@ from swfflow.backends.base import Catalog, FileRecord
 from swfflow.errors import ConfigError
 from swfflow.stream.bridge.acks import Acks
 from swfflow.stream.bridge.backoff import Backoff, is_permanent
+from swfflow.stream.bridge.butterfly import Butterfly
 from swfflow.stream.bridge.config import BridgeConfig
 from swfflow.stream.bridge.runs import OpenRuns
 from swfflow.stream.store import PHASE_ENDING, PHASE_PREPARED, BridgeStore, StfRow
@@ -53,11 +54,14 @@ class AttachLanes:
         self.in_flight: list[InFlight] = []
         self.attaching: set[tuple[str, str]] = set()  # (run, filename) of the calls in flight
         self.metadata_due = True  # look for attached STFs whose metadata is not set yet
+        # the copies to the E1 sites, after the attach and never in its way (issue 15)
+        self.butterfly = Butterfly(store, config, counters, catalog=catalog, wake=wake)
 
     def stop(self) -> None:
         if self.attacher is not None:
             self.attacher.shutdown(wait=True)
             self.attacher, self.idle_catalogs = None, []
+        self.butterfly.stop()
 
     def attach(self, force: bool = False) -> None:
         """Start attaching the ready STFs: a batch per free slot (config.attach_parallel)."""
@@ -164,6 +168,7 @@ class AttachLanes:
             gate.fail(transient)
         elif collected:
             gate.ok()
+        self.butterfly.step()
 
     def _metadata_set(self, rows: list[StfRow], error: Exception | None) -> None:
         gate = self.gates["metadata"]
@@ -191,6 +196,7 @@ class AttachLanes:
         self.acks.release(*(("file", run_id, row.filename) for row in rows))
         self.counters["attached"] += len(rows)
         self.hooks.attached()
+        self.butterfly.attached()
 
 
 @dataclass

@@ -50,10 +50,32 @@ def build_bridge(setup: Setup, stack: ExitStack, publish=None):
                         rucio_attempts=2, rucio_backoff_s=0.2, rucio_max_backoff_s=1.0)
     backends = assemble(settings, engine=engine, stack=stack, plan=template, workflow=workflow,
                         source=setup.workflow)
-    bridge = Bridge(template, backends, engine, config=BridgeConfig(**setup.options),
-                    publish=publish)
+    from_profile = site_options(template.profile)
+    options = {**from_profile, **setup.options}
+    # down is down wherever it is said: the profile's and the command line's together
+    options["sites_down"] = tuple(sorted({*from_profile.get("sites_down", ()),
+                                          *(setup.options.get("sites_down") or ())}))
+    config = BridgeConfig(**options)
+    if config.sites:  # fail at start, not at the first copy
+        backends.catalog.replica_paths(config.sites[0], [])
+    bridge = Bridge(template, backends, engine, config=config, publish=publish)
     stack.callback(bridge.open.detach_all)  # the runs' flows stop before the backends close
     return bridge
+
+
+def site_options(profile: dict[str, Any]) -> dict[str, Any]:
+    """The butterfly's sites from the profile's ``bridge`` section (``sites``: the E1 RSEs
+    every STF is copied to; ``sites_down``: the ones marked down)."""
+    section = profile.get("bridge") or {}
+    options: dict[str, Any] = {}
+    for key in ("sites", "sites_down"):
+        value = section.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"profile bridge.{key} must be a list of RSE names, not {value!r}",
+                              hint="e.g. bridge: {sites: [E1_BNL_DISK, E1_JLAB_DISK]}")
+        if value:
+            options[key] = tuple(value)
+    return options
 
 
 def summary(bridge: Any) -> dict[str, Any]:
