@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 
 def swfflow(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "swfflow.cli", *args], capture_output=True,
-                          text=True, cwd=cwd)
+                          text=True, cwd=cwd, check=False)
 
 
 def test_help_lists_the_commands():
@@ -69,4 +70,44 @@ def test_a_file_that_is_not_a_plan_is_exit_2_for_submit_and_bridge(tmp_path):
         result = swfflow(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert "not a swfflow plan" in result.stderr and "swfflow compile" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+CONFIGURED_SNAKEFILE = '''\
+STEPS = str(config.get("steps", "a")).split(",")
+
+rule all:
+    input: [f"{s}.txt" for s in STEPS]
+
+rule a:
+    output: "a.txt"
+    shell: "touch {output}"
+
+rule b:
+    output: "b.txt"
+    shell: "touch {output}"
+'''
+
+
+def test_dag_reads_config_like_compile(tmp_path):
+    """`dag --config` reaches the Snakefile's config, as `compile --config` does."""
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(CONFIGURED_SNAKEFILE)
+    plain = swfflow("dag", str(snakefile), cwd=tmp_path)
+    configured = swfflow("dag", str(snakefile), "--config", "steps=a,b", cwd=tmp_path)
+    assert plain.returncode == 0 and configured.returncode == 0, plain.stderr + configured.stderr
+    assert 'n_a["a"]' in plain.stdout and 'n_b["b"]' not in plain.stdout
+    assert 'n_a["a"]' in configured.stdout and 'n_b["b"]' in configured.stdout
+    compiled = swfflow("compile", str(snakefile), "--config", "steps=a,b", "--json", cwd=tmp_path)
+    assert compiled.returncode == 0, compiled.stderr
+    assert {"a", "b"} <= {task["key"] for task in json.loads(compiled.stdout)["tasks"]}
+
+
+def test_dag_rejects_a_bad_config_pair_like_compile(tmp_path):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(CONFIGURED_SNAKEFILE)
+    for command in ("dag", "compile"):
+        result = swfflow(command, str(snakefile), "--config", "steps", cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "--config 'steps' is not KEY=VALUE" in result.stderr
         assert "Traceback" not in result.stderr

@@ -64,6 +64,11 @@ def next_step(workflow: str, inputs: str | None) -> str:
     return "next: " + template.format(workflow=workflow, inputs=f" {inputs}" if inputs else "")
 
 
+# compile and dag read a workflow the same way: the same --config, parsed by pipeline.parse_config
+config_option = click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
+                             help="Set a workflow input / Snakemake config value (repeatable).")
+
+
 @click.command("compile")
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.argument("inputs", required=False, type=click.Path(dir_okay=False))
@@ -78,8 +83,7 @@ def next_step(workflow: str, inputs: str | None) -> str:
 @click.option("--strict", is_flag=True, help="Also run cwltool's full validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout, no table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table.")
-@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
-              help="Set a workflow input / Snakemake config value (repeatable).")
+@config_option
 def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_json, quiet,
                 config):
     """Compile WORKFLOW (CWL, Snakefile) with optional INPUTS (YAML/JSON) into a PanDA plan.
@@ -132,7 +136,8 @@ _FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}
               show_default=True, help="mermaid text, Graphviz dot, or svg (needs graphviz).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="Output file (default stdout).")
-def dag_cmd(workflow, inputs, fmt, output):
+@config_option
+def dag_cmd(workflow, inputs, fmt, output, config):
     """Draw the step graph of WORKFLOW: stream edges solid, complete edges dashed,
     sub-workflows boxed.
 
@@ -140,8 +145,9 @@ def dag_cmd(workflow, inputs, fmt, output):
     Examples:
       swfflow dag examples/calib.cwl                       # mermaid, paste into markdown
       swfflow dag examples/calib.cwl --format svg -o calib.svg
+      swfflow dag Snakefile --config stf_dir=examples/data
     """
-    wf, _ = load_workflow(workflow, inputs)
+    wf, _ = load_workflow(workflow, inputs, parse_config(config))
     text = _FORMATS[fmt](wf)
     data = text.encode()
     if fmt == "svg":
