@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def swfflow(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -111,3 +112,14 @@ def test_dag_rejects_a_bad_config_pair_like_compile(tmp_path):
         assert result.returncode == 2, (command, result.stderr)
         assert "--config 'steps' is not KEY=VALUE" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_compile_output_makes_its_folder_or_says_why_not(tmp_path):
+    workflow = str(Path(__file__).resolve().parents[1] / "examples" / "calib.cwl")
+    made = swfflow("compile", workflow, "-q", "-o", "new/sub/plan.json", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert json.loads((tmp_path / "new/sub/plan.json").read_text())["workflow"] == "calib"
+    (tmp_path / "file").write_text("")
+    blocked = swfflow("compile", workflow, "-o", "file/plan.json", cwd=tmp_path)
+    assert blocked.returncode == 2 and "cannot write the plan" in blocked.stderr
+    assert "file/plan.json" in blocked.stderr and "Traceback" not in blocked.stderr

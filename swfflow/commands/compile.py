@@ -115,7 +115,7 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
     if output == "-":
         click.echo(text, nl=False)
     elif output:
-        Path(output).write_text(text)
+        write_plan(Path(output), text)
     if not quiet:
         # piped output (CI logs) gets a wide table instead of rich's 80-column default
         stream = sys.stderr if output == "-" else sys.stdout
@@ -124,6 +124,16 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
         if output and output != "-":
             console.print(f"plan written to {output}")
         console.print(next_step(workflow, inputs), highlight=False, markup=False, soft_wrap=True)
+
+
+def write_plan(path: Path, text: str) -> None:
+    """-o other/plan.json makes other/ (a plan kept beside the workflow's folder is normal)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the plan: {exc.strerror}", where=str(path),
+                          hint="give -o a file in a folder you can write") from None
 
 
 _FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}
