@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 
 def swfflow(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "swfflow.cli", *args], capture_output=True,
@@ -18,6 +20,64 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("compile", "dag"):
         assert command in result.stdout
+
+
+def _sections(text: str) -> dict[str, list[str]]:
+    """--help's sections: heading → the first word of each of its lines."""
+    sections: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = sections.setdefault(line[:-1], [])
+        elif line.startswith("  ") and not line.startswith("   ") and sections:
+            heading.append(line.split()[0])
+    return sections
+
+
+def test_help_groups_commands_by_task_with_one_example_each():
+    from swfflow.cli import COMMANDS, GROUPS
+
+    sections = _sections(swfflow("--help").stdout)
+    shown = [heading for heading in sections if heading not in ("Usage", "Options")]
+    assert shown == [GROUPS[g][0] for g in ("author", "run", "operate")]
+    for group in ("author", "run", "operate"):
+        heading, example = GROUPS[group]
+        words = sections[heading]
+        expected = [name for name, row in COMMANDS.items() if row[2:] == (group,)]
+        assert [w for w in words if w != "e.g."] == expected
+        assert words.count("e.g.") == 1
+        assert f"  e.g. {example}" in swfflow("--help").stdout
+    assert {"compile", "dag", "template"} <= set(sections[GROUPS["author"][0]])
+    assert {"run", "job", "daqsim"} <= set(sections[GROUPS["run"][0]])
+    assert {"submit", "status", "kill", "retry", "bridge", "services"} <= \
+        set(sections[GROUPS["operate"][0]])
+
+
+def test_each_group_example_parses_as_a_command_of_its_group():
+    """The examples cannot rot: each names a command of its group with options it has."""
+    from swfflow.cli import COMMANDS, GROUPS, cli
+
+    for group, (_, example) in GROUPS.items():
+        if not example:
+            continue
+        prog, name, *args = example.split()
+        assert prog == "swfflow" and COMMANDS[name][2] == group
+        command = cli.get_command(click.Context(cli), name)
+        with command.make_context(name, args) as ctx:  # parses, runs nothing
+            assert ctx.params
+
+
+def test_a_command_without_a_group_is_listed_under_other(monkeypatch):
+    from click.testing import CliRunner
+
+    from swfflow import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "extra", ("swfflow.commands.compile:dag_cmd",
+                                                "A row added without a group."))
+    monkeypatch.setitem(cli.COMMANDS, "odd", ("swfflow.commands.compile:dag_cmd",
+                                              "A row with an unknown group.", "nowhere"))
+    result = CliRunner().invoke(cli.cli, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert _sections(result.output)[cli.GROUPS["other"][0]] == ["extra", "odd"]
 
 
 def test_missing_workflow_is_exit_2_with_where_and_hint(tmp_path):
