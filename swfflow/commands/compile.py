@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,16 +53,41 @@ def plan_table(plan: Plan) -> Table:
 
 # what a first-time user runs next, by the kind of workflow compiled (suffix; "" = Snakefile)
 _NEXT = {
-    ".cwl": "swfflow run {workflow}{inputs} --outdir out   (run it on this machine; "
+    ".cwl": "{prog} run {workflow}{inputs} --outdir out   (run it on this machine; "
             "-o plan.json writes the plan, `swfflow submit` runs it on PanDA)",
-    "": "swfflow profile install && snakemake -s {workflow} --profile panda   (run it on "
+    "": "{prog} profile install && {bin}snakemake -s {workflow} --profile panda   (run it on "
         "PanDA; -o plan.json writes the plan)",
 }
+# an inputs file next to the workflow, found when none was given (the example's is one)
+_INPUTS_BESIDE = ("{stem}-inputs.yml", "{stem}-inputs.yaml", "{stem}-job.yml", "{stem}.yml",
+                  "{stem}-inputs.json")
 
 
 def next_step(workflow: str, inputs: str | None) -> str:
     template = _NEXT.get(Path(workflow).suffix, _NEXT[""])
-    return "next: " + template.format(workflow=workflow, inputs=f" {inputs}" if inputs else "")
+    inputs = inputs or _inputs_beside(workflow)
+    called = _invoked_as()
+    folder = called.removesuffix("swfflow")  # snakemake is installed beside it
+    return "next: " + template.format(prog=shlex.quote(called), workflow=shlex.quote(workflow),
+                                      bin=shlex.quote(folder) if folder else "",
+                                      inputs=f" {shlex.quote(inputs)}" if inputs else "")
+
+
+def _inputs_beside(workflow: str) -> str | None:
+    path = Path(workflow)
+    found = (path.with_name(name.format(stem=path.stem)) for name in _INPUTS_BESIDE)
+    return next((str(candidate) for candidate in found if candidate.is_file()), None)
+
+
+def _invoked_as() -> str:
+    """`swfflow` when that is on PATH, else the path it was called by (the README's first
+    command runs .venv/bin/swfflow before any venv is activated)."""
+    called = sys.argv[0]
+    on_path = shutil.which("swfflow")
+    if Path(called).name != "swfflow" or (on_path and Path(on_path).resolve() ==
+                                          Path(called).resolve()):
+        return "swfflow"
+    return called
 
 
 # compile and dag read a workflow the same way: the same --config, parsed by pipeline.parse_config
