@@ -183,3 +183,16 @@ def test_compile_output_makes_its_folder_or_says_why_not(tmp_path):
     blocked = swfflow("compile", workflow, "-o", "file/plan.json", cwd=tmp_path)
     assert blocked.returncode == 2 and "cannot write the plan" in blocked.stderr
     assert "file/plan.json" in blocked.stderr and "Traceback" not in blocked.stderr
+
+
+def test_a_snakefile_over_an_empty_folder_draws_and_compiles(tmp_path):
+    """The STF chain before any STF arrived: no per-STF jobs, the merge still there (was an
+    IndexError traceback)."""
+    snakefile = str(Path(__file__).resolve().parents[1] / "Snakefile")
+    (tmp_path / "empty").mkdir()
+    for command in ("dag", "compile"):
+        result = swfflow(command, snakefile, "--config", f"stf_dir={tmp_path / 'empty'}",
+                         cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "merge" in result.stdout and "stf_reco" not in result.stdout
+        assert "Traceback" not in result.stderr

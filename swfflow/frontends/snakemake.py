@@ -198,7 +198,7 @@ class _Lowering:
             name = f"{name}_"
         self.external[key] = name
         as_files = [{"class": "File", "location": f} for f in files]
-        if per_job or len(first) > 1:
+        if per_job or len(first) != 1:  # a list, also when empty (a folder with no files yet)
             self.wf.inputs[name] = ir.WorkflowInput(
                 ir.Port(name, ir.PortKind.FILES, "File[]", as_files, True))
         else:
