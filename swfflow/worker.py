@@ -4,7 +4,7 @@ A task's ``jobParameters`` (:func:`swfflow.plan.jedi.job_parameters`) make runGe
 ``swfflow job --task KEY [--values=B64] -i "f1,f2" [--secondaryN "g1,…"] --out port=NAME …``
 in the job's working directory, where the pilot has staged the input files and the sandbox: the
 workflow's folder with ``plan.json`` at its top (every relative path of the plan resolves
-against it).
+against it; a plan kept elsewhere resolves against the workflow it was compiled from).
 
 The job:
 
@@ -158,7 +158,7 @@ def parse_secondaries(args: list[str]) -> dict[int, tuple[str, ...]]:
 
 
 # --- the plan -----------------------------------------------------------------------------
-def load_task(plan_path: Path, key: str) -> TaskSpec:
+def load_task(plan_path: Path, key: str) -> tuple[Plan, TaskSpec]:
     try:
         plan = Plan.from_json(plan_path.read_text())
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -176,7 +176,34 @@ def load_task(plan_path: Path, key: str) -> TaskSpec:
                                  where="swfflow job",
                                  hint="expression steps run in the driver; pchain steps (prun, "
                                       "phpo, junction) run their own payload")
-    return task
+    return plan, task
+
+
+def workflow_folder(plan_path: Path, plan: Plan, task: TaskSpec, workdir: Path) -> Path:
+    """Where the plan's relative paths resolve: the folder the task's tool file lies in as it
+    lay next to the workflow. A pilot's sandbox has plan.json at the workflow's top, so the
+    plan's own folder comes first; else the workflow the plan was compiled from
+    (``plan.source``, relative to the folder it was compiled in, which is not recorded: tried
+    against the working directory, the plan's folder and the folders above it)."""
+    tool_file = task.payload.get("tool_file") or ""
+    here = plan_path.parent.resolve()
+    candidates = [here, *_source_folders(plan.source, here, workdir)]
+    for folder in candidates:
+        if not tool_file or "://" in tool_file or (folder / tool_file).is_file():
+            return folder
+    raise ConfigError(f"task {task.key!r}: its tool {tool_file} is neither next to the plan "
+                      f"{plan_path} nor next to the workflow it was compiled from "
+                      f"({plan.source or 'not recorded'})", where="swfflow job",
+                      hint="put plan.json at the top of the workflow's folder (the job's "
+                           "sandbox), or run from the folder the plan was compiled in")
+
+
+def _source_folders(source: str, here: Path, workdir: Path) -> list[Path]:
+    if not source:
+        return []
+    named = Path(source)
+    bases = [Path("/")] if named.is_absolute() else [workdir.resolve(), here, *here.parents]
+    return [(base / named).resolve().parent for base in bases if (base / named).is_file()]
 
 
 def runnable_tool(task: TaskSpec, sandbox: Path) -> dict[str, Any]:
@@ -322,7 +349,7 @@ def job_objects(task: TaskSpec, tool: dict[str, Any], sandbox: Path,
 
 
 def run_job(request: JobRequest) -> JobReport:
-    task = load_task(request.plan, request.task)
+    plan, task = load_task(request.plan, request.task)
     unknown = sorted(set(request.outputs) - set(task.outputs))
     if unknown:
         raise ConfigError(f"--out names port(s) {', '.join(unknown)} that task {task.key!r} "
@@ -340,8 +367,8 @@ def run_job(request: JobRequest) -> JobReport:
     if extra:
         raise ConfigError(f"task {task.key!r} has no --secondary{extra[0]}", where="swfflow job")
 
-    sandbox = request.plan.parent.resolve()
     workdir = request.workdir.resolve()
+    sandbox = workflow_folder(request.plan, plan, task, workdir)
     scratch = workdir / SCRATCH
     try:
         master_files = staged_files(request.inputs, workdir, scratch / "in" / "master")

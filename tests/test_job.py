@@ -18,8 +18,13 @@ import pytest
 
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError
-from swfflow.worker import (BUNDLE_MANIFEST, REPORT_NAME, parse_file_list, parse_outputs,
-                            parse_secondaries)
+from swfflow.worker import (
+    BUNDLE_MANIFEST,
+    REPORT_NAME,
+    parse_file_list,
+    parse_outputs,
+    parse_secondaries,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -31,7 +36,7 @@ MERGED = "swf.calib.100.merge.merged.4712._000001.merged"
 
 def swfflow(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "swfflow.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+                          text=True, cwd=cwd, env=env, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,7 @@ def by_hand(parent: Path, *args: str) -> Path:
     """Run the tool kit directly (the reference the job's outputs must equal)."""
     parent.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["python3", str(KIT), *args], cwd=parent, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     assert done.returncode == 0, done.stderr
     return parent
 
@@ -207,3 +212,47 @@ def test_secondary_datasets_feed_the_gather_port(sandbox, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = (work / out).read_text().splitlines()
     assert sorted(lines) == sorted(f"{adler32_file(f)}  {f.name}" for f in files)
+
+
+@pytest.fixture(scope="module")
+def plan_elsewhere(tmp_path_factory) -> Path:
+    """A checkout (``wf/`` holds the workflow) whose plan was compiled into ``other/``, not
+    into the workflow's folder: the plan names its source, ``wf/calib.cwl``."""
+    base = tmp_path_factory.mktemp("checkout")
+    (base / "wf").mkdir()
+    shutil.copy(EXAMPLES / "calib.cwl", base / "wf")
+    shutil.copytree(EXAMPLES / "tools", base / "wf" / "tools")
+    done = swfflow("compile", "wf/calib.cwl", "-o", "other/plan.json", cwd=base)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((base / "other" / "plan.json").read_text())["source"] == "wf/calib.cwl"
+    return base
+
+
+@pytest.mark.parametrize("third", ["inside", "outside"])
+def test_plan_outside_the_workflow_folder_resolves_against_its_source(plan_elsewhere, tmp_path,
+                                                                      third):
+    """`swfflow job --plan other/plan.json` from a third folder (below the checkout, or
+    anywhere else) finds the tool next to the workflow the plan was compiled from."""
+    work = plan_elsewhere / "third" if third == "inside" else tmp_path / "third"
+    work.mkdir()
+    shutil.copy(STFS[0], work)
+    plan = "../other/plan.json" if third == "inside" else str(plan_elsewhere / "other/plan.json")
+    done = swfflow("job", "--plan", plan, "--task", "reconstruct", "-i", STFS[0].name,
+                   "--out", f"hist={HIST.format(1)}", cwd=work)
+    assert done.returncode == 0, done.stderr
+    expected = by_hand(tmp_path / "hand", "reco", str(STFS[0])) / \
+        STFS[0].with_suffix(".hist.json").name
+    assert (work / HIST.format(1)).read_bytes() == expected.read_bytes()
+    assert not (plan_elsewhere / "wf" / HIST.format(1)).exists()  # outputs stay in the job dir
+
+
+def test_plan_far_from_its_workflow_is_one_clear_error(plan_elsewhere, tmp_path):
+    lonely = tmp_path / "lonely" / "plan.json"
+    lonely.parent.mkdir()
+    shutil.copy(plan_elsewhere / "other" / "plan.json", lonely)
+    shutil.copy(STFS[0], tmp_path)
+    done = swfflow("job", "--plan", str(lonely), "--task", "reconstruct", "-i", STFS[0].name,
+                   cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "wf/calib.cwl" in done.stderr and "top of the workflow's folder" in done.stderr
+    assert "Traceback" not in done.stderr

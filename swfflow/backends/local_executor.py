@@ -34,6 +34,7 @@ from swfflow.backends.local_jobs import (files_in, intact, job_invocations, mast
                                          record_for, safe_name, task_outputs_of)
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
+from swfflow.runtime.containers import warn_once
 from swfflow.runtime.files import file_value
 from swfflow.runtime.jobrun import execute_job
 
@@ -358,6 +359,8 @@ class LocalExecutor(ExecutorBase):
 
     def _record(self, job_id: int, result: dict[str, Any]) -> str:
         """Write down a job's result; its new state."""
+        for note in result.get("fallbacks") or ():  # the workers' host runs, said once here
+            warn_once(*note)
         with self.engine.connect() as conn:
             job = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
             task = conn.execute(select(TASKS).where(TASKS.c.id == job.task_id)).first()

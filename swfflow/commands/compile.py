@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,16 +51,46 @@ def plan_table(plan: Plan) -> Table:
 
 # what a first-time user runs next, by the kind of workflow compiled (suffix; "" = Snakefile)
 _NEXT = {
-    ".cwl": "swfflow run {workflow}{inputs} --outdir out   (run it on this machine; "
+    ".cwl": "{prog} run {workflow}{inputs} --outdir out   (run it on this machine; "
             "-o plan.json writes the plan, `swfflow submit` runs it on PanDA)",
-    "": "swfflow profile install && snakemake -s {workflow} --profile panda   (run it on "
+    "": "{prog} profile install && {bin}snakemake -s {workflow} --profile panda   (run it on "
         "PanDA; -o plan.json writes the plan)",
 }
+# an inputs file next to the workflow, found when none was given (the example's is one)
+_INPUTS_BESIDE = ("{stem}-inputs.yml", "{stem}-inputs.yaml", "{stem}-job.yml", "{stem}.yml",
+                  "{stem}-inputs.json")
 
 
 def next_step(workflow: str, inputs: str | None) -> str:
     template = _NEXT.get(Path(workflow).suffix, _NEXT[""])
-    return "next: " + template.format(workflow=workflow, inputs=f" {inputs}" if inputs else "")
+    inputs = inputs or _inputs_beside(workflow)
+    called = _invoked_as()
+    folder = called.removesuffix("swfflow")  # snakemake is installed beside it
+    return "next: " + template.format(prog=shlex.quote(called), workflow=shlex.quote(workflow),
+                                      bin=shlex.quote(folder) if folder else "",
+                                      inputs=f" {shlex.quote(inputs)}" if inputs else "")
+
+
+def _inputs_beside(workflow: str) -> str | None:
+    path = Path(workflow)
+    found = (path.with_name(name.format(stem=path.stem)) for name in _INPUTS_BESIDE)
+    return next((str(candidate) for candidate in found if candidate.is_file()), None)
+
+
+def _invoked_as() -> str:
+    """`swfflow` when that is on PATH, else the path it was called by (the README's first
+    command runs .venv/bin/swfflow before any venv is activated)."""
+    called = sys.argv[0]
+    on_path = shutil.which("swfflow")
+    if Path(called).name != "swfflow" or (on_path and Path(on_path).resolve() ==
+                                          Path(called).resolve()):
+        return "swfflow"
+    return called
+
+
+# compile and dag read a workflow the same way: the same --config, parsed by pipeline.parse_config
+config_option = click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
+                             help="Set a workflow input / Snakemake config value (repeatable).")
 
 
 @click.command("compile")
@@ -78,8 +109,7 @@ def next_step(workflow: str, inputs: str | None) -> str:
 @click.option("--strict", is_flag=True, help="Also run cwltool's full validation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan JSON on stdout, no table.")
 @click.option("-q", "--quiet", is_flag=True, help="No table.")
-@click.option("--config", "config", multiple=True, metavar="KEY=VALUE",
-              help="Set a workflow input / Snakemake config value (repeatable).")
+@config_option
 def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_json, quiet,
                 config):
     """Compile WORKFLOW (CWL, Snakefile) with optional INPUTS (YAML/JSON) into a PanDA plan.
@@ -110,7 +140,7 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
     if output == "-":
         click.echo(text, nl=False)
     elif output:
-        Path(output).write_text(text)
+        write_plan(Path(output), text)
     if not quiet:
         # piped output (CI logs) gets a wide table instead of rich's 80-column default
         stream = sys.stderr if output == "-" else sys.stdout
@@ -119,6 +149,16 @@ def compile_cmd(workflow, inputs, output, run, profile_path, check, strict, as_j
         if output and output != "-":
             console.print(f"plan written to {output}")
         console.print(next_step(workflow, inputs), highlight=False, markup=False, soft_wrap=True)
+
+
+def write_plan(path: Path, text: str) -> None:
+    """-o other/plan.json makes other/ (a plan kept beside the workflow's folder is normal)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the plan: {exc.strerror}", where=str(path),
+                          hint="give -o a file in a folder you can write") from None
 
 
 _FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}
@@ -131,7 +171,8 @@ _FORMATS = {"mermaid": to_mermaid, "dot": to_dot, "svg": to_dot}
               show_default=True, help="mermaid text, Graphviz dot, or svg (needs graphviz).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
               help="Output file (default stdout).")
-def dag_cmd(workflow, inputs, fmt, output):
+@config_option
+def dag_cmd(workflow, inputs, fmt, output, config):
     """Draw the step graph of WORKFLOW: stream edges solid, complete edges dashed,
     sub-workflows boxed.
 
@@ -139,8 +180,9 @@ def dag_cmd(workflow, inputs, fmt, output):
     Examples:
       swfflow dag examples/calib.cwl                       # mermaid, paste into markdown
       swfflow dag examples/calib.cwl --format svg -o calib.svg
+      swfflow dag Snakefile --config stf_dir=examples/data
     """
-    wf, _ = load_workflow(workflow, inputs)
+    wf, _ = load_workflow(workflow, inputs, parse_config(config))
     text = _FORMATS[fmt](wf)
     data = text.encode()
     if fmt == "svg":

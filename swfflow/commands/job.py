@@ -13,8 +13,16 @@ from pathlib import Path
 import click
 
 from swfflow.plan.jedi import decode_values
-from swfflow.worker import LOG_NAME, REPORT_NAME, JobRequest, find_plan, parse_file_list, \
-    parse_outputs, parse_secondaries, run_job
+from swfflow.worker import (
+    LOG_NAME,
+    REPORT_NAME,
+    JobRequest,
+    find_plan,
+    parse_file_list,
+    parse_outputs,
+    parse_secondaries,
+    run_job,
+)
 
 
 @click.command("job", context_settings={"ignore_unknown_options": True,
@@ -22,7 +30,8 @@ from swfflow.worker import LOG_NAME, REPORT_NAME, JobRequest, find_plan, parse_f
 @click.option("--task", "task_key", required=True, help="The task's key in the plan.")
 @click.option("--plan", "plan_path", default=None,
               help="The compiled plan (default: $SWFFLOW_PLAN, else plan.json in the working "
-                   "directory — the job's sandbox).")
+                   "directory — the job's sandbox). A plan outside the workflow's folder "
+                   "finds it through the source it records.")
 @click.option("-i", "--inputs", "inputs", default=None,
               help="The job's input files, comma-separated (runGen's ${IN/T}).")
 @click.option("--out", "outs", multiple=True, metavar="PORT=FILENAME",

@@ -10,6 +10,7 @@ import functools
 import logging
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from swfflow.errors import UnsupportedFeature
@@ -26,6 +27,13 @@ _PROBES: dict[str, tuple[str, ...]] = {
 
 
 _WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(image: str, reason: str, where: str) -> None:
+    """Say once per image and process that a tool runs on the host instead of its container."""
+    if (image, reason) not in _WARNED:  # once per image, not once per job
+        _WARNED.add((image, reason))
+        log.warning("%s: running without container %s: %s", where, image, reason)
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,9 +53,13 @@ def available_engine() -> str | None:
 
 @dataclass(frozen=True)
 class ContainerPolicy:
-    """``forbid``: ``--no-container``; otherwise use the engine that answers, if any."""
+    """``forbid``: ``--no-container``; otherwise use the engine that answers, if any.
+    ``on_fallback(image, reason, where)`` hears of a tool run on the host: a warning here, or,
+    in a pool worker (whose "once" would be once per worker, printed by logging's last-resort
+    handler), a note the job's result carries to the parent, which warns once."""
 
     forbid: bool = False
+    on_fallback: Callable[[str, str, str], None] = warn_once
 
     def decide(self, image: str | None, required: bool, where: str) -> str | None:
         """The engine to run ``image`` with, or None to run on the host. Raises when a
@@ -65,7 +77,5 @@ class ContainerPolicy:
                 where=where,
                 hint="start a container engine, or declare the image under hints: "
                      "so the tool may run on the host")
-        if (image, reason) not in _WARNED:  # once per image, not once per job
-            _WARNED.add((image, reason))
-            log.warning("%s: running without container %s: %s", where, image, reason)
+        self.on_fallback(image, reason, where)
         return None

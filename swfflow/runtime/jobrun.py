@@ -42,19 +42,22 @@ def execute_job(request: dict[str, Any]) -> dict[str, Any]:
     ok = last["status"] == "success"
     outputs = ({port: [r["outputs"][port] for r in results] for port in last["outputs"]}
                if ok else None)
-    return {**last, "outputs": outputs,
+    return {**last, "outputs": outputs, "fallbacks": [f for r in results for f in r["fallbacks"]],
             "log": "\n".join(f"--- invocation {i + 1}/{len(jobs)}\n{r['log']}"
                              for i, r in enumerate(results))}
 
 
 def _invoke(request: dict[str, Any], job: dict[str, Any], outdir: Path) -> dict[str, Any]:
+    fallbacks: list[list[str]] = []  # host runs, for the parent to warn of once (see policy)
+    policy = ContainerPolicy(forbid=request.get("no_container", False),
+                             on_fallback=lambda *note: fallbacks.append(list(note)))
     try:
-        result = run_tool(request["tool"], job, outdir,
-                          policy=ContainerPolicy(forbid=request.get("no_container", False)),
+        result = run_tool(request["tool"], job, outdir, policy=policy,
                           workdir=request.get("workdir"), where=request.get("where", ""))
     except SwfflowError as exc:  # e.g. a required container that cannot run: do not retry
         return {"status": "permanentFail", "outputs": None, "command": [], "container": None,
-                "exit_code": None, "log": str(exc), "final": True}
+                "exit_code": None, "log": str(exc), "final": True, "fallbacks": fallbacks}
     return {"status": result.status, "outputs": clean_outputs(result.outputs),
             "command": result.command, "container": result.container,
-            "exit_code": result.exit_code, "log": result.log, "final": False}
+            "exit_code": result.exit_code, "log": result.log, "final": False,
+            "fallbacks": fallbacks}
