@@ -196,6 +196,10 @@ def test_resubmitting_the_same_name_returns_the_same_task(panda_server, executor
     assert executor.submit(task) == first
 
 
+# JEDI's daemons act on their own cycles (watchdog, post-processor: once a minute); one in a
+# few runs a cycle is missed and the task stays in its state past the wait. Run again from the
+# start (a new task) before calling it a failure; a systematic fault fails every attempt.
+@pytest.mark.flaky(reruns=2)
 def test_kill_reaches_jedi(panda_server, executor, rucio_catalog):
     task = compiled_tasks(next(RUNS))["reconstruct"]
     open_run(rucio_catalog, task)

@@ -71,6 +71,10 @@ def serve(url: str, tmp_path: Path, queue: str, **options):
     return serve(PilotAPI(url), settings, log=lambda _msg: None)
 
 
+# JEDI's daemons act on their own cycles (watchdog, post-processor: once a minute); one in a
+# few runs a cycle is missed and the task stays in its state past the wait. Run again from the
+# start (a new task) before calling it a failure; a systematic fault fails every attempt.
+@pytest.mark.flaky(reruns=2)
 def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog, pilot_env,
                                                      sandbox, tmp_path):
     from swfflow.backends.panda import PandaExecutor

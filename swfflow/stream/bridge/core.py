@@ -42,6 +42,7 @@ from swfflow.drive.flow_run import FlowRun, source_path_of
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
+from swfflow.stream.bridge import logsafe
 from swfflow.stream.bridge.acks import KEYED_BY_FILE, Acks, Waiter
 from swfflow.stream.bridge.backoff import Backoff, is_permanent
 from swfflow.stream.bridge.config import BridgeConfig
@@ -58,6 +59,7 @@ from swfflow.stream.store import (HOLD_PAUSED, HOLD_RUNNING, OPEN_PHASES, PHASE_
 __all__ = ["Bridge", "BridgeConfig", "HANDLERS", "Rejected", "Waiter"]
 
 log = logging.getLogger("swfflow.bridge")
+logsafe.install(log)  # messages may carry anything: log lines stay printable
 WAKE_UP = None  # an inbox item that only wakes the loop (Bridge.wake)
 Publish = Callable[[str, Envelope], None]
 
