@@ -431,7 +431,10 @@ class FlowRun:
         key = path + "".join(f".{i}" for i in indices)
         compiled = self.by_key.get(key)
         if compiled is not None and compiled.params and self._reads_datasets(compiled, job):
-            return self._dataset_task(compiled, step, job)
+            outputs = self._dataset_task(compiled, step, job)
+            if outputs is not None:
+                return outputs
+            # a gather over datasets that came out empty: CWL runs it once, on empty lists
         job = self.values.materialize(job)
         if compiled is not None:
             spec = with_values(compiled, job, dataset_inputs=False)
@@ -452,7 +455,10 @@ class FlowRun:
                    for port, did in spec.outputs.items()
                    if port in step.outputs and port not in outputs}, **outputs}
 
-    def _dataset_task(self, spec: TaskSpec, step: ir.Step, job: dict[str, Any]) -> dict:
+    def _dataset_task(self, spec: TaskSpec, step: ir.Step,
+                      job: dict[str, Any]) -> dict[str, Any] | None:
+        """The step's outputs, its planned task submitted as it is; None for a gather whose
+        datasets are empty (no job would run: the caller runs it on the values)."""
         ports = {i.port for i in spec.inputs if i.dataset is not None}
         # split by the backend: a scatter over the dataset, or jobs the user sized
         split = spec.payload.get("split_port") is not None or bool(spec.payload.get("chunked"))
@@ -465,6 +471,8 @@ class FlowRun:
         if not split:
             with self._lock:
                 count = len(self.catalog.list_files(spec.params["dsForIN"]))
+            if count == 0:
+                return None
             spec = whole_dataset(spec, count)
         live = self._submit(spec)
         outputs: dict[str, Any] = {
