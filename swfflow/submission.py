@@ -31,7 +31,8 @@ from sqlalchemy import Column, Float, MetaData, String, Table, delete, select
 
 from swfflow.assemble import Backends, Settings, assemble, executor_at
 from swfflow.backends.base import TaskState, TaskStatus
-from swfflow.drive.flow_run import FlowRun, source_path_of
+from swfflow.drive.flow_run import FlowRun
+from swfflow.drive.instances import source_path_of
 from swfflow.drive.phases import DONE, FINAL, LIVE, PHASE_OF_STATE, TaskPhase
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError

@@ -115,7 +115,8 @@ def test_swfflow_bridge_backend_dryrun_follows_a_run_to_the_end(tmp_path):
         bridge.run(until=lambda b: time.monotonic() > deadline or (
             b.idle and b.source_done.is_set() and b.store.runs()
             and all(r["phase"] == PHASE_DONE for r in b.store.runs())))
-        assert [r["phase"] for r in bridge.store.runs()] == [PHASE_DONE]
+        assert [r["phase"] for r in bridge.store.runs()] == [PHASE_DONE], \
+            [r["message"] for r in bridge.store.runs()]
         run_id = bridge.store.runs()[0]["run_id"]
         names = [t.name for t in bridge.template.instantiate(run_id).tasks if t.params]
     events = [json.loads(line) for line in (tmp_path / "work" / RECORD).read_text()

@@ -159,6 +159,10 @@ class CatalogBase:
 class ExecutorBase:
     """The optional members of an :class:`Executor`, with their defaults."""
 
+    # the tasks' jobs really run and write their outputs (a dry run's do not: nothing checks
+    # that a required output was written)
+    runs_payloads: ClassVar[bool] = True
+
     def task_outputs(self, task_id: str) -> dict[str, Any]:
         """The parameter outputs (CWL output object) of a finished task, when the executor
         can read them back (the local one can; PanDA cannot: empty)."""

@@ -40,6 +40,8 @@ SCHEME = "dryrun:"
 class DryRunExecutor(ExecutorBase):
     """Records submissions and commands in a JSON-lines file; runs nothing."""
 
+    runs_payloads = False
+
     def __init__(self, path: str | Path, catalog: Any = None):
         self.path = Path(path)
         self.catalog = catalog  # where ``runUntilClosed`` inputs are looked up (None: closed)

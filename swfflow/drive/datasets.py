@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from swfflow.backends.base import Catalog
+from swfflow.plan.model import TaskSpec
 from swfflow.errors import RunFailed
 from swfflow.runtime.files import file_value
 
@@ -129,3 +130,30 @@ class DatasetValues:
     def _is_open(self, did: str) -> bool:
         with self.lock:
             return self.catalog.is_open(did)
+
+
+def reads_datasets(spec: TaskSpec, job: dict[str, Any]) -> bool:
+    """Does ``job`` give each dataset port of the task exactly the datasets it reads
+    (and no other port a dataset)?"""
+    wanted: dict[str, set[str]] = {}
+    for item in spec.inputs:
+        if item.dataset is not None:
+            wanted.setdefault(item.port, set()).add(item.dataset)
+    if not wanted:
+        return False
+    for port, value in job.items():
+        refs = dataset_refs(value)
+        if port not in wanted:
+            if refs:
+                return False
+            continue
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, DatasetRef) for i in items) or \
+                {r.did for r in refs} != wanted[port]:
+            return False
+    return set(wanted) <= set(job)
+
+
+def is_array(cwl_type: str) -> bool:
+    """Does a port of this CWL type hold a list (or may it: Any)?"""
+    return cwl_type.rstrip("?").endswith("[]") or cwl_type.rstrip("?") in ("Any", "array")

@@ -24,18 +24,20 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from swfflow import ir
 from swfflow.backends.base import Catalog, Executor, TaskStatus
-from swfflow.drive.datasets import DatasetRef, DatasetValues, dataset_refs
+from swfflow.drive.activity import Activity
+from swfflow.drive.datasets import (DatasetRef, DatasetValues, dataset_refs, is_array,
+                                     reads_datasets)
 from swfflow.drive.engine import Engine, label_indices
 from swfflow.drive.instances import instance_of, templates, whole_dataset, with_values
+from swfflow.drive.outcome import blocked_by, missing_outputs, not_run
 from swfflow.drive.parallel import worker_threads
 from swfflow.drive.phases import PHASE_OF_STATE, TaskPhase
 from swfflow.drive.store import DriverStore
@@ -110,17 +112,14 @@ class FlowRun:
         self.failures: list[str] = []
         self._saved: dict[str, dict[str, Any]] = {}  # this instance's rows of an earlier run
         self.job_inputs = job_inputs
+        self.activity = Activity()  # for `settle`
         self.values = DatasetValues(catalog, self._wait_writer, self._stopped, self._lock,
-                                    self._lineage if job_inputs else None, self._waiting)
+                                    self._lineage if job_inputs else None,
+                                    self.activity.waiting)
         self._outcome: Future[dict[str, Any]] | None = None
         self.finished = False
         self.result: dict[str, Any] | None = None  # the workflow's output object, once done
         self.error: BaseException | None = None  # why it failed, once finished
-        # for `settle`: the threads in a leaf call, those waiting on a task or dataset (in a
-        # leaf or not), and when either last changed
-        self._leaves: Counter[int] = Counter()
-        self._waits: Counter[int] = Counter()
-        self._changed = time.monotonic()
 
     # --- the run ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -155,7 +154,7 @@ class FlowRun:
         self._save_instance("running")
         engine = Engine(self._leaf, jobs=self.jobs, materialize=self.values.materialize,
                         splits=self._splits)
-        self._changed = time.monotonic()  # `settle` counts from here
+        self.activity.restart()  # `settle` counts from here
         self._outcome = worker_threads().submit(engine.run, workflow, inputs)
 
     def tick(self) -> bool:
@@ -196,12 +195,7 @@ class FlowRun:
     def idle(self, quiet_s: float = SETTLE_S) -> bool:
         """Has the flow had nothing to do but wait for its tasks (or the stream) for
         ``quiet_s``? (Then everything that may be submitted now has been.)"""
-        with self._lock:
-            busy = +self._leaves - self._waits  # threads in a leaf call, not waiting
-            # before its first leaf or wait, the walk is still working its way there
-            started = bool(self._leaves or self._waits)
-            return self.finished or (started and not busy and
-                                     time.monotonic() - self._changed >= quiet_s)
+        return self.finished or self.activity.idle(quiet_s)
 
     def detach(self) -> None:
         """Stop walking the flow and leave the tasks to themselves; the saved state lets a
@@ -234,6 +228,8 @@ class FlowRun:
                 raise RunFailed(self.failures[0].splitlines()[0],
                                 hint="\n".join(self.failures[0].splitlines()[1:]) or None)
             self.result = self.values.materialize(outcome.result())
+            if getattr(self.executor, "runs_payloads", True):
+                missing_outputs(self.plan.flow, self.result, self.plan.source)
         except RunFailed as exc:  # a failed task: what it kept from starting says why
             self._stopped.set()
             self._save_instance("failed")
@@ -248,59 +244,15 @@ class FlowRun:
         self._record_not_run()
         self._save_instance("done")
 
-    @contextmanager
-    def _waiting(self) -> Iterator[None]:
-        """A leaf waiting on a task or a dataset (for :meth:`settle`)."""
-        with self._lock:
-            self._waits[threading.get_ident()] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._waits[threading.get_ident()] -= 1
-                self._changed = time.monotonic()
-
-    @contextmanager
-    def _in_leaf(self) -> Iterator[None]:
-        with self._lock:
-            self._leaves[threading.get_ident()] += 1
-            self._changed = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._leaves[threading.get_ident()] -= 1
-                self._changed = time.monotonic()
-
     def _record_not_run(self) -> None:
-        """Planned tasks a finished run never reached: a false `when`, an empty scatter, or a
-        leaf that ran as run-time instances instead."""
-        rows = self.store.load(self.instance)
-        for task in self.plan.tasks:
-            if task.key in rows:
-                continue
-            instances = [k for k in rows if k.startswith(f"{task.step}.") and k != task.key]
-            why = (f"ran as {len(instances)} run-time instance(s)" if instances else
-                   "not run: its `when` was false, or its scatter was empty")
-            self._record(task, "skipped", None, why)
+        for task, task_id, phase, why in not_run(self.plan, self.store.load(self.instance)):
+            self._record(task, phase, task_id, why)
 
     def _with_blocked(self, failure: RunFailed) -> RunFailed:
-        """The run's failure, naming the planned steps it kept from running (recorded as
-        blocked, so `swfflow status` says why they did not run)."""
-        rows = self.store.load(self.instance)
-        cause = failure.what.splitlines()[0]
-        blocked = []
-        for task in self.plan.tasks:
-            phase = (rows.get(task.key) or {}).get("phase")
-            if phase in (None, "pending", "submitted", "blocked"):
-                self._record(task, "blocked", (rows.get(task.key) or {}).get("task_id"),
-                             f"not started: {cause}")
-                blocked.append(task.step)
-        if not blocked:
-            return failure
-        hint = "\n".join(filter(None, [failure.hint, "not started because of it: "
-                                      + ", ".join(dict.fromkeys(blocked))]))
-        return RunFailed(failure.what, where=failure.where, hint=hint)
+        records, failure = blocked_by(self.plan, self.store.load(self.instance), failure)
+        for task, task_id, phase, why in records:
+            self._record(task, phase, task_id, why)
+        return failure
 
     def close_streams(self) -> None:
         """The end of run: close the stream datasets (idempotent)."""
@@ -374,7 +326,7 @@ class FlowRun:
             live = self._live.get(key)
         if live is None:
             raise RunFailed(f"task {key} was never submitted", hint="a bug: please report it")
-        with self._waiting():
+        with self.activity.waiting():
             while not live.done.wait(0.5):
                 if self._stopped.is_set():
                     raise RunFailed(f"task {key} not followed to its end: the run was stopped",
@@ -397,40 +349,18 @@ class FlowRun:
         """The planned task splits the step's scatter over a dataset, and the scattered
         input really is that dataset: JEDI makes the jobs, not the engine."""
         spec = self.by_key.get(step.native.get("task", ""))
-        return spec is not None and self._reads_datasets(spec, inputs) and \
+        return spec is not None and reads_datasets(spec, inputs) and \
             spec.payload.get("split_port") in (step.scatter.ports if step.scatter else ())
 
-    @staticmethod
-    def _reads_datasets(spec: TaskSpec, job: dict[str, Any]) -> bool:
-        """Does ``job`` give each dataset port of the task exactly the datasets it reads
-        (and no other port a dataset)?"""
-        wanted: dict[str, set[str]] = {}
-        for item in spec.inputs:
-            if item.dataset is not None:
-                wanted.setdefault(item.port, set()).add(item.dataset)
-        if not wanted:
-            return False
-        for port, value in job.items():
-            refs = dataset_refs(value)
-            if port not in wanted:
-                if refs:
-                    return False
-                continue
-            items = value if isinstance(value, list) else [value]
-            if not all(isinstance(i, DatasetRef) for i in items) or \
-                    {r.did for r in refs} != wanted[port]:
-                return False
-        return set(wanted) <= set(job)
-
     def _leaf(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
-        with self._in_leaf():
+        with self.activity.leaf():
             return self._leaf_job(step, job, label)
 
     def _leaf_job(self, step: ir.Step, job: dict[str, Any], label: str) -> dict[str, Any]:
         path, indices = step.native["task"], label_indices(label)
         key = path + "".join(f".{i}" for i in indices)
         compiled = self.by_key.get(key)
-        if compiled is not None and compiled.params and self._reads_datasets(compiled, job):
+        if compiled is not None and compiled.params and reads_datasets(compiled, job):
             outputs = self._dataset_task(compiled, step, job)
             if outputs is not None:
                 return outputs
@@ -449,9 +379,9 @@ class FlowRun:
         self._wait_writer(spec.key)
         outputs = self.outputs_of(live.task_id)
         # an executor that cannot read a task's output object back (PanDA): its files are
-        # in the task's output datasets
-        return {**{port: self.values.materialize(DatasetRef(
-                       did, writer=spec.key, single=not _is_array(step.outputs[port].type)))
+        # in the task's output datasets, listed when someone needs them (as a dataset task's)
+        return {**{port: DatasetRef(did, writer=spec.key,
+                                    single=not is_array(step.outputs[port].type))
                    for port, did in spec.outputs.items()
                    if port in step.outputs and port not in outputs}, **outputs}
 
@@ -477,7 +407,7 @@ class FlowRun:
         live = self._submit(spec)
         outputs: dict[str, Any] = {
             port: DatasetRef(did, writer=spec.key,
-                             single=not split and not _is_array(step.outputs[port].type))
+                             single=not split and not is_array(step.outputs[port].type))
             for port, did in spec.outputs.items() if port in step.outputs}
         if set(step.outputs) - set(outputs):  # parameter outputs: known once it is done
             self._wait_writer(spec.key)
@@ -532,16 +462,3 @@ class FlowRun:
         with self._recording:  # leaf threads and the following loop write the same rows
             self.store.save(self.instance, spec.key, name=spec.name, phase=phase,
                             task_id=task_id, message=message, outputs=outputs)
-
-
-def source_path_of(plan: Plan, given: str = "") -> str:
-    """The workflow file the plan's relative locations resolve against: ``given`` (the file
-    the user named) unless it is a plan.json, else the workflow the plan was compiled from when
-    it is here, else "" (the current folder)."""
-    if given and not given.endswith(".json"):
-        return given
-    return plan.source if plan.source and Path(plan.source).is_file() else ""
-
-
-def _is_array(cwl_type: str) -> bool:
-    return cwl_type.rstrip("?").endswith("[]") or cwl_type.rstrip("?") in ("Any", "array")

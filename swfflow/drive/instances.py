@@ -4,6 +4,7 @@ instance of it, with the job's values in its payload."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from swfflow.plan import jedi
@@ -69,3 +70,12 @@ def whole_dataset(spec: TaskSpec, n_files: int) -> TaskSpec:
     params = {k: v for k, v in spec.params.items() if k != "nGBPerJob"}
     params.update(nFilesPerJob=n, nMaxFilesPerJob=n, respectSplitRule=True)
     return replace(spec, params=params)
+
+
+def source_path_of(plan: Plan, given: str = "") -> str:
+    """The workflow file the plan's relative locations resolve against: ``given`` (the file
+    the user named) unless it is a plan.json, else the workflow the plan was compiled from when
+    it is here, else "" (the current folder)."""
+    if given and not given.endswith(".json"):
+        return given
+    return plan.source if plan.source and Path(plan.source).is_file() else ""

@@ -38,7 +38,8 @@ from dataclasses import replace
 
 from swfflow.assemble import Backends
 from swfflow.backends.base import Catalog
-from swfflow.drive.flow_run import FlowRun, source_path_of
+from swfflow.drive.flow_run import FlowRun
+from swfflow.drive.instances import source_path_of
 from swfflow.drive.store import DriverStore
 from swfflow.errors import ConfigError
 from swfflow.plan.model import RUN, Plan
