@@ -167,3 +167,18 @@ def test_reana_and_gitlab_steps_are_unsupported(tmp_path):
     with pytest.raises(UnsupportedFeature) as err:
         cwl.load_workflow(doc)
     assert err.value.where == f"{doc}:6"
+
+
+def test_compiling_a_pchain_step_leaves_the_process_environment_as_it_was(monkeypatch):
+    """panda-client's dry-run parser sets RUCIO_ACCOUNT=dummy for the whole process: every
+    later Rucio client (the pilot's uploads, the storage plugin) then used that account."""
+    import os
+
+    from swfflow.pipeline import build_plan
+
+    monkeypatch.delenv("RUCIO_ACCOUNT", raising=False)
+    before = dict(os.environ)
+    examples = Path(__file__).resolve().parents[1] / "examples" / "pchain"
+    build_plan(str(examples / "pedestal_scan.cwl"), str(examples / "pedestal_scan.yml"), None,
+               "1")
+    assert dict(os.environ) == before

@@ -40,8 +40,11 @@ def _panda_client():
 
 
 def _quiet_call(function, *args, **kwargs) -> Any:
-    """panda-client prints and may sys.exit() on bad options: turn that into WorkflowError."""
+    """panda-client prints and may sys.exit() on bad options: turn that into WorkflowError.
+    It also sets process-wide Rucio variables (``RUCIO_ACCOUNT=dummy`` in dry mode, which
+    every later Rucio client of the process would then use): the environment is put back."""
     out = io.StringIO()
+    environment = dict(os.environ)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             return function(*args, **kwargs)
@@ -50,6 +53,9 @@ def _quiet_call(function, *args, **kwargs) -> Any:
         raise WorkflowError(f"panda-client rejected the step's options: "
                             f"{message[-1] if message else 'invalid arguments'}",
                             hint="check opt_args / opt_exec of the step") from None
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 @lru_cache(maxsize=32)
