@@ -132,7 +132,10 @@ def test_rest_and_metrics_follow_a_running_bridge(live):
     (dead,) = client.get("/api/v1/dead-letters").json()
     assert dead["body"] == NOT_JSON and dead["reason"]
 
-    samples = metrics_of(client)
+    # /metrics reads the shared snapshot, refreshed in the background once per poll: it shows
+    # the run done a poll after the run's own page does
+    samples = wait_for(lambda: metrics_of(client), lambda found: found["swfflow_runs"].get(
+        (("phase", "done"),)) == 1, timeout=30)
     assert samples["swfflow_stf_attached_total"][()] == 6
     assert samples["swfflow_stf_attach_latency_seconds_count"][()] == 6
     assert samples["swfflow_stf_attach_latency_seconds_sum"][()] > 0
