@@ -12,7 +12,7 @@ and database on PostgreSQL (``$SWFFLOW_PGHOST``:``$SWFFLOW_PGPORT``, trust auth 
 
 Clients use ``RUCIO_CONFIG=<state>/rucio/client/rucio.cfg``. Next to gunicorn runs the
 judge-evaluator daemon, so a rule on an open dataset covers the files attached later (locks
-appear within seconds). No transfer daemons run: those locks stay REPLICATING.
+appear within seconds; ``rucio_judge.py`` says why its back-off is shortened). No transfer daemons run: those locks stay REPLICATING.
 """
 
 from __future__ import annotations
@@ -281,8 +281,9 @@ def _start_judge(home: ServiceHome, venv: Path, env: dict[str, str]) -> None:
     """The daemon that applies rules to files attached after the rule was made."""
     if home.pid() and pid_file_alive(_judge_pid_file(home)):
         return
-    start_detached([str(venv / "bin" / "rucio-judge-evaluator"), "--threads", "1",
-                    "--sleep-time", "1"], log=home.dir / "log" / "judge-evaluator.log",
+    launcher = Path(__file__).with_name("rucio_judge.py")  # Rucio's daemon, short back-off
+    start_detached([str(venv / "bin" / "python"), str(launcher)],
+                   log=home.dir / "log" / "judge-evaluator.log",
                    pid_file=_judge_pid_file(home), env=env, cwd=home.dir)
 
 
