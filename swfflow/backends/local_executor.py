@@ -35,7 +35,6 @@ from swfflow.backends.local_jobs import (files_in, intact, job_invocations, mast
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
 from swfflow.runtime.containers import warn_once
-from swfflow.runtime.files import file_value
 from swfflow.runtime.jobrun import execute_job
 
 _META = MetaData()
@@ -329,9 +328,9 @@ class LocalExecutor(ExecutorBase):
         files = []
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
-            files = [file_value(records[did]) for did in job.files]
+            files = [records[did].cwl_value() for did in job.files]
         jobs = job_invocations(spec, files, lambda did: [
-            file_value(f) for f in self.catalog.list_files(did)])
+            f.cwl_value() for f in self.catalog.list_files(did)])
         outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
         return {"tool": tool, "jobs": jobs, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,
