@@ -139,20 +139,26 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         from swfflow.drive.local_run import run_expression_locally
         from swfflow.drive.payload import LocalPayloads
 
-        if not settings.rehearse:  # a rehearsal's tasks go as PanDA gets them: unprepared
+        if settings.rehearse:  # tasks and expressions as on PanDA: from the plan's payloads
+            backends.run_expression = _plan_expressions(source, plan, workdir)
+        else:
             backends.prepare = LocalPayloads(workflow)
-        backends.run_expression = run_expression_locally(workdir)
+            backends.run_expression = run_expression_locally(workdir)
         backends.job_inputs = functools.partial(_job_inputs, executor)
         # the pool runs `jobs` at once; a few more tasks submitted meanwhile are cut and
         # queued, so a freed worker starts the next job at once (no round trip through the flow)
         backends.flow_jobs = 4 * settings.jobs
     elif plan is not None:
-        from swfflow.drive.expressions import expressions_for_plan
-
         # the tasks get the plan's task parameters as they are (no prepare); ExpressionTools
         # are no tasks: evaluated here, their tools rebuilt from the plan's payloads
-        backends.run_expression = expressions_for_plan(source, plan, workdir)
+        backends.run_expression = _plan_expressions(source, plan, workdir)
     return backends
+
+
+def _plan_expressions(source: str, plan: Any, workdir: Path) -> Any:
+    from swfflow.drive.expressions import expressions_for_plan
+
+    return expressions_for_plan(source, plan, workdir)
 
 
 def _job_inputs(executor: Any, task_id: str) -> dict[int, list[str]]:

@@ -57,7 +57,8 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                         sandbox=Path(workflow.source_path).resolve().parent
                         if workflow.source_path else None)
     with ExitStack() as stack:  # the executor is shut down however the run ends
-        backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow)
+        backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow,
+                            source=workflow.source_path or "")
         flow = backends.flow_run(plan, DriverStore(engine), source_path=workflow.source_path,
                                  on_tick=StreamFeeder(plan, backends.catalog, streams),
                                  stop_on_failure=True)

@@ -31,8 +31,9 @@ from sqlalchemy import select
 
 from swfflow.backends import local_rehearsal as rehearsal
 from swfflow.backends.base import Catalog, ExecutorBase, TaskState, TaskStatus
-from swfflow.backends.local_jobs import (files_in, intact, job_invocations, master_dataset,
-                                         record_for, safe_name, task_outputs_of)
+from swfflow.backends.local_jobs import (intact, job_invocations, master_dataset, safe_name,
+                                         task_outputs_of)
+from swfflow.backends.local_register import add_files, register_log, register_outputs
 from swfflow.backends.local_tables import JOBS, TASKS, create_tables
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
@@ -362,11 +363,13 @@ class LocalExecutor(ExecutorBase):
         if ok and "report" in result:  # a rehearsal: the files the job placed, its report
             records, outputs = rehearsal.placed_outputs(
                 task.spec, result["report"], Path(result["jobdir"]))
-            produced = self._add_files(records) + self._register_log(
-                task.spec, task.id, job.number, result["log"])
+            produced = add_files(self.catalog, records)
         elif ok:
-            produced = self._register(task.spec, task.id, job.number, outputs or {},
-                                      result["log"])
+            produced = register_outputs(self.catalog, task.spec, task.id, job.number,
+                                        outputs or {})
+        if ok:
+            register_log(self.catalog, self.workdir, task.spec, task.id, job.number,
+                         result["log"])
         state = "done" if ok else (
             "failed" if result.get("final") or job.attempt >= self._max_attempts(task.spec)
             else "pending")
@@ -381,39 +384,6 @@ class LocalExecutor(ExecutorBase):
         if self.attempts is not None:
             return max(1, self.attempts)
         return max(1, int(spec["params"].get("maxAttempt") or 3))
-
-    def _register(self, spec: dict[str, Any], task_id: int, number: int,
-                  outputs: dict[str, Any], log: str) -> list[dict[str, Any]]:
-        produced = []
-        for port, did in (spec.get("outputs") or {}).items():
-            scope, dsname = did.split(":", 1)
-            files = files_in(outputs.get(port))
-            # several files on one port (one per invocation) may share a basename
-            # JEDI's own file names carry the task id: tasks sharing a dataset never collide
-            produced += self._add_files({did: [
-                record_for(f, f"{scope}:{dsname}.{task_id}._{number:06d}."
-                              f"{f'{k}.' if len(files) > 1 else ''}{f['basename']}")
-                for k, f in enumerate(files)]})
-        return produced + self._register_log(spec, task_id, number, log)
-
-    def _add_files(self, records: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        """Register each dataset's new files; what the job row keeps of them."""
-        for did, files in records.items():
-            self.catalog.add_files(did, files)
-        return [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
-                for files in records.values() for r in files]
-
-    def _register_log(self, spec: dict[str, Any], task_id: int, number: int,
-                      log: str) -> list[dict[str, Any]]:
-        if spec.get("log_dataset"):
-            scope, dsname = spec["log_dataset"].split(":", 1)
-            path = self.workdir / "logs" / safe_name(spec["name"]) / f"{number:06d}.log"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(log)
-            record = record_for({"location": str(path), "basename": path.name},
-                                 f"{scope}:{dsname}.{task_id}._{number:06d}.log")
-            self.catalog.add_files(spec["log_dataset"], [record])
-        return []
 
 
 _STATE_MAP = {"submitted": TaskState.SUBMITTED, "running": TaskState.RUNNING,
