@@ -4,7 +4,10 @@ to cwltool's own on the same tests in the same run (the baseline: what the refer
 passes on this machine, without containers).
 
     python bench/conformance_tags.py [--tags command_line_tool,expression_tool,...] [-n 2]
-                                     [--no-baseline]
+                                     [--no-baseline] [--rehearse]
+
+``--rehearse`` runs every job as a PanDA pilot would (``swfflow run --rehearse``): the pass
+rate of the task parameters PanDA gets. ``--tags gated`` names the seven tags CI gates on.
 
 Needs the suite ($SWFFLOW_CWL_CONFORMANCE or ../shared/cwl-v1.2). Takes tens of minutes.
 """
@@ -26,7 +29,11 @@ OTHER_TAGS = ("command_line_tool", "expression_tool", "inline_javascript", "init
               "secondary_files", "inputs_should_parse", "timelimit")
 
 
-def ours(tag: str, workers: int) -> tuple[int, int, float]:
+GATED_TAGS = ("workflow", "scatter", "conditional", "subworkflow", "multiple_input",
+              "step_input", "required")
+
+
+def ours(tag: str, workers: int, rehearse: bool = False) -> tuple[int, int, float]:
     """(passed, total, seconds) through swfflow's cwltest hook."""
     results = ROOT / ".swfflow" / "conformance-results.json"
     results.unlink(missing_ok=True)
@@ -35,7 +42,8 @@ def ours(tag: str, workers: int) -> tuple[int, int, float]:
                     "no:cacheprovider", "-n", str(workers), "--timeout", "300",
                     f"--cwl-tags={tag}"], cwd=ROOT, capture_output=True, text=True,
                    timeout=6 * 3600, check=False,
-                   env={**os.environ, "SWFFLOW_CONFORMANCE_RESULTS": tempfile.mkdtemp()})
+                   env={**os.environ, "SWFFLOW_CONFORMANCE_RESULTS": tempfile.mkdtemp(),
+                        "SWFFLOW_REHEARSE": "1" if rehearse else "0"})
     seconds = time.perf_counter() - start
     if not results.exists():
         return 0, 0, seconds
@@ -67,11 +75,15 @@ def main() -> None:
     parser.add_argument("--tags", default=",".join(OTHER_TAGS))
     parser.add_argument("-n", type=int, default=2, help="tests at once")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="every job as a PanDA pilot runs it (swfflow run --rehearse)")
     args = parser.parse_args()
+    tags = GATED_TAGS if args.tags == "gated" else args.tags.split(",")
     sys.path.insert(0, str(ROOT))
-    print(f"{'tag':<20} {'swfflow':>12} {'cwltool':>12} {'ratio':>7} {'time':>7}")
-    for tag in args.tags.split(","):
-        passed, total, seconds = ours(tag, args.n)
+    mode = "rehearsal" if args.rehearse else "swfflow"
+    print(f"{'tag':<20} {mode:>12} {'cwltool':>12} {'ratio':>7} {'time':>7}")
+    for tag in tags:
+        passed, total, seconds = ours(tag, args.n, args.rehearse)
         theirs = (None, None) if args.no_baseline else baseline(tag, args.n)
         ratio = f"{passed / theirs[0]:.2f}" if theirs[0] else "-"
         base = f"{theirs[0]}/{theirs[1]}" if theirs[0] is not None else "-"
