@@ -27,12 +27,14 @@ swfflow logs or raises.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,6 +48,7 @@ from swfflow.backends.panda_client import (
     point_client_at,
     redact,
 )
+from swfflow.backends.panda_sandbox import CacheUploads
 from swfflow.backends.panda_states import (
     FINISHED_OR_FINISHING,
     INCEXEC_ACCEPTED,
@@ -70,6 +73,9 @@ URL_VARIABLES = ("PANDA_URL_SSL", "PANDA_URL")  # panda-client's, in its order o
 
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
+
+# putFile's answer when the cache has a file of that name (pandaserver file_server_api)
+CACHE_OVERWRITE = "ERROR: cannot overwrite file"
 
 # what a pause/resume leaves behind: repeating it there is a no-op
 PAUSED = frozenset({"paused"})
@@ -115,6 +121,7 @@ class PandaExecutor(ExecutorBase):
         self._not_before: dict[int, datetime] = {}  # task id → no modification earlier than this
         self._names: dict[int, str] = {}
         self._unknown_polls: dict[int, int] = {}
+        self._uploads = CacheUploads(self.put_in_cache)
         check_auth_environment()
 
     # --- Executor protocol ---------------------------------------------------------------
@@ -129,6 +136,7 @@ class PandaExecutor(ExecutorBase):
             log.info("task %s already on PanDA as %s (%s)", task.name, existing["jediTaskID"],
                      existing.get("status"))
             return str(self._remember(existing))
+        params = self._uploads.ensure(params)  # the job sandbox, uploaded when first needed
         submitted_at = _utcnow()
         code, message = self._submit_params(params)
         task_id = self._id_from_answer(task, code, message)
@@ -193,6 +201,32 @@ class PandaExecutor(ExecutorBase):
                                f" {redact(str(message))} (code {code})",
                                where=self._where("insertTaskParams"))
         log.info("task %s re-executed incrementally: %s", tid, message)
+
+    # --- the job sandbox (backends/panda_sandbox.py) ---------------------------------------
+    def for_plan(self, plan: Any, source_path: str) -> Callable[[TaskSpec], TaskSpec]:
+        """What the tasks of ``plan`` get before submission: the sandbox (the workflow's
+        folder + ``plan.json``) in PanDA's cache, fetched by the jobs (``sourceURL``)."""
+        from swfflow.backends.panda_sandbox import SandboxShipper
+
+        parsed = urlparse(self.url)
+        return SandboxShipper(plan, source_path, uploads=self._uploads,
+                              source_url=f"{parsed.scheme}://{parsed.netloc}")
+
+    def put_in_cache(self, path: Path) -> str:
+        """Upload ``path`` to the server's cache as prun does (``putFile`` with
+        ``reuseSandbox``); the name it has there (an identical file's, when the server had
+        one). A file of that name already there is the same file: the names hold a digest."""
+        from swfflow.backends.panda_sandbox import upload_in_child
+
+        answer = str(self._call_with_retries("putFile", upload_in_child, path, self.url))
+        if answer.startswith("NewFileName:"):
+            return answer.split(":", 1)[1]
+        if answer == "True" or answer.startswith(CACHE_OVERWRITE):
+            return path.name
+        raise ServiceError(f"PanDA refused the job sandbox {path.name}: {redact(answer)}",
+                           where=self._where("putFile"),
+                           hint="the server's cache folder must be writable, and your "
+                                "credentials accepted (secure connection)")
 
     # --- extras --------------------------------------------------------------------------
     def is_alive(self) -> bool:
@@ -314,6 +348,13 @@ class PandaExecutor(ExecutorBase):
 
     def _call(self, call: str, *args: Any, attempts: int | None = None, **kwargs: Any) -> Any:
         """Run one panda-client function; exchange failures are retried with backoff."""
+        return self._call_with_retries(call, functools.partial(self._exchange, call), args,
+                                       kwargs, attempts=attempts)
+
+    def _call_with_retries(self, call: str, exchange: Callable[..., Any], *args: Any,
+                           attempts: int | None = None) -> Any:
+        """``exchange(*args)``, panda-client's (status, answer), retried with backoff while
+        the status is not 0; the answer."""
         attempts = attempts or self.attempts
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
@@ -324,7 +365,10 @@ class PandaExecutor(ExecutorBase):
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._exchange(call, args, kwargs)
+                    status, payload = exchange(*args)
+                    if status != 0:
+                        raise _Unanswered(redact(str(payload)) if payload else "")
+                    return payload
         except _Unanswered as exc:
             detail = f": {exc}" if str(exc) else ""
             raise ServiceError(
@@ -354,9 +398,7 @@ class PandaExecutor(ExecutorBase):
                 text = chatter.getvalue().strip()
                 if text:
                     log.debug("panda-client %s: %s", call, redact(text))
-        if status != 0:
-            raise _Unanswered(redact(str(payload)) if payload else "")
-        return payload
+        return status, payload
 
 
 def _task_id(task_id: str | int) -> int:

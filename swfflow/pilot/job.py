@@ -19,6 +19,7 @@ from typing import Any
 
 from swfflow.checksum import adler32_file
 from swfflow.pilot.api import PilotAPI
+from swfflow.pilot.sandbox import Sandbox, SandboxError, fetch, split_options
 
 # PanDA's pilot error codes the server and monitoring know (pilot3 ErrorCodes)
 STAGE_IN_FAILED, STAGE_OUT_FAILED, BAD_COMMAND, PAYLOAD_TIMEOUT = 1099, 1137, 1135, 1213
@@ -69,14 +70,19 @@ class JobSpec:
                    outputs=tuple(outputs), walltime_s=int(data.get("maxWalltime") or 86400),
                    rse=endpoints[0] if endpoints else None)
 
-    def argv(self) -> list[str]:
-        """The command line: the transformation (an executable) and the job's parameters,
-        split as a shell would but never run by one."""
+    def command(self) -> tuple[Sandbox, list[str]]:
+        """The job's sandbox (runGen's leading options) and its command line: the
+        transformation (an executable) and the rest of the job's parameters, split as a shell
+        would but never run by one."""
         if "://" in self.transformation or not self.transformation.startswith("/"):
             raise ValueError(f"transformation {self.transformation!r} is not an absolute "
                              "path to an executable (a task without transPath gets JEDI's "
                              "runGen URL, which this pilot does not run)")
-        return [self.transformation, *shlex.split(self.job_pars)]
+        sandbox, args = split_options(shlex.split(self.job_pars))
+        return sandbox, [self.transformation, *args]
+
+    def argv(self) -> list[str]:
+        return self.command()[1]
 
 
 @dataclass
@@ -128,11 +134,17 @@ def execute(job: JobSpec, workdir: Path, rucio: Any, *, sandbox: Path | None,
             default_rse: str | None, log: Callable[[str], None]) -> Outcome:
     """Stage in, run, stage out; never raises for a job's own failure."""
     try:
-        argv = job.argv()
+        shipped, argv = job.command()
     except ValueError as exc:
         return Outcome("failed", error_code=BAD_COMMAND, error_diag=str(exc))
-    if sandbox is not None:  # the workflow folder with plan.json (sandbox download: not yet)
+    if sandbox is not None:  # a local folder given to the pilot (--sandbox): development
         shutil.copytree(sandbox, workdir, dirs_exist_ok=True)
+    try:
+        unpacked = fetch(shipped, workdir)
+    except SandboxError as exc:
+        return Outcome("failed", error_code=STAGE_IN_FAILED, error_diag=f"sandbox: {exc}")
+    if unpacked:
+        log(f"job {job.panda_id}: sandbox {shipped.archive} ({len(unpacked)} entries)")
     try:
         _stage_in(job, workdir, rucio)
     except Exception as exc:  # noqa: BLE001 - Rucio's download raises many kinds: all are a stage-in failure

@@ -46,6 +46,7 @@ from swfflow.testing.panda_http import (
     handler_for,
     typed_arg,
 )
+from swfflow.testing.panda_cache import FileCache
 from swfflow.testing.panda_runner import (ExecutorRunner, StateMachineRunner, TaskRunner,
                                           local_pilot, specs_from_template)
 from swfflow.testing.panda_tasks import TaskStore
@@ -73,6 +74,7 @@ class PandaContractServer:
         self.origins_seen: set[str] = set()
         self.calls: list[str] = []  # endpoint of every request, in order
         self.fail_next = 0  # answer this many next requests with HTTP 500 (fault injection)
+        self.cache = FileCache()  # uploaded sandboxes (GET /cache/NAME)
         self._httpd = ThreadingHTTPServer((host, port), handler_for(self, _route))
         self._httpd.daemon_threads = True
         self._stop = threading.Event()
@@ -254,6 +256,8 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
     "task/pause": ("POST", lambda s, a, m: s._command("pause", a, m, owner=False)),
     "task/resume": ("POST", lambda s, a, m: s._command("resume", a, m, owner=False)),
     "task/retry": ("POST", PandaContractServer.retry),
+    "file_server/upload_cache_file": ("POST", lambda s, a, m: s.cache.upload(a, m)),
+    "file_server/validate_cache_file": ("POST", lambda s, a, m: s.cache.validate(a, m)),
 }
 CONTROL_ROUTES: dict[str, tuple[str, Endpoint]] = {
     "force_status": ("POST", PandaContractServer.force_status),
