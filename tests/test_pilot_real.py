@@ -29,16 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def shipped(url: str, run: int):
-    """The calib plan for ``run`` and its tasks as ``submit`` and the bridge send them: with
-    the sandbox (examples/ + plan.json) uploaded to the server's cache."""
+    """An executor on ``url`` and the calib plan's tasks for ``run`` as ``submit`` and the
+    bridge send them: naming their sandbox (examples/ + plan.json), which the executor
+    uploads to the server's cache with the first task it inserts."""
     from swfflow.backends.panda import PandaExecutor
     from swfflow.frontends import load_any
     from swfflow.plan.planner import compile_workflow
     from swfflow.plan.profile import load_profile
 
     plan = compile_workflow(load_any(str(CALIB), {}), {}, load_profile(None), str(run))
-    ship = PandaExecutor(url, attempts=3, backoff_s=0.5).for_plan(plan, str(CALIB))
-    return {task.key: ship(task) for task in plan.tasks if task.params}
+    executor = PandaExecutor(url, attempts=3, backoff_s=0.5)
+    ship = executor.for_plan(plan, str(CALIB))
+    return executor, {task.key: ship(task) for task in plan.tasks if task.params}
 
 
 @pytest.fixture()
@@ -75,16 +77,15 @@ def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog
                                                      tmp_path, monkeypatch):
     """The jobs fetch their sandbox (the workflow folder + plan.json) from the server's cache:
     the pilot runs where no workflow folder exists, and is given none."""
-    from swfflow.backends.panda import PandaExecutor
     from swfflow.checksum import adler32_file
 
     run = next(RUNS)
-    task = shipped(panda_server["url"], run)["reconstruct"]
+    executor, tasks = shipped(panda_server["url"], run)
+    task = tasks["reconstruct"]
     sandbox_name = task.params["jobParameters"][1]["value"].removeprefix("-a ")
     monkeypatch.chdir(tmp_path)  # nothing of the repository's around the pilot
     open_run(rucio_catalog, task)
     attach_stf(rucio_catalog, task, 2)
-    executor = PandaExecutor(panda_server["url"], attempts=3, backoff_s=0.5)
     task_id = executor.submit(task)
     for sequence in (1, 2):
         activated(panda_server["database"], task_id,

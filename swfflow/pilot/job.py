@@ -6,25 +6,32 @@ datasets) and report each state and the output-file metadata to PanDA."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from swfflow.checksum import adler32_file
-from swfflow.pilot.api import PilotAPI
+from swfflow.errors import ServiceError
+from swfflow.pilot.api import JobKilled, PilotAPI
 from swfflow.pilot.sandbox import Sandbox, SandboxError, fetch, split_options
 
 # PanDA's pilot error codes the server and monitoring know (pilot3 ErrorCodes)
 STAGE_IN_FAILED, STAGE_OUT_FAILED, BAD_COMMAND, PAYLOAD_TIMEOUT = 1099, 1137, 1135, 1213
 MISSING_OUTPUT = 1165
 LOG_MEMBERS = ("swfflow-job.json", "swfflow-job.log", "payload.stdout")
+# seconds between two "running" reports; PanDA's watcher fails a job silent for its
+# HEARTBEAT_TIMEOUT (production: 2 h, the production pilot beats every 30 min; swfflow's
+# test services: 2 min)
+HEARTBEAT_S = 60.0
 
 
 def _split(value: str | None) -> list[str]:
@@ -186,15 +193,43 @@ def _safe_stage_out(logs, rse, rucio, log) -> dict | None:
         return None
 
 
+@contextlib.contextmanager
+def heartbeats(api: PilotAPI, panda_id: int, every_s: float, fields: dict[str, Any],
+               log: Callable[[str], None]) -> Iterator[None]:
+    """Report the job ``running`` every ``every_s`` seconds while the block runs: PanDA's
+    watcher (copyArchive, docs/panda.md) fails a job whose heartbeat stopped, and JEDI
+    retries it; a pilot that dies stops beating."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                api.update_job(panda_id, "running", **fields)
+            except JobKilled:
+                log(f"job {panda_id}: PanDA asks to kill it (it runs to its end here)")
+            except ServiceError as exc:  # the next beat may get through
+                log(f"job {panda_id}: heartbeat failed: {exc}")
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{panda_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s + 5)
+
+
 def run_job(api: PilotAPI, data: dict, base: Path, rucio: Any, *, queue: str, node: str,
-            sandbox: Path | None = None, log: Callable[[str], None] = print) -> Outcome:
+            sandbox: Path | None = None, heartbeat_s: float = HEARTBEAT_S,
+            log: Callable[[str], None] = print) -> Outcome:
     """Run one acquired job and report it to PanDA."""
     job = JobSpec.from_dispatch(data)
     workdir = base / f"{job.panda_id}.{job.attempt}"
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"site_name": queue, "node": node, "attempt_nr": job.attempt}
     api.update_job(job.panda_id, "running", **common)
-    outcome = execute(job, workdir, rucio, sandbox=sandbox, default_rse=None, log=log)
+    with heartbeats(api, job.panda_id, heartbeat_s, common, log):
+        outcome = execute(job, workdir, rucio, sandbox=sandbox, default_rse=None, log=log)
     outcome.panda_id = job.panda_id
     fields: dict[str, Any] = {**common, "trans_exit_code": outcome.exit_code,
                               "pilot_error_code": outcome.error_code,
