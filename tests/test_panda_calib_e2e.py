@@ -29,25 +29,35 @@ STFS = sorted((CALIB.parent / "data").glob("*.stf"))
 FOLLOW_TIMEOUT_S = 1500  # four task generations, each waiting on JEDI's daemon cycles
 
 
-def instance_tasks(database: str, run: str) -> dict[int, str]:
-    """JEDI task id → task name, of the run's instance."""
+def named_tasks(database: str, pattern: str, after: int = 0) -> dict[int, str]:
+    """JEDI task id → task name, of the tasks named like the SQL ``pattern`` (ids > after)."""
     sql = ("select jeditaskid || '|' || taskname from doma_panda.jedi_tasks "
-           f"where taskname like 'swf.calib.{int(run)}.%'")
+           f"where taskname like '{pattern}' and jeditaskid > {int(after)}")
     rows = postgres.psql(sql, "read jedi_tasks", database=database).splitlines()
     return {int(i): name for i, name in (row.split("|", 1) for row in rows)}
 
 
-class Pilots(threading.Thread):
-    """swfflow's pilot serving the instance's tasks only (other tests share the queue): one
-    acquire per task and round, each job run as ``swfflow pilot`` runs it."""
+def instance_tasks(database: str, run: str) -> dict[int, str]:
+    return named_tasks(database, f"swf.calib.{int(run)}.%")
 
-    def __init__(self, url: str, database: str, run: str, queue: str, workdir: Path):
+
+def last_task_id(database: str) -> int:
+    found = postgres.psql("select coalesce(max(jeditaskid), 0) from doma_panda.jedi_tasks",
+                          "read jedi_tasks", database=database)
+    return int(found or 0)
+
+
+class Pilots(threading.Thread):
+    """swfflow's pilot serving only the tasks ``tasks()`` names (other tests share the queues):
+    one acquire per task and round on each queue, each job run as ``swfflow pilot`` runs it."""
+
+    def __init__(self, url: str, tasks, queues: list[str], workdir: Path):
         super().__init__(daemon=True, name="pilots")
         from swfflow.pilot.api import PilotAPI
         from swfflow.pilot.loop import rucio_client
 
         self.api, self.rucio = PilotAPI(url), rucio_client()
-        self.database, self.run, self.queue, self.workdir = database, run, queue, workdir
+        self.tasks, self.queues, self.workdir = tasks, queues, workdir
         self.outcomes: list = []
         self.stop = threading.Event()
 
@@ -55,12 +65,13 @@ class Pilots(threading.Thread):
         from swfflow.pilot.job import run_job
 
         while not self.stop.wait(1.0):
-            for task_id in instance_tasks(self.database, self.run):
-                for data in self.api.acquire_jobs(self.queue, label="test", node="e2e",
-                                                  task_id=task_id):
-                    self.outcomes.append(run_job(self.api, data, self.workdir, self.rucio,
-                                                 queue=self.queue, node="e2e",
-                                                 log=lambda _msg: None))
+            for task_id in self.tasks():
+                for queue in self.queues:
+                    for data in self.api.acquire_jobs(queue, label="test", node="e2e",
+                                                      task_id=task_id):
+                        self.outcomes.append(run_job(self.api, data, self.workdir, self.rucio,
+                                                     queue=queue, node="e2e",
+                                                     log=lambda _msg: None))
 
 
 def test_calib_through_real_jedi_with_submit(panda_server, rucio_env, rucio_catalog, tmp_path,
@@ -81,8 +92,8 @@ def test_calib_through_real_jedi_with_submit(panda_server, rucio_env, rucio_cata
          "--state", str(state), "--follow", "--poll", "2", "--timeout",
          str(FOLLOW_TIMEOUT_S), "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pilots = Pilots(panda_server["url"], panda_server["database"], run,
-                    plan.task("reconstruct").params["site"], tmp_path / "pilot")
+    pilots = Pilots(panda_server["url"], lambda: instance_tasks(panda_server["database"], run),
+                    [plan.task("reconstruct").params["site"]], tmp_path / "pilot")
     pilots.start()
     try:
         wait_for("reconstruct on PanDA", lambda: plan.task("reconstruct").name in

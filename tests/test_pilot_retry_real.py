@@ -19,7 +19,7 @@ import pytest
 from swfflow.services import postgres
 from swfflow.services.panda_db import HEARTBEAT_TIMEOUT_S
 from tests.test_panda_real import RUNS, activated, jobs_by_input, open_run, wait_for
-from tests.test_pilot_real import serve, shipped
+from tests.test_pilot_real import pilot_env, serve, shipped  # noqa: F401 - a fixture
 
 EC_WATCHER = 100  # pandaserver.jobdispatcher.ErrorCode: the job's heartbeat was lost
 
