@@ -64,9 +64,11 @@ class PandaContractServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  runner: TaskRunner | None = None, state_file: str | Path | None = None,
-                 user: str = "swfuser", tick_s: float = 0.05, production_role: bool = False):
+                 user: str = "swfuser", tick_s: float = 0.05, production_role: bool = False,
+                 register_s: float = 0.0):
+        # register_s: how long a new task stays unknown, as before JEDI has read it
         self.store = TaskStore(runner or StateMachineRunner(), state_file=state_file,
-                               production_role=production_role)
+                               production_role=production_role, register_s=register_s)
         self.user = user
         self.production_role = production_role
         self.tick_s = tick_s
