@@ -48,7 +48,12 @@ from swfflow.backends.panda_client import (
     point_client_at,
     redact,
 )
-from swfflow.backends.panda_sandbox import CacheUploads
+from swfflow.backends.panda_sandbox import (
+    CacheUploads,
+    SandboxShipper,
+    name_in_cache,
+    upload_in_child,
+)
 from swfflow.backends.panda_states import (
     FINISHED_OR_FINISHING,
     INCEXEC_ACCEPTED,
@@ -73,9 +78,6 @@ URL_VARIABLES = ("PANDA_URL_SSL", "PANDA_URL")  # panda-client's, in its order o
 
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
-
-# putFile's answer when the cache has a file of that name (pandaserver file_server_api)
-CACHE_OVERWRITE = "ERROR: cannot overwrite file"
 
 # what a pause/resume leaves behind: repeating it there is a no-op
 PAUSED = frozenset({"paused"})
@@ -205,28 +207,15 @@ class PandaExecutor(ExecutorBase):
     # --- the job sandbox (backends/panda_sandbox.py) ---------------------------------------
     def for_plan(self, plan: Any, source_path: str) -> Callable[[TaskSpec], TaskSpec]:
         """What the tasks of ``plan`` get before submission: the sandbox (the workflow's
-        folder + ``plan.json``) in PanDA's cache, fetched by the jobs (``sourceURL``)."""
-        from swfflow.backends.panda_sandbox import SandboxShipper
-
+        folder + ``plan.json``) its jobs fetch from the server's cache (``sourceURL``)."""
         parsed = urlparse(self.url)
         return SandboxShipper(plan, source_path, uploads=self._uploads,
                               source_url=f"{parsed.scheme}://{parsed.netloc}")
 
     def put_in_cache(self, path: Path) -> str:
-        """Upload ``path`` to the server's cache as prun does (``putFile`` with
-        ``reuseSandbox``); the name it has there (an identical file's, when the server had
-        one). A file of that name already there is the same file: the names hold a digest."""
-        from swfflow.backends.panda_sandbox import upload_in_child
-
+        """Upload ``path`` to the server's cache as prun does; the name it has there."""
         answer = str(self._call_with_retries("putFile", upload_in_child, path, self.url))
-        if answer.startswith("NewFileName:"):
-            return answer.split(":", 1)[1]
-        if answer == "True" or answer.startswith(CACHE_OVERWRITE):
-            return path.name
-        raise ServiceError(f"PanDA refused the job sandbox {path.name}: {redact(answer)}",
-                           where=self._where("putFile"),
-                           hint="the server's cache folder must be writable, and your "
-                                "credentials accepted (secure connection)")
+        return name_in_cache(redact(answer), path.name, where=self._where("putFile"))
 
     # --- extras --------------------------------------------------------------------------
     def is_alive(self) -> bool:

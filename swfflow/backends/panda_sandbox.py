@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from swfflow.errors import ConfigError
+from swfflow.errors import ConfigError, ServiceError
 from swfflow.plan.model import Plan, TaskSpec
 
 PREFIX = "sources.swfflow."
@@ -187,6 +187,23 @@ class CacheUploads:
 
 
 # --- the upload, in a child process ------------------------------------------------------------
+# putFile's answer when the cache has a file of that name (pandaserver file_server_api)
+CACHE_OVERWRITE = "ERROR: cannot overwrite file"
+
+
+def name_in_cache(answer: str, name: str, *, where: str) -> str:
+    """The name of the uploaded file ``name`` on the server, from putFile's ``answer``: an
+    identical file's (``reuseSandbox``), or its own; a file of that name already there is the
+    same file (the names hold a digest)."""
+    if answer.startswith("NewFileName:"):
+        return answer.split(":", 1)[1]
+    if answer == "True" or answer.startswith(CACHE_OVERWRITE):
+        return name
+    raise ServiceError(f"PanDA refused the job sandbox {name}: {answer}", where=where,
+                       hint="the server's cache folder must be writable, and your "
+                            "credentials accepted (secure connection)")
+
+
 # panda-client's putFile sends the path it is given as the file's name, and the server records
 # that name as is (the cache file itself is stored under the last path element): prun calls it
 # from the sandbox's own folder with a bare name. A child process can do the same without
