@@ -212,6 +212,9 @@ class PandaExecutor(ExecutorBase):
         return SandboxShipper(plan, source_path, uploads=self._uploads,
                               source_url=f"{parsed.scheme}://{parsed.netloc}")
 
+    def shutdown(self) -> None:
+        self._uploads.close()  # no sandbox upload outlives the command
+
     def put_in_cache(self, path: Path) -> str:
         """Upload ``path`` to the server's cache as prun does; the name it has there."""
         answer = str(self._call_with_retries("putFile", upload_in_child, path, self.url))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import tarfile
 import tempfile
@@ -33,6 +34,8 @@ from typing import Any
 from swfflow.errors import ConfigError, ServiceError
 from swfflow.plan.model import Plan, TaskSpec
 
+log = logging.getLogger(__name__)
+
 PREFIX = "sources.swfflow."
 SUFFIX = ".tar.gz"
 PLAN_NAME = "plan.json"
@@ -43,6 +46,7 @@ ARCHIVE_OPTION = "-a"
 # the server refuses sources.* uploads above 768 MB; a workflow folder that large is a mistake
 MAX_BYTES = 256 * 1024 * 1024
 SKIPPED_NAMES = frozenset({"__pycache__"})
+UPLOAD_TIMEOUT_S = 600.0  # one upload of a sandbox, at most
 
 
 def members(folder: Path) -> Iterator[tuple[str, Path]]:
@@ -130,6 +134,9 @@ class SandboxShipper:
         self._keys = {task.key for task in plan.tasks}
         self._packed: dict[str, str] = {}  # plan JSON digest → sandbox name
         self._lock = threading.Lock()
+        # the plan's own sandbox goes up now, while the run's datasets are made, so that the
+        # first submission (the streaming task, at the start of a run) does not wait for it
+        self.uploads.early(lambda: self.stage(plan))
 
     def __call__(self, task: TaskSpec) -> TaskSpec:
         if not task.params.get("jobParameters"):
@@ -159,6 +166,25 @@ class CacheUploads:
         self._staged: dict[str, bytes] = {}
         self._uploaded: dict[str, str] = {}  # our name → the name on the server
         self._lock = threading.Lock()
+        self._early: list[threading.Thread] = []
+
+    def early(self, stage: Callable[[], str]) -> None:
+        """Stage and upload in a thread of its own, now; a failure (the server down) is left
+        to the first submission that needs the sandbox, which tries again."""
+        def run() -> None:
+            try:
+                self.uploaded(stage())
+            except Exception as exc:  # noqa: BLE001 - retried by ensure(), which reports it
+                log.debug("early sandbox upload failed: %s", exc)
+
+        thread = threading.Thread(target=run, name="sandbox-upload", daemon=True)
+        self._early.append(thread)
+        thread.start()
+
+    def close(self, timeout_s: float = UPLOAD_TIMEOUT_S) -> None:
+        """Wait for the early uploads (each bounded by the upload's own timeout)."""
+        for thread in self._early:
+            thread.join(timeout=timeout_s)
 
     def stage(self, tarball: bytes) -> str:
         name = sandbox_name(tarball)
@@ -171,19 +197,24 @@ class CacheUploads:
         """``params`` once the sandbox they name is on the server (renamed when the server
         had an identical file under another name); unchanged without a sandbox we packed."""
         name = named_sandbox(params)
+        on_server = self.uploaded(name) if name is not None else None
+        if on_server is None or on_server == name:
+            return params
+        return with_sandbox(params, on_server, params["sourceURL"])
+
+    def uploaded(self, name: str) -> str | None:
+        """The name on the server of the sandbox staged as ``name``, uploaded now if it was
+        not yet (None: not a sandbox staged here)."""
         with self._lock:
-            if name is None or (name not in self._staged and name not in self._uploaded):
-                return params
+            if name not in self._staged and name not in self._uploaded:
+                return None
             if name not in self._uploaded:
                 with tempfile.TemporaryDirectory(prefix="swfflow-sandbox-") as tmp:
                     path = Path(tmp) / name
                     path.write_bytes(self._staged[name])
                     self._uploaded[name] = self.upload(path)
                 del self._staged[name]
-            on_server = self._uploaded[name]
-        if on_server == name:
-            return params
-        return with_sandbox(params, on_server, params["sourceURL"])
+            return self._uploaded[name]
 
 
 # --- the upload, in a child process ------------------------------------------------------------
@@ -208,7 +239,6 @@ def name_in_cache(answer: str, name: str, *, where: str) -> str:
 # that name as is (the cache file itself is stored under the last path element): prun calls it
 # from the sandbox's own folder with a bare name. A child process can do the same without
 # moving the current folder of this (multi-threaded) one.
-UPLOAD_TIMEOUT_S = 600.0
 
 
 def upload_in_child(path: Path, server_url: str, *, timeout_s: float = UPLOAD_TIMEOUT_S
