@@ -87,11 +87,12 @@ def test_calib_through_real_jedi_with_submit(panda_server, rucio_env, rucio_cata
     monkeypatch.setenv("PATH", env["PATH"])  # the jobs' /usr/bin/env finds swfflow
     monkeypatch.chdir(tmp_path)  # the pilot: no workflow folder around
     state = tmp_path / "state"
+    stderr = open(tmp_path / "submit.stderr", "w")  # noqa: SIM115 - closed at the end
     follower = subprocess.Popen(
         [sys.executable, "-m", "swfflow.cli", "submit", str(CALIB), "--run", run,
          "--state", str(state), "--follow", "--poll", "2", "--timeout",
          str(FOLLOW_TIMEOUT_S), "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     pilots = Pilots(panda_server["url"], lambda: instance_tasks(panda_server["database"], run),
                     [plan.task("reconstruct").params["site"]], tmp_path / "pilot")
     pilots.start()
@@ -112,13 +113,14 @@ def test_calib_through_real_jedi_with_submit(panda_server, rucio_env, rucio_cata
         names = instance_tasks(panda_server["database"], run).values()
         assert plan.task("merge").name not in names  # not before the end of the run
         rucio_catalog.close_dataset(stream)
-        out, err = follower.communicate(timeout=FOLLOW_TIMEOUT_S + 60)
+        out, _ = follower.communicate(timeout=FOLLOW_TIMEOUT_S + 60)
     finally:
         pilots.stop.set()
         if follower.poll() is None:
             follower.kill()
             follower.communicate()
-    assert follower.returncode == 0, err[-3000:]
+        stderr.close()
+    assert follower.returncode == 0, (tmp_path / "submit.stderr").read_text()[-6000:]
     report = json.loads(out)
     assert report["state"] == "done", report
     assert {t["key"]: t["phase"] for t in report["tasks"]} == {

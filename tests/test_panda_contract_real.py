@@ -107,3 +107,24 @@ def test_the_sandbox_cache(server_url, tmp_path):
     assert requests.get(f"{base}/cache/{path.name}", timeout=30).content == tarball
     assert executor.put_in_cache(path) == path.name  # found by size and CRC: not sent again
     assert requests.get(f"{base}/cache/sources.none.tar.gz", timeout=30).status_code == 404
+
+
+def test_killing_a_task_jedi_has_not_registered_yet(server_url):
+    """The race swfflow's executor absorbs: the kill is given again once JEDI has the task."""
+    from swfflow.backends.panda import PandaExecutor
+    from swfflow.plan.model import TaskSpec
+
+    executor = PandaExecutor(server_url, attempts=2, backoff_s=0.2, registration_wait_s=120)
+    name = f"contract.{next(NAMES)}.kill"
+    # the user of the test DN: the server lists a production caller's tasks of its own name
+    task = TaskSpec(key="kill", step="kill", name=name, kind="command",
+                    params=task_params(name, userName="swf"))
+    task_id = executor.submit(task)
+    executor.kill(task_id)  # at once: JEDI has not read it yet
+    deadline = time.monotonic() + JEDI_WAIT_S
+    while time.monotonic() < deadline:
+        status = executor.status([task_id])[task_id]
+        if status.raw in ("aborting", "aborted"):
+            break
+        time.sleep(0.5)
+    assert status.raw in ("aborting", "aborted"), status

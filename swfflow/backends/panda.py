@@ -32,6 +32,7 @@ import io
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -79,6 +80,8 @@ URL_VARIABLES = ("PANDA_URL_SSL", "PANDA_URL")  # panda-client's, in its order o
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
 
+REGISTRATION_POLL_S = 2.0
+
 # what a pause/resume leaves behind: repeating it there is a no-op
 PAUSED = frozenset({"paused"})
 NOT_PAUSED = frozenset(JEDI_STATUSES) - RESUME_ACCEPTED
@@ -100,7 +103,8 @@ class PandaExecutor(ExecutorBase):
 
     def __init__(self, url: str | None = None, *, attempts: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 30.0, since_margin_s: float = 600.0,
-                 unknown_alert_polls: int = 5, status_chunk: int = 200, n_tasks: int = 1000):
+                 unknown_alert_polls: int = 5, status_chunk: int = 200, n_tasks: int = 1000,
+                 registration_wait_s: float = 180.0):
         self.url = url or next(filter(None, map(os.environ.get, URL_VARIABLES)), None)
         if not self.url:
             raise ConfigError(
@@ -118,6 +122,7 @@ class PandaExecutor(ExecutorBase):
         self.max_backoff_s = max_backoff_s
         self.since_margin = timedelta(seconds=since_margin_s)
         self.unknown_alert_polls = unknown_alert_polls
+        self.registration_wait_s = registration_wait_s  # JEDI reads new tasks within this
         self.status_chunk = status_chunk
         self.n_tasks = n_tasks
         self._not_before: dict[int, datetime] = {}  # task id → no modification earlier than this
@@ -319,6 +324,13 @@ class PandaExecutor(ExecutorBase):
     # --- commands ------------------------------------------------------------------------
     def _command(self, call: str, task_id: int, *, already: frozenset[str]) -> None:
         accepted, detail = self._call(call, task_id)
+        deadline = time.monotonic() + self.registration_wait_s
+        # a task this executor submitted that JEDI has not registered yet is "not found" (the
+        # real server's race): the command is given again once JEDI has it, within a bound
+        while (not accepted and task_id in self._names and time.monotonic() < deadline
+               and self._lookup(task_id) is None):
+            time.sleep(REGISTRATION_POLL_S)
+            accepted, detail = self._call(call, task_id)
         if accepted:
             log.info("%s of task %s registered", call, task_id)
             return
