@@ -191,6 +191,9 @@ def test_the_runner_finds_every_runs_task_by_its_name():
 REAL_STFS = 4
 
 
+# as tests/test_panda_calib_e2e.py: fails on the real server today (docs/panda.md, Known
+# problems); not run by default, delete the mark to run it
+@pytest.mark.xfail(run=False, reason="JEDI never feeds a streaming task whose run dataset was empty at its first feed, and its agents stall under load: docs/panda.md, Known problems (issue 14)")
 def test_one_run_through_the_real_jedi(tmp_path, stomp_url, rucio_env, rucio_catalog,
                                        panda_server, monkeypatch):
     """The bridge with `--backend panda` on the real server: JEDI makes the streaming task's
@@ -210,9 +213,9 @@ def test_one_run_through_the_real_jedi(tmp_path, stomp_url, rucio_env, rucio_cat
     precreate_subscription(stomp_url, name)
     try:
         worker = Worker(lambda: run_bridge_in_process(
-            tmp_path, stomp_url, name, 1, 1200, backend="panda", panda_url=panda_server["url"]))
+            tmp_path, stomp_url, name, 1, 900, backend="panda", panda_url=panda_server["url"]))
         summaries = simulate_runs(tmp_path, stomp_url, runs=1, stfs=REAL_STFS, namespace=name)
-        bridge = worker.result(timeout=1300)
+        bridge = worker.result(timeout=960)
     finally:
         pilots.stop.set()
     expected = expected_state(tmp_path, summaries)

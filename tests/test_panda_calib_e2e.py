@@ -74,6 +74,10 @@ class Pilots(threading.Thread):
                                                      log=lambda _msg: None))
 
 
+# Written and run against the real server; it fails there today for two reasons found
+# while writing it, both described in docs/panda.md. Not run by default (each run waits
+# minutes for what does not come); delete the mark to run it.
+@pytest.mark.xfail(run=False, reason="JEDI never feeds a streaming task whose run dataset was empty at its first feed, and its agents stall under load: docs/panda.md, Known problems (issue 14)")
 def test_calib_through_real_jedi_with_submit(panda_server, rucio_env, rucio_catalog, tmp_path,
                                              monkeypatch):
     from swfflow.pipeline import build_plan

@@ -156,12 +156,9 @@ def _configs(home: ServiceHome, port: int, database: str) -> dict[str, dict[str,
                                            "GenPostProcessor",
                               "procConfig": f"{VO}:{','.join(panda_db.LABELS)}:1",
                               "nTasks": 50, **agent},
-            # waitForPending (minutes; production template: 60): a task JEDI set pending
-            # ("primary input dataset is empty": a streaming task submitted before the run's
-            # first STF) is looked at again only after that long. 0: at every watchdog loop
             "watchdog": {"modConfig": f"{VO}:any:pandajedi.jedidog.GenWatchDog:GenWatchDog",
-                         "procConfig": f"{VO}:any:1", "loopCycle": 20, "waitForPicked": 30,
-                         "waitForPending": 0, "timeoutForPending": 7, "waitForLocked": 60,
+                         "procConfig": f"{VO}:any:1", "loopCycle": 60, "waitForPicked": 30,
+                         "waitForPending": 60, "timeoutForPending": 7, "waitForLocked": 60,
                          "waitForThrottled": 120, "waitForExhausted": 48,
                          "waitForAchieved": 60},
             "taskbroker": {"procConfig": f"{VO}:managed:0", "nWorkers": 1, "loopCycle": 600},
