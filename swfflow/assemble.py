@@ -96,9 +96,15 @@ class Backends:
         state in ``store``: the one engine of ``run``, ``submit`` and the bridge."""
         from swfflow.drive.flow_run import FlowRun
 
+        prepare = self.prepare or _unchanged
+        # what the executor adds to this plan's tasks (PanDA: the sandbox its jobs fetch)
+        for_plan = getattr(self.executor, "for_plan", None)
+        shipped = for_plan(plan, source_path) if for_plan else None
+        if shipped is not None:
+            prepare = functools.partial(_then, prepare, shipped)
         return FlowRun(plan, self.catalog, self.executor, store, source_path=source_path,
                        outputs_of=self.executor.task_outputs,
-                       prepare=self.prepare or _unchanged,
+                       prepare=prepare,
                        run_expression=self.run_expression or _no_expressions,
                        job_inputs=self.job_inputs, jobs=options.pop("jobs", self.flow_jobs),
                        **options)
@@ -106,6 +112,11 @@ class Backends:
 
 def _unchanged(task: TaskSpec) -> TaskSpec:
     return task
+
+
+def _then(first: Callable[[TaskSpec], TaskSpec], second: Callable[[TaskSpec], TaskSpec],
+          task: TaskSpec) -> TaskSpec:
+    return second(first(task))
 
 
 def _no_expressions(task: TaskSpec, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,8 @@ to the queue's RSE and registered in Rucio with adler32, and PanDA's adder finis
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 
 from swfflow.services import postgres
 from tests.test_panda_real import (
+    CALIB,
     RUNS,
     activated,
     attach_stf,
@@ -27,22 +28,19 @@ from tests.test_panda_real import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def sandbox(tmp_path) -> callable:
-    """The workflow folder with the plan compiled for ``run``: what a job's sandbox holds."""
-    from click.testing import CliRunner
+def shipped(url: str, run: int):
+    """An executor on ``url`` and the calib plan's tasks for ``run`` as ``submit`` and the
+    bridge send them: naming their sandbox (examples/ + plan.json), which the executor
+    uploads to the server's cache with the first task it inserts."""
+    from swfflow.backends.panda import PandaExecutor
+    from swfflow.frontends import load_any
+    from swfflow.plan.planner import compile_workflow
+    from swfflow.plan.profile import load_profile
 
-    from swfflow.cli import cli
-
-    def make(run: int) -> Path:
-        folder = tmp_path / f"sandbox-{run}"
-        shutil.copytree(ROOT / "examples", folder)
-        result = CliRunner().invoke(cli, ["compile", str(ROOT / "examples" / "calib.cwl"),
-                                          "--run", str(run), "-o", str(folder / "plan.json"),
-                                          "-q"])
-        assert result.exit_code == 0, result.output
-        return folder
-    return make
+    plan = compile_workflow(load_any(str(CALIB), {}), {}, load_profile(None), str(run))
+    executor = PandaExecutor(url, attempts=3, backoff_s=0.5)
+    ship = executor.for_plan(plan, str(CALIB))
+    return executor, {task.key: ship(task) for task in plan.tasks if task.params}
 
 
 @pytest.fixture()
@@ -76,15 +74,18 @@ def serve(url: str, tmp_path: Path, queue: str, **options):
 # start (a new task) before calling it a failure; a systematic fault fails every attempt.
 @pytest.mark.flaky(reruns=2)
 def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog, pilot_env,
-                                                     sandbox, tmp_path):
-    from swfflow.backends.panda import PandaExecutor
+                                                     tmp_path, monkeypatch):
+    """The jobs fetch their sandbox (the workflow folder + plan.json) from the server's cache:
+    the pilot runs where no workflow folder exists, and is given none."""
     from swfflow.checksum import adler32_file
 
     run = next(RUNS)
-    task = compiled_tasks(run)["reconstruct"]
+    executor, tasks = shipped(panda_server["url"], run)
+    task = tasks["reconstruct"]
+    sandbox_name = task.params["jobParameters"][1]["value"].removeprefix("-a ")
+    monkeypatch.chdir(tmp_path)  # nothing of the repository's around the pilot
     open_run(rucio_catalog, task)
     attach_stf(rucio_catalog, task, 2)
-    executor = PandaExecutor(panda_server["url"], attempts=3, backoff_s=0.5)
     task_id = executor.submit(task)
     for sequence in (1, 2):
         activated(panda_server["database"], task_id,
@@ -92,8 +93,13 @@ def test_pilot_runs_jedis_jobs_and_registers_outputs(panda_server, rucio_catalog
 
     # other tests leave jobs on the same queue: take this task's only
     outcomes = serve(panda_server["url"], tmp_path, task.params["site"], max_jobs=2,
-                     sandbox=sandbox(run), task_id=int(task_id))
+                     task_id=int(task_id))
     assert [o.state for o in outcomes] == ["finished", "finished"], outcomes
+    for outcome in outcomes:  # the job folder holds the unpacked sandbox, not the tarball
+        (job_dir,) = (tmp_path / "pilot").glob(f"{outcome.panda_id}.*")
+        assert (job_dir / "plan.json").is_file() and (job_dir / "tools" / "reco.cwl").is_file()
+        assert not (job_dir / sandbox_name).exists()
+    assert json.loads((job_dir / "plan.json").read_text())["run"] == str(run)
 
     output = next(i for i in task.params["jobParameters"] if i.get("param_type") == "output")
     files = {f.name: f for f in rucio_catalog.list_files(output["dataset"])}

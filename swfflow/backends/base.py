@@ -177,6 +177,11 @@ class ExecutorBase:
         can read them back (the local one can; PanDA cannot: empty)."""
         return {}
 
+    def for_plan(self, plan: Any, source_path: str) -> Callable[[TaskSpec], TaskSpec] | None:
+        """What the tasks of ``plan`` (compiled from ``source_path``) need before they are
+        submitted here (PanDA: the job sandbox shipped to its cache); None: nothing."""
+        return None
+
     def watch(self, changed: Callable[[], None]) -> None:
         """Call ``changed`` (from any thread) when a task may have changed state, so a
         follower need not wait for its next poll. The default never calls it: poll."""

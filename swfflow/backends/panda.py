@@ -27,12 +27,15 @@ swfflow logs or raises.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -45,6 +48,12 @@ from swfflow.backends.panda_client import (
     load_client,
     point_client_at,
     redact,
+)
+from swfflow.backends.panda_sandbox import (
+    CacheUploads,
+    SandboxShipper,
+    name_in_cache,
+    upload_in_child,
 )
 from swfflow.backends.panda_states import (
     FINISHED_OR_FINISHING,
@@ -71,6 +80,8 @@ URL_VARIABLES = ("PANDA_URL_SSL", "PANDA_URL")  # panda-client's, in its order o
 # insertTaskParams codes (pandaserver DBProxy.insertTaskParamsPanda)
 SUBMIT_ACCEPTED, SUBMIT_DUP_DEFT, SUBMIT_DUP_JEDI, SUBMIT_INCEXEC = 0, 1, 2, 3
 
+REGISTRATION_POLL_S = 2.0
+
 # what a pause/resume leaves behind: repeating it there is a no-op
 PAUSED = frozenset({"paused"})
 NOT_PAUSED = frozenset(JEDI_STATUSES) - RESUME_ACCEPTED
@@ -92,7 +103,8 @@ class PandaExecutor(ExecutorBase):
 
     def __init__(self, url: str | None = None, *, attempts: int = 5, backoff_s: float = 1.0,
                  max_backoff_s: float = 30.0, since_margin_s: float = 600.0,
-                 unknown_alert_polls: int = 5, status_chunk: int = 200, n_tasks: int = 1000):
+                 unknown_alert_polls: int = 5, status_chunk: int = 200, n_tasks: int = 1000,
+                 registration_wait_s: float = 180.0):
         self.url = url or next(filter(None, map(os.environ.get, URL_VARIABLES)), None)
         if not self.url:
             raise ConfigError(
@@ -110,11 +122,13 @@ class PandaExecutor(ExecutorBase):
         self.max_backoff_s = max_backoff_s
         self.since_margin = timedelta(seconds=since_margin_s)
         self.unknown_alert_polls = unknown_alert_polls
+        self.registration_wait_s = registration_wait_s  # JEDI reads new tasks within this
         self.status_chunk = status_chunk
         self.n_tasks = n_tasks
         self._not_before: dict[int, datetime] = {}  # task id → no modification earlier than this
         self._names: dict[int, str] = {}
         self._unknown_polls: dict[int, int] = {}
+        self._uploads = CacheUploads(self.put_in_cache)
         check_auth_environment()
 
     # --- Executor protocol ---------------------------------------------------------------
@@ -129,6 +143,7 @@ class PandaExecutor(ExecutorBase):
             log.info("task %s already on PanDA as %s (%s)", task.name, existing["jediTaskID"],
                      existing.get("status"))
             return str(self._remember(existing))
+        params = self._uploads.ensure(params)  # the job sandbox, uploaded when first needed
         submitted_at = _utcnow()
         code, message = self._submit_params(params)
         task_id = self._id_from_answer(task, code, message)
@@ -193,6 +208,22 @@ class PandaExecutor(ExecutorBase):
                                f" {redact(str(message))} (code {code})",
                                where=self._where("insertTaskParams"))
         log.info("task %s re-executed incrementally: %s", tid, message)
+
+    # --- the job sandbox (backends/panda_sandbox.py) ---------------------------------------
+    def for_plan(self, plan: Any, source_path: str) -> Callable[[TaskSpec], TaskSpec]:
+        """What the tasks of ``plan`` get before submission: the sandbox (the workflow's
+        folder + ``plan.json``) its jobs fetch from the server's cache (``sourceURL``)."""
+        parsed = urlparse(self.url)
+        return SandboxShipper(plan, source_path, uploads=self._uploads,
+                              source_url=f"{parsed.scheme}://{parsed.netloc}")
+
+    def shutdown(self) -> None:
+        self._uploads.close()  # no sandbox upload outlives the command
+
+    def put_in_cache(self, path: Path) -> str:
+        """Upload ``path`` to the server's cache as prun does; the name it has there."""
+        answer = str(self._call_with_retries("putFile", upload_in_child, path, self.url))
+        return name_in_cache(redact(answer), path.name, where=self._where("putFile"))
 
     # --- extras --------------------------------------------------------------------------
     def is_alive(self) -> bool:
@@ -293,6 +324,13 @@ class PandaExecutor(ExecutorBase):
     # --- commands ------------------------------------------------------------------------
     def _command(self, call: str, task_id: int, *, already: frozenset[str]) -> None:
         accepted, detail = self._call(call, task_id)
+        deadline = time.monotonic() + self.registration_wait_s
+        # a task this executor submitted that JEDI has not registered yet is "not found" (the
+        # real server's race): the command is given again once JEDI has it, within a bound
+        while (not accepted and task_id in self._names and time.monotonic() < deadline
+               and self._lookup(task_id) is None):
+            time.sleep(REGISTRATION_POLL_S)
+            accepted, detail = self._call(call, task_id)
         if accepted:
             log.info("%s of task %s registered", call, task_id)
             return
@@ -314,6 +352,13 @@ class PandaExecutor(ExecutorBase):
 
     def _call(self, call: str, *args: Any, attempts: int | None = None, **kwargs: Any) -> Any:
         """Run one panda-client function; exchange failures are retried with backoff."""
+        return self._call_with_retries(call, functools.partial(self._exchange, call), args,
+                                       kwargs, attempts=attempts)
+
+    def _call_with_retries(self, call: str, exchange: Callable[..., Any], *args: Any,
+                           attempts: int | None = None) -> Any:
+        """``exchange(*args)``, panda-client's (status, answer), retried with backoff while
+        the status is not 0; the answer."""
         attempts = attempts or self.attempts
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
@@ -324,7 +369,10 @@ class PandaExecutor(ExecutorBase):
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._exchange(call, args, kwargs)
+                    status, payload = exchange(*args)
+                    if status != 0:
+                        raise _Unanswered(redact(str(payload)) if payload else "")
+                    return payload
         except _Unanswered as exc:
             detail = f": {exc}" if str(exc) else ""
             raise ServiceError(
@@ -354,9 +402,7 @@ class PandaExecutor(ExecutorBase):
                 text = chatter.getvalue().strip()
                 if text:
                     log.debug("panda-client %s: %s", call, redact(text))
-        if status != 0:
-            raise _Unanswered(redact(str(payload)) if payload else "")
-        return payload
+        return status, payload
 
 
 def _task_id(task_id: str | int) -> int:

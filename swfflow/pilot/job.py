@@ -6,24 +6,32 @@ datasets) and report each state and the output-file metadata to PanDA."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from swfflow.checksum import adler32_file
-from swfflow.pilot.api import PilotAPI
+from swfflow.errors import ServiceError
+from swfflow.pilot.api import JobKilled, PilotAPI
+from swfflow.pilot.sandbox import Sandbox, SandboxError, fetch, split_options
 
 # PanDA's pilot error codes the server and monitoring know (pilot3 ErrorCodes)
 STAGE_IN_FAILED, STAGE_OUT_FAILED, BAD_COMMAND, PAYLOAD_TIMEOUT = 1099, 1137, 1135, 1213
 MISSING_OUTPUT = 1165
 LOG_MEMBERS = ("swfflow-job.json", "swfflow-job.log", "payload.stdout")
+# seconds between two "running" reports; PanDA's watcher fails a job silent for its
+# HEARTBEAT_TIMEOUT (production: 2 h, the production pilot beats every 30 min; swfflow's
+# test services: 2 min)
+HEARTBEAT_S = 60.0
 
 
 def _split(value: str | None) -> list[str]:
@@ -69,14 +77,19 @@ class JobSpec:
                    outputs=tuple(outputs), walltime_s=int(data.get("maxWalltime") or 86400),
                    rse=endpoints[0] if endpoints else None)
 
-    def argv(self) -> list[str]:
-        """The command line: the transformation (an executable) and the job's parameters,
-        split as a shell would but never run by one."""
+    def command(self) -> tuple[Sandbox, list[str]]:
+        """The job's sandbox (runGen's leading options) and its command line: the
+        transformation (an executable) and the rest of the job's parameters, split as a shell
+        would but never run by one."""
         if "://" in self.transformation or not self.transformation.startswith("/"):
             raise ValueError(f"transformation {self.transformation!r} is not an absolute "
                              "path to an executable (a task without transPath gets JEDI's "
                              "runGen URL, which this pilot does not run)")
-        return [self.transformation, *shlex.split(self.job_pars)]
+        sandbox, args = split_options(shlex.split(self.job_pars))
+        return sandbox, [self.transformation, *args]
+
+    def argv(self) -> list[str]:
+        return self.command()[1]
 
 
 @dataclass
@@ -128,11 +141,17 @@ def execute(job: JobSpec, workdir: Path, rucio: Any, *, sandbox: Path | None,
             default_rse: str | None, log: Callable[[str], None]) -> Outcome:
     """Stage in, run, stage out; never raises for a job's own failure."""
     try:
-        argv = job.argv()
+        shipped, argv = job.command()
     except ValueError as exc:
         return Outcome("failed", error_code=BAD_COMMAND, error_diag=str(exc))
-    if sandbox is not None:  # the workflow folder with plan.json (sandbox download: not yet)
+    if sandbox is not None:  # a local folder given to the pilot (--sandbox): development
         shutil.copytree(sandbox, workdir, dirs_exist_ok=True)
+    try:
+        unpacked = fetch(shipped, workdir)
+    except SandboxError as exc:
+        return Outcome("failed", error_code=STAGE_IN_FAILED, error_diag=f"sandbox: {exc}")
+    if unpacked:
+        log(f"job {job.panda_id}: sandbox {shipped.archive} ({len(unpacked)} entries)")
     try:
         _stage_in(job, workdir, rucio)
     except Exception as exc:  # noqa: BLE001 - Rucio's download raises many kinds: all are a stage-in failure
@@ -174,15 +193,43 @@ def _safe_stage_out(logs, rse, rucio, log) -> dict | None:
         return None
 
 
+@contextlib.contextmanager
+def heartbeats(api: PilotAPI, panda_id: int, every_s: float, fields: dict[str, Any],
+               log: Callable[[str], None]) -> Iterator[None]:
+    """Report the job ``running`` every ``every_s`` seconds while the block runs: PanDA's
+    watcher (copyArchive, docs/panda.md) fails a job whose heartbeat stopped, and JEDI
+    retries it; a pilot that dies stops beating."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                api.update_job(panda_id, "running", **fields)
+            except JobKilled:
+                log(f"job {panda_id}: PanDA asks to kill it (it runs to its end here)")
+            except ServiceError as exc:  # the next beat may get through
+                log(f"job {panda_id}: heartbeat failed: {exc}")
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{panda_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s + 5)
+
+
 def run_job(api: PilotAPI, data: dict, base: Path, rucio: Any, *, queue: str, node: str,
-            sandbox: Path | None = None, log: Callable[[str], None] = print) -> Outcome:
+            sandbox: Path | None = None, heartbeat_s: float = HEARTBEAT_S,
+            log: Callable[[str], None] = print) -> Outcome:
     """Run one acquired job and report it to PanDA."""
     job = JobSpec.from_dispatch(data)
     workdir = base / f"{job.panda_id}.{job.attempt}"
     workdir.mkdir(parents=True, exist_ok=True)
     common = {"site_name": queue, "node": node, "attempt_nr": job.attempt}
     api.update_job(job.panda_id, "running", **common)
-    outcome = execute(job, workdir, rucio, sandbox=sandbox, default_rse=None, log=log)
+    with heartbeats(api, job.panda_id, heartbeat_s, common, log):
+        outcome = execute(job, workdir, rucio, sandbox=sandbox, default_rse=None, log=log)
     outcome.panda_id = job.panda_id
     fields: dict[str, Any] = {**common, "trans_exit_code": outcome.exit_code,
                               "pilot_error_code": outcome.error_code,

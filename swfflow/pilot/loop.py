@@ -12,7 +12,7 @@ from typing import Any
 
 from swfflow.errors import ConfigError
 from swfflow.pilot.api import JobKilled, PilotAPI
-from swfflow.pilot.job import Outcome, run_job
+from swfflow.pilot.job import HEARTBEAT_S, Outcome, run_job
 
 
 @dataclass
@@ -25,6 +25,7 @@ class PilotSettings:
     idle_timeout_s: float = 60.0
     poll_s: float = 2.0
     task_id: int | None = None  # serve only this JEDI task's jobs
+    heartbeat_s: float = HEARTBEAT_S  # between two "running" reports of a job
     node: str = field(default_factory=socket.gethostname)
 
 
@@ -59,7 +60,8 @@ def serve(api: PilotAPI, settings: PilotSettings, *, rucio: Any = None,
             try:
                 outcomes.append(run_job(api, data, settings.workdir, rucio,
                                         queue=settings.queue, node=settings.node,
-                                        sandbox=settings.sandbox, log=log))
+                                        sandbox=settings.sandbox,
+                                        heartbeat_s=settings.heartbeat_s, log=log))
             except JobKilled as killed:
                 log(f"job {killed.args[0]} was killed by PanDA")
         idle_since = time.monotonic()

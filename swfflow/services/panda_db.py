@@ -81,6 +81,17 @@ def cron_calls(folder: Path) -> list[str]:
     return re.findall(r"cron\.schedule \('\* \* \* \* \*', '(call doma_panda\.\w+\(\))'\)", text)
 
 
+# PanDA's watcher (copyArchive; services/panda_ext/swf_watcher.py) fails a job whose pilot
+# has not reported for this long, and JEDI retries it. Production: 2 h (the pilot beats every
+# 30 min); here 2 min against the pilot's 60 s beat, so a test sees a killed pilot's job retried
+HEARTBEAT_TIMEOUT_S = 120
+CONFIG_SQL = f"""
+    insert into doma_panda.config (app, component, key, value, type, vo, descr) values
+    ('pandaserver', 'watcher', 'HEARTBEAT_TIMEOUT_production', '{HEARTBEAT_TIMEOUT_S / 3600}',
+     'float', 'atlas', 'hours without a pilot report before a job fails (swfflow tests)');
+"""
+
+
 def _seed_sql(folder: Path, vo: str) -> str:
     major, minor, patch = schema_version(folder).split(".")
     versions = ",".join(f"('{component}', {major}, {minor}, {patch})"
@@ -140,4 +151,5 @@ def fresh_database(folder: Path, directory: Path, vo: str) -> str:
     postgres.copy_template(template, name, DB_ROLE)
     # the queues live outside the template: changing them needs no template rebuild
     postgres.psql(panda_queues.seed_sql(vo), "insert the PanDA queues", database=name)
+    postgres.psql(CONFIG_SQL, "insert PanDA's configuration rows", database=name)
     return name

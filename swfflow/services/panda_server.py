@@ -257,7 +257,8 @@ def start(home: ServiceHome, *, fresh_session: str | None = None,
            f"host={host} port={pg_port}")
     log = home.dir / "log" / "web.log"
     argv = [str(venv / "bin" / "python"), str(WSGI_SCRIPT), "--port", str(port),
-            "--dn", CLIENT_DN, "--dsn", dsn, "--cron-interval", str(CRON_INTERVAL_S)]
+            "--dn", CLIENT_DN, "--dsn", dsn, "--cache-dir", str(home.dir / "cache"),
+            "--cron-interval", str(CRON_INTERVAL_S)]
     for call in panda_db.cron_calls(folder):
         argv += ["--cron-call", call]
     pid = start_detached(argv, log=log, pid_file=home.pid_file, env=env, cwd=home.dir)

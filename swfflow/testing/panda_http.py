@@ -12,6 +12,8 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -67,7 +69,22 @@ def typed_arg(args: dict[str, Any], name: str, kind: type, default: Any = ..., *
     return value
 
 
+def multipart_fields(content_type: str, body: bytes) -> dict[str, Any]:
+    """A multipart/form-data body: field → value, or (file name, bytes) for a file."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        content = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        fields[name] = (filename, content) if filename is not None else content.decode()
+    return fields
+
+
 # --- the request handler -------------------------------------------------------------------
+CACHE_PREFIX = "/cache/"  # files of the server's cache (production: Apache's Alias)
+
 def handler_for(server: Any,
                 route: Callable[[str], Route | None]) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to ``server``; ``route`` maps a URL path to its endpoint."""
@@ -82,6 +99,13 @@ def handler_for(server: Any,
 
         def _dispatch(self, method: str) -> None:
             path = urlparse(self.path)
+            if method == "GET" and path.path.startswith(CACHE_PREFIX):
+                content = server.cache.get(path.path[len(CACHE_PREFIX):])
+                if content is None:
+                    self._reply(404, b"Not Found", "text/plain")
+                else:
+                    self._reply(200, content, "application/octet-stream")
+                return
             found = route(path.path)
             if found is None:
                 self._reply(404, b"Not Found", "text/plain")
@@ -112,6 +136,9 @@ def handler_for(server: Any,
             body = self.rfile.read(length) if length else b""
             if not body:
                 return {}
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.startswith("multipart/form-data"):
+                return multipart_fields(content_type, body)
             data = json.loads(body)
             if not isinstance(data, dict):
                 raise ValueError("body is not a JSON object")

@@ -46,6 +46,7 @@ from swfflow.testing.panda_http import (
     handler_for,
     typed_arg,
 )
+from swfflow.testing.panda_cache import FileCache
 from swfflow.testing.panda_runner import (ExecutorRunner, StateMachineRunner, TaskRunner,
                                           local_pilot, specs_from_template)
 from swfflow.testing.panda_tasks import TaskStore
@@ -63,9 +64,11 @@ class PandaContractServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  runner: TaskRunner | None = None, state_file: str | Path | None = None,
-                 user: str = "swfuser", tick_s: float = 0.05, production_role: bool = False):
+                 user: str = "swfuser", tick_s: float = 0.05, production_role: bool = False,
+                 register_s: float = 0.0):
+        # register_s: how long a new task stays unknown, as before JEDI has read it
         self.store = TaskStore(runner or StateMachineRunner(), state_file=state_file,
-                               production_role=production_role)
+                               production_role=production_role, register_s=register_s)
         self.user = user
         self.production_role = production_role
         self.tick_s = tick_s
@@ -73,6 +76,7 @@ class PandaContractServer:
         self.origins_seen: set[str] = set()
         self.calls: list[str] = []  # endpoint of every request, in order
         self.fail_next = 0  # answer this many next requests with HTTP 500 (fault injection)
+        self.cache = FileCache()  # uploaded sandboxes (GET /cache/NAME)
         self._httpd = ThreadingHTTPServer((host, port), handler_for(self, _route))
         self._httpd.daemon_threads = True
         self._stop = threading.Event()
@@ -254,6 +258,8 @@ ROUTES: dict[str, tuple[str, Endpoint]] = {
     "task/pause": ("POST", lambda s, a, m: s._command("pause", a, m, owner=False)),
     "task/resume": ("POST", lambda s, a, m: s._command("resume", a, m, owner=False)),
     "task/retry": ("POST", PandaContractServer.retry),
+    "file_server/upload_cache_file": ("POST", lambda s, a, m: s.cache.upload(a, m)),
+    "file_server/validate_cache_file": ("POST", lambda s, a, m: s.cache.validate(a, m)),
 }
 CONTROL_ROUTES: dict[str, tuple[str, Endpoint]] = {
     "force_status": ("POST", PandaContractServer.force_status),

@@ -100,6 +100,8 @@ class ServerTask:
     job_ids: list[int] = field(default_factory=list)
     started: bool = False
     history: list[str] = field(default_factory=list)  # every status it has had, in order
+    # JEDI has read it from the submission table (before: the server knows no such task)
+    registered: bool = True
 
 
 DETAIL_ATTRIBUTES = ("jediTaskID", "taskName", "status", "userName", "creationDate",
@@ -113,8 +115,12 @@ class TaskStore:
     """JEDI's task tables and state machine. Thread-safe; persisted to ``state_file`` if given."""
 
     def __init__(self, runner: TaskRunner | None = None, state_file: str | Path | None = None,
-                 production_role: bool = False, first_id: int = 1):
+                 production_role: bool = False, first_id: int = 1, register_s: float = 0.0):
         self.runner: TaskRunner = runner or StateMachineRunner()
+        # the real server inserts into a submission table that JEDI reads within seconds;
+        # until then the task is unknown: status 255, "not found" to commands, and a second
+        # submission of its name is a new task (which JEDI aborts as a duplicate)
+        self.register_s = register_s
         self.state_file = Path(state_file) if state_file else None
         self.production_role = production_role
         self.lock = threading.RLock()
@@ -156,7 +162,8 @@ class TaskStore:
                            "will be re-executed with old and/or new input")
             now = _utcnow()
             task = ServerTask(self.next_id, name, user, vo, label, "registered", params, now, now,
-                              parent_tid=parent_tid, history=["registered"])
+                              parent_tid=parent_tid, history=["registered"],
+                              registered=self.register_s <= 0)
             self.tasks[task.jediTaskID] = task
             self.next_id += 1
             self._save()
@@ -165,7 +172,7 @@ class TaskStore:
     # --- commands (DBProxy.sendCommandTaskPanda) -----------------------------------------------
     def command(self, task_id: int, command: str) -> tuple[int, str]:
         with self.lock:
-            task = self.tasks.get(task_id)
+            task = self.get(task_id)
             if task is None:
                 return 2, f"jediTaskID={task_id} not found"
             allowed, extra = command_allowed(command, task.status,
@@ -182,7 +189,8 @@ class TaskStore:
     # --- queries ---------------------------------------------------------------------------
     def get(self, task_id: int) -> ServerTask | None:
         with self.lock:
-            return self.tasks.get(task_id)
+            task = self.tasks.get(task_id)
+            return task if task is not None and task.registered else None
 
     def details(self, task: ServerTask) -> dict[str, Any]:
         """The dict of ``get_task_details_json``: task attributes plus input-file progress."""
@@ -212,7 +220,7 @@ class TaskStore:
                 return None
         with self.lock:
             rows = [t for t in sorted(self.tasks.values(), key=lambda t: t.jediTaskID)
-                    if t.userName == user and t.modificationTime >= floor
+                    if t.registered and t.userName == user and t.modificationTime >= floor
                     and all(str(self.details(t).get(k)) == str(v) for k, v in criteria.items())]
         return rows[:n_tasks]
 
@@ -230,8 +238,21 @@ class TaskStore:
     def tick(self) -> None:
         with self.lock:
             for task in list(self.tasks.values()):
-                if not task.held:
+                if not task.registered:
+                    self._register(task)
+                elif not task.held:
                     self._advance(task)
+
+    def _register(self, task: ServerTask) -> None:
+        if (_utcnow() - task.creationDate).total_seconds() < self.register_s:
+            return
+        same = self._same_name(task.taskName, task.userName, task.vo, task.prodSourceLabel)
+        task.registered = True
+        if same is not None and same.status not in FINAL and task.params.get("uniqueTaskName"):
+            # the real JEDI registers the duplicate with neither name nor user
+            task.taskName = task.userName = ""
+            self._set(task, "toabort", error_dialog=(
+                f"toabort since there is duplicated task -> jediTaskID={same.jediTaskID}"))
 
     def _advance(self, task: ServerTask) -> None:
         step = _STEPS.get(task.command or task.status)
@@ -309,8 +330,8 @@ class TaskStore:
         self._save()
 
     def _same_name(self, name: str, user: str, vo: str, label: str) -> ServerTask | None:
-        same = [t for t in self.tasks.values() if (t.taskName, t.userName, t.vo,
-                                                    t.prodSourceLabel) == (name, user, vo, label)]
+        same = [t for t in self.tasks.values() if t.registered and (
+            t.taskName, t.userName, t.vo, t.prodSourceLabel) == (name, user, vo, label)]
         return max(same, key=lambda t: t.jediTaskID) if same else None
 
     # --- persistence -------------------------------------------------------------------------
