@@ -204,6 +204,7 @@ def test_the_monitor_of_a_local_run(tmp_path):
     """`swfflow monitor --outdir D` over a failed `swfflow run`: the instance, its graph coloured
     by the tasks' states, the failed job's exit code and log tail, the task metrics."""
     import json
+    import os
     import subprocess
     import sys
 
@@ -225,6 +226,14 @@ def test_the_monitor_of_a_local_run(tmp_path):
     task = client.get(f"/api/v1/instances/{inst['instance']}/tasks/{failed}").json()
     (job,) = task["jobs"]
     assert job["exit_code"] == 3 and "exit 3" in job["log_tail"]
+    # the tool's own stderr, not only swfflow's and cwltool's lines about it
+    said = "calibration constants for run7 are missing from the conditions database"
+    assert f"--- the tool's stderr:\ndetector {said}" in job["log_tail"], job["log_tail"]
+    assert said in task["message"], task["message"]
+    shown = subprocess.run([sys.executable, "-m", "swfflow.cli", "status", "--outdir", "out"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           check=False, env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0 and said in shown.stdout, shown.stdout + shown.stderr
     svg = client.get(f"/api/v1/instances/{inst['instance']}/dag.svg").text
     assert "phase-failed" in svg and "phase-blocked" in svg and "edge-" in svg
     samples = metrics_of(client)

@@ -36,6 +36,7 @@ from swfflow.monitor.model import (
     Task,
     eta,
 )
+from swfflow.monitor.sites import site_replication
 
 LOG_TAIL_LINES = 20
 DEAD_BODY_CHARS = 2000
@@ -218,6 +219,8 @@ def bridge_runs(engine: Engine, instances: list[Instance],
             history[m.run_id].append(DaqEvent(at=m.processed_at, event=m.msg_type))
         holds = {h.run_id: h for h in conn.execute(select(HOLDS))}
         dead = conn.execute(select(DEAD).order_by(DEAD.c.received_at)).all()
+        sites = site_replication(conn, {r.run_id: counts[r.run_id].attached
+                                        if r.run_id in counts else 0 for r in runs})
     out = []
     for row in runs:
         count = counts.get(row.run_id)
@@ -242,6 +245,7 @@ def bridge_runs(engine: Engine, instances: list[Instance],
             tasks_hold=None if hold is None else Hold(
                 wanted=hold.wanted, applied=hold.applied_at is not None,
                 paused_tasks=list(hold.paused or []), message=hold.message or ""),
+            sites=sites.get(row.run_id, []),
             created_at=row.created_at, updated_at=row.updated_at, elapsed_s=elapsed,
             eta_s=None if finished else eta(elapsed, done, total),
             workflow=inst.workflow if inst else None, instance=inst.instance if inst else None,

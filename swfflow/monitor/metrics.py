@@ -92,6 +92,19 @@ def _model_metrics(status: Status) -> Iterable[Metric]:
     for phase, n in sorted(Counter(r.phase for r in status.runs).items()):
         runs.add_metric([phase], n)
     yield runs
+    # the butterfly, per run × E1 site: copies there, and whether its sum equals the DAQ's
+    copies = GaugeMetricFamily("swfflow_site_replicated_stfs",
+                               "STFs of a run with a verified copy at an E1 site",
+                               labels=["run", "rse"])
+    matches = GaugeMetricFamily("swfflow_site_checksum_matches_daq",
+                                "1 if the site's running checksum of the run equals the DAQ's",
+                                labels=["run", "rse"])
+    for run in status.runs:
+        for site in run.sites:
+            copies.add_metric([run.run, site.rse], site.files)
+            matches.add_metric([run.run, site.rse], int(site.matches_daq))
+    yield copies
+    yield matches
 
 
 class StoreCollector:

@@ -105,6 +105,22 @@ class Hold(BaseModel):
     message: str = ""
 
 
+class SiteReplication(BaseModel):
+    """One E1 site's copy of a run (the bridge's butterfly): how many of the run's STFs it
+    holds, its running checksum, and whether that equals the DAQ's (what was attached) now."""
+
+    rse: str
+    files: int  # STFs with a verified copy at the site
+    checksum: str  # running checksum of (file name, adler32) of those copies
+    daq_files: int  # STFs attached to the run dataset (what the site should hold)
+    daq_checksum: str | None = None  # None: not computed (the counts already differ)
+    matches_daq: bool  # same files and same running checksum as the DAQ's, now
+    checked: bool = False  # the bridge compared them at run end
+    alarm: str | None = None  # what differed when the bridge compared (None: nothing)
+    down: bool = False  # the site is marked down (copies wait for it)
+    down_reason: str | None = None
+
+
 class Run(BaseModel):
     """A DAQ run as a bridge saw it, with the instance the bridge drives for it."""
 
@@ -123,6 +139,7 @@ class Run(BaseModel):
     missing: list[str] = Field(default_factory=list)
     message: str = ""
     tasks_hold: Hold | None = None
+    sites: list[SiteReplication] = Field(default_factory=list)  # per E1 site (butterfly)
     created_at: float | None = None
     updated_at: float | None = None
     elapsed_s: float | None = None

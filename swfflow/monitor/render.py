@@ -64,6 +64,22 @@ def run_header(run: Run) -> Text:
         f"ETA {duration(run.eta_s)}")
 
 
+def site_lines(run: Run) -> list[RenderableType]:
+    """One line per E1 site: copies, running checksum, equal to the DAQ's or not."""
+    out: list[RenderableType] = []
+    for site in run.sites:
+        verdict = (("= DAQ", "green") if site.matches_daq else
+                   ("alarm", "bold red") if site.alarm else ("≠ DAQ yet", "yellow"))
+        out.append(Text.assemble(
+            f"  {site.rse}: {site.files}/{site.daq_files} STF copied · sum {site.checksum} ",
+            verdict, " (checked at run end)" if site.checked else "",
+            (" · DOWN" + (f": {site.down_reason}" if site.down_reason else ""), "red")
+            if site.down else ""))
+        if site.alarm:
+            out.append(Text(f"    {site.alarm}", style="red"))
+    return out
+
+
 def instance_header(inst: Instance) -> Text:
     return Text.assemble((inst.instance, "bold"), f" [{inst.source}] ",
                          (inst.state, PHASE_STYLE.get(inst.state, "")),
@@ -74,7 +90,7 @@ def render(status: Status) -> Group:
     parts: list[RenderableType] = []
     in_runs = {run.instance for run in status.runs}
     for run in status.runs:
-        parts += [run_header(run), task_table(run.tasks), *errors(run.tasks)]
+        parts += [run_header(run), *site_lines(run), task_table(run.tasks), *errors(run.tasks)]
         if run.message:
             parts.append(Text(run.message, style="yellow"))
         parts.append(Text(""))
