@@ -21,7 +21,7 @@ The job:
 4. puts each output port's result under the name JEDI gave it (``--out port=NAME``): one file
    is moved to ``NAME``; several files (a per-file scatter, an array output, secondary files)
    or none become a *bundle*: an uncompressed tar named ``NAME`` whose first member is
-   :data:`BUNDLE_MANIFEST`. JEDI registers exactly one file per port and job, so a bundle is
+   :data:`swfflow.bundle.BUNDLE_MANIFEST`. JEDI registers exactly one file per port and job, so a bundle is
    the only way nothing is lost; an input that is a bundle is unpacked again before binding,
    so a consumer task sees the files, not the tar;
 5. writes :data:`REPORT_NAME` (exit code, each output's adler32 and size) and
@@ -31,16 +31,15 @@ The job:
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from swfflow import ir
 from swfflow.backends.local_jobs import files_in, job_invocations, master_dataset
+from swfflow.bundle import unpack_bundle, write_bundle
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.plan.jedi import VALUES_OPTION, driver_computed_ports
@@ -55,7 +54,6 @@ PLAN_NAME = "plan.json"
 PLAN_ENV = "SWFFLOW_PLAN"
 REPORT_NAME = "swfflow-job.json"
 LOG_NAME = "swfflow-job.log"
-BUNDLE_MANIFEST = ".swfflow-bundle.json"
 SCRATCH = ".swfflow-job"  # staging and tool output directories; removed when the job ends
 _RUNNABLE_KINDS = ("cwl",)  # payload kinds a worker runs; the others never call `swfflow job`
 
@@ -248,53 +246,6 @@ def staged_files(names: tuple[str, ...], workdir: Path, unpack: Path) -> list[di
         values += [describe_files({"class": "File", "location": p.resolve().as_uri()})
                    for p in (members if members is not None else [path])]
     return values
-
-
-def is_bundle(path: Path) -> bool:
-    if not tarfile.is_tarfile(path):
-        return False
-    with tarfile.open(path) as tar:
-        first = tar.next()
-        return first is not None and first.name == BUNDLE_MANIFEST
-
-
-def unpack_bundle(path: Path, dest: Path) -> list[Path] | None:
-    """The files of a bundle, extracted under ``dest`` in manifest order; None if ``path`` is
-    an ordinary file."""
-    if not is_bundle(path):
-        return None
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path) as tar:
-        manifest = json.load(tar.extractfile(BUNDLE_MANIFEST))
-        names = [entry["name"] for entry in manifest["files"]]
-        for name in names:  # only the manifest's plain names: nothing escapes dest
-            if "/" in name or name in ("", ".", ".."):
-                raise ConfigError(f"bundle {path.name} holds a bad member name {name!r}",
-                                  where="swfflow job")
-            tar.extract(name, dest, filter="data")
-    return [dest / name for name in names]
-
-
-def write_bundle(paths: list[Path], target: Path) -> None:
-    """An uncompressed tar: the manifest (name, adler32, size of each file) first, then the
-    files under unique plain names, in order."""
-    entries, seen = [], set()
-    for i, path in enumerate(paths):
-        name = path.name if path.name not in seen and path.name != BUNDLE_MANIFEST \
-            else f"{i:04d}.{path.name}"
-        seen.add(name)
-        entries.append({"name": name, "adler32": adler32_file(path),
-                        "size": path.stat().st_size, "path": path})
-    manifest = json.dumps({"files": [{k: v for k, v in e.items() if k != "path"}
-                                     for e in entries]}, indent=1).encode()
-    tmp = target.with_name(target.name + ".part")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(BUNDLE_MANIFEST)
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-        for entry in entries:
-            tar.add(entry["path"], arcname=entry["name"], recursive=False)
-    tmp.replace(target)
 
 
 def output_paths(value: Any) -> list[Path]:

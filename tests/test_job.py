@@ -18,8 +18,8 @@ import pytest
 
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError
+from swfflow.bundle import BUNDLE_MANIFEST
 from swfflow.worker import (
-    BUNDLE_MANIFEST,
     REPORT_NAME,
     parse_file_list,
     parse_outputs,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from swfflow.errors import ServiceError, UnsupportedFeature
@@ -42,6 +43,14 @@ class FileRecord:
     @property
     def name(self) -> str:
         return self.did.split(":", 1)[-1]
+
+    def cwl_value(self) -> dict[str, Any]:
+        """This file as a CWL File value. The pfn keeps the name the producer gave the file
+        (the DID may carry a job prefix); a URL pfn (root://, https://) is kept as it is."""
+        pfn = self.pfn or ""
+        location = pfn if "://" in pfn else (Path(pfn).resolve().as_uri() if pfn else self.did)
+        return {"class": "File", "location": location, "size": self.size,
+                "basename": Path(pfn.split("://", 1)[-1] or self.name).name}
 
 
 class TaskState(str, Enum):

@@ -27,43 +27,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import select
 
 from swfflow.backends.base import Catalog, ExecutorBase, TaskState, TaskStatus
 from swfflow.backends.local_jobs import (files_in, intact, job_invocations, master_dataset,
                                          record_for, safe_name, task_outputs_of)
+from swfflow.backends.local_tables import JOBS, TASKS, create_tables
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
 from swfflow.runtime.containers import warn_once
-from swfflow.runtime.files import file_value
 from swfflow.runtime.jobrun import execute_job
-
-_META = MetaData()
-TASKS = Table(
-    "exec_tasks", _META,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String, unique=True, nullable=False),
-    Column("spec", JSON, nullable=False),
-    Column("state", String, nullable=False),
-    Column("message", Text, nullable=False, default=""),
-    Column("assigned", JSON, nullable=False, default=list),  # master file DIDs given to jobs
-)
-JOBS = Table(
-    "exec_jobs", _META,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("task_id", Integer, nullable=False, index=True),
-    Column("number", Integer, nullable=False),
-    Column("files", JSON, nullable=False),  # master input file DIDs
-    Column("state", String, nullable=False),  # pending | running | done | failed
-    Column("attempt", Integer, nullable=False, default=0),
-    Column("job", JSON),  # the CWL job object it ran with (provenance: inputs)
-    Column("command", JSON),
-    Column("container", String),
-    Column("exit_code", Integer),
-    Column("outputs", JSON),  # the CWL output object
-    Column("produced", JSON),  # [{did, adler32, size, pfn}] registered outputs
-    Column("log", Text),
-)
 
 _ACTIVE = ("submitted", "running")
 
@@ -113,7 +86,7 @@ class LocalExecutor(ExecutorBase):
         self._running: dict[int, Future] = {}
         self._lock = threading.RLock()
         self._changed: Any = lambda: None  # watch(): told when a job finished
-        _META.create_all(engine)
+        create_tables(engine)
         self._recover()
         # the fork server imports cwltool (seconds): started now, that overlaps compiling and
         # submitting instead of delaying the first job
@@ -329,9 +302,9 @@ class LocalExecutor(ExecutorBase):
         files = []
         if master is not None:
             records = {f.did: f for f in self.catalog.list_files(master)}
-            files = [file_value(records[did]) for did in job.files]
+            files = [records[did].cwl_value() for did in job.files]
         jobs = job_invocations(spec, files, lambda did: [
-            file_value(f) for f in self.catalog.list_files(did)])
+            f.cwl_value() for f in self.catalog.list_files(did)])
         outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
         return {"tool": tool, "jobs": jobs, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,

@@ -22,7 +22,6 @@ from typing import Any
 from swfflow.backends.base import Catalog
 from swfflow.plan.model import TaskSpec
 from swfflow.errors import RunFailed
-from swfflow.runtime.files import file_value
 
 # how often a wait for a closing stream looks at the catalog
 _POLL_S = 0.1
@@ -91,7 +90,7 @@ class DatasetValues:
         if ref.writer is not None:  # a task's files, in the order of what they were made of
             order = self._order(ref.writer, ref.did, records, {})
             records = sorted(records, key=lambda r: order[r.did])
-        values = [file_value(r) for r in records]
+        values = [r.cwl_value() for r in records]
         if not ref.single:
             return values
         if len(values) > 1:

@@ -6,21 +6,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from swfflow.backends.base import FileRecord
-
 # one resolver of File locations for job objects and defaults, shared with the front end
 from swfflow.frontends.cwl_loader import absolute_locations
 
-__all__ = ["absolute_locations", "describe_files", "file_value", "location_path"]
-
-
-def file_value(record: FileRecord) -> dict[str, Any]:
-    """A catalog file as a CWL File value. The pfn keeps the name the producer gave the file
-    (the DID may carry a job prefix); a URL pfn (root://, https://) is kept as it is."""
-    pfn = record.pfn or ""
-    location = pfn if "://" in pfn else (Path(pfn).resolve().as_uri() if pfn else record.did)
-    return {"class": "File", "location": location, "size": record.size,
-            "basename": Path(pfn.split("://", 1)[-1] or record.name).name}
+__all__ = ["absolute_locations", "describe_files", "location_path"]
 
 
 def location_path(location: str) -> Path:
