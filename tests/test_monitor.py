@@ -116,12 +116,20 @@ def test_rest_and_metrics_follow_a_running_bridge(live):
     assert events == ["run_imminent", "start_run", "pause_run", "resume_run", "end_run"]
     assert [t["phase"] for t in done["tasks"]] == ["succeeded", "succeeded"]
     assert done["elapsed_s"] > 0 and done["eta_s"] is None
+    # each task's times, in order and within the run's; its jobs by state
+    for t in done["tasks"]:
+        assert done["created_at"] <= t["submitted_at"] <= t["started_at"] <= t["finished_at"] \
+            <= time.time(), t
+        assert t["jobs_by_state"] == {"done": t["jobs_total"]} and t["jobs_total"] >= 1, t
+    sizes_task, merge_task = done["tasks"]
+    assert merge_task["started_at"] >= sizes_task["submitted_at"]
     # drill-down: a task's jobs with what they ran and produced, from the local executor
     base = f"/api/v1/instances/{done['instance']}/tasks"
     sizes, merge = client.get(f"{base}/sizes").json(), client.get(f"{base}/merge").json()
     assert sum(j["inputs"] for j in sizes["jobs"]) == 6  # every STF processed once
     (job,) = merge["jobs"]  # the merge read every file the streaming step produced
     assert job["state"] == "done" and job["exit_code"] == 0
+    assert merge["started_at"] <= job["started_at"] < job["finished_at"] <= merge["finished_at"]
     assert job["inputs"] == sum(len(j["produced"]) for j in sizes["jobs"]
                                 if not j["produced"][0]["did"].endswith(".log"))
     assert job["command"] and job["produced"] and len(job["produced"][0]["adler32"]) == 8
@@ -129,7 +137,9 @@ def test_rest_and_metrics_follow_a_running_bridge(live):
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert 'data-key="merge"' in svg.text and "phase-succeeded" in svg.text
 
-    (dead,) = client.get("/api/v1/dead-letters").json()
+    # summaries come from the snapshot re-read in the background once per poll: the first
+    # read after a while may be the one from before the bad message
+    (dead,) = wait_for(lambda: client.get("/api/v1/dead-letters").json(), bool, timeout=30)
     assert dead["body"] == NOT_JSON and dead["reason"]
 
     # /metrics reads the shared snapshot, refreshed in the background once per poll: it shows

@@ -42,6 +42,8 @@ class Job(BaseModel):
     container: str | None = None
     produced: list[dict[str, Any]] = Field(default_factory=list)
     log_tail: str = ""
+    started_at: float | None = None  # epoch seconds; None: not started, or not recorded
+    finished_at: float | None = None
 
 
 class ParentEdge(BaseModel):
@@ -65,6 +67,12 @@ class Task(BaseModel):
     jobs_done: int = 0
     jobs_failed: int = 0
     jobs_running: int = 0
+    jobs_by_state: dict[str, int] = Field(default_factory=dict)  # pending, running, done, …
+    # epoch seconds: handed to the backend; its first job started; it reached a final state
+    # (None: not yet, or a store/backend that does not record it)
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
     attempts: int = 0  # the highest attempt of any job
     files_processed: int = 0  # master input files of its finished jobs
     jedi_status: str | None = None  # PanDA backend only
