@@ -286,3 +286,28 @@ def test_submitted_instances_link_to_pandas_monitor(tmp_path):
     by_state = {dict(k)["state"]: v for k, v in metrics_of(client)["swfflow_tasks"].items()}
     assert by_state == {"running": 1, "pending": 1}
     source.close()
+
+
+def test_snapshots_read_less_often_when_a_read_costs_more_than_its_share():
+    """The monitor shares the machine with the bridge: a read that costs more CPU than
+    READ_SHARE of the poll interval stretches the interval (measured in this thread's CPU)."""
+    from swfflow.monitor.app import READ_SHARE, Snapshots
+    from swfflow.monitor.model import Status
+
+    class Costly:  # a source whose read burns `cost` seconds of CPU
+        engine = None
+
+        def __init__(self, cost: float):
+            self.cost = cost
+
+        def read(self, **_: object) -> Status:
+            until = time.thread_time() + self.cost
+            while time.thread_time() < until:
+                pass
+            return Status(collected_at=time.time())
+
+    cheap, costly = Snapshots(Costly(0.0), poll_s=0.5), Snapshots(Costly(0.06), poll_s=0.5)
+    cheap.get()
+    costly.get()
+    assert cheap.interval == 0.5
+    assert costly.interval >= 0.06 / READ_SHARE > 0.5

@@ -3,7 +3,8 @@ its own registry): the stores are the truth, so a restarted monitor loses no cou
 several monitors over one store agree.
 
 Counters are cumulative over the store's life; latencies are histograms over every STF the
-store keeps.
+store keeps. They are read with the monitor's snapshot (:class:`swfflow.monitor.app.Snapshots`),
+so any number of scrapers cost one read of the store per snapshot.
 """
 
 from __future__ import annotations
@@ -107,22 +108,30 @@ def _model_metrics(status: Status) -> Iterable[Metric]:
     yield matches
 
 
-class StoreCollector:
-    """The prometheus_client collector protocol (``collect()``) over a store."""
+def store_metrics(engine: Engine | None) -> list[Metric]:
+    """The bridge's counters and latency histograms, read from the store now (a scan of its
+    STF rows: the monitor does this once per snapshot, not once per scrape)."""
+    if engine is None or not inspect(engine).has_table("br_files"):
+        return []
+    return list(_bridge_metrics(engine))
 
-    def __init__(self, engine: Engine | None, read: Callable[[], Status]):
-        self.engine = engine
+
+class StoreCollector:
+    """The prometheus_client collector protocol (``collect()``) over a snapshot: the status
+    model and the store's metrics read with it."""
+
+    def __init__(self, read: Callable[[], tuple[Status, list[Metric]]]):
         self.read = read
 
     def collect(self) -> Iterable[Metric]:
-        yield from _model_metrics(self.read())
-        if self.engine is not None and inspect(self.engine).has_table("br_files"):
-            yield from _bridge_metrics(self.engine)
+        status, stored = self.read()
+        yield from _model_metrics(status)
+        yield from stored
 
 
-def registry_for(engine: Engine | None, read: Callable[[], Status]) -> CollectorRegistry:
+def registry_for(read: Callable[[], tuple[Status, list[Metric]]]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(engine, read))
+    registry.register(StoreCollector(read))
     return registry
 
 
