@@ -42,9 +42,9 @@ def test_each_sites_copies_and_checksum_against_the_daqs(tmp_path, rucio_env):
 
     def watch(bridge) -> bool:
         """Read the monitor while the bridge runs (its loop calls this between ticks)."""
-        runs = client.get("/api/v1/runs").json()
-        if runs and runs[0]["sites"]:
-            seen.append({s["rse"]: s["files"] for s in runs[0]["sites"]})
+        shown = client.get(f"/api/v1/runs/{run}")  # read now (the list is a snapshot)
+        if shown.status_code == 200 and shown.json()["sites"]:
+            seen.append({s["rse"]: s["files"] for s in shown.json()["sites"]})
         sums = ReplicaStore(bridge.store.engine).sums(run)
         return bool(bridge.idle and bridge.source_done.is_set()
                     and (sums.get(BNL) or {}).get("checked_at")
@@ -66,7 +66,7 @@ def test_each_sites_copies_and_checksum_against_the_daqs(tmp_path, rucio_env):
 
     buffer = tmp_path / "buffer" / f"swf.{run}.run"
     daq = running_checksum(sorted((p.name, adler32_file(p)) for p in buffer.glob("*.stf")))
-    (shown,) = client.get("/api/v1/runs").json()
+    shown = client.get(f"/api/v1/runs/{run}").json()
     sites = {s["rse"]: s for s in shown["sites"]}
     assert set(sites) == {BNL, JLAB}
     assert sites[BNL]["files"] == sites[BNL]["daq_files"] == 8
@@ -80,6 +80,10 @@ def test_each_sites_copies_and_checksum_against_the_daqs(tmp_path, rucio_env):
     assert samples["swfflow_site_replicated_stfs"][(("rse", JLAB), ("run", run))] == 7
     assert samples["swfflow_site_checksum_matches_daq"][(("rse", BNL), ("run", run))] == 1
     assert samples["swfflow_site_checksum_matches_daq"][(("rse", JLAB), ("run", run))] == 0
+    # attached → copied, per site: every verified copy counted once
+    latency = samples["swfflow_stf_replication_latency_seconds_count"]
+    assert latency[(("rse", BNL),)] == 8 and latency[(("rse", JLAB),)] == 7, latency
+    assert samples["swfflow_stf_replication_latency_seconds_sum"][(("rse", BNL),)] > 0
 
     result = CliRunner().invoke(cli, ["status", "--state", setup.state, "--run", run],
                                 terminal_width=80)

@@ -53,6 +53,7 @@ class Snapshots:
         self.refreshing = False
         self.at, self.status, self.json = 0.0, None, ""
         self.metrics: list[Metric] = []
+        self.json_parts: dict[str, bytes] = {}  # parts of this snapshot, serialised
 
     def _refresh(self) -> None:
         try:
@@ -63,11 +64,22 @@ class Snapshots:
             cost = time.thread_time() - started
             with self.lock:
                 self.status, self.json, self.metrics = status, text, stored
+                self.json_parts = {}
                 self.at = time.monotonic()
                 self.interval = max(self.poll_s, cost / READ_SHARE)
         finally:
             with self.lock:
                 self.refreshing = False
+
+    def serialised(self, part: str, kind: type) -> bytes:
+        """One part of the snapshot (``runs``, ``dead_letters``, or ``""`` for all) as JSON,
+        serialised once per snapshot however many requests ask for it."""
+        self.get()  # fresh enough, or a re-read started
+        with self.lock:  # the snapshot now, and its parts: a refresh clears them together
+            if part not in self.json_parts:
+                value = getattr(self.status, part) if part else self.status
+                self.json_parts[part] = _adapter(kind).dump_json(value)
+            return self.json_parts[part]
 
     def with_metrics(self) -> tuple[Status, list[Metric]]:
         status, _ = self.get()
@@ -102,12 +114,19 @@ def _instances(status: Status) -> list[Instance]:
 _ADAPTERS: dict[type, TypeAdapter] = {}
 
 
+def _adapter(kind: type) -> TypeAdapter:
+    return _ADAPTERS.setdefault(kind, TypeAdapter(kind))
+
+
 def as_json(value: object, kind: type) -> Response:
     """The model serialised by pydantic's own (Rust) serializer. The routes still declare
     their ``response_model`` for the OpenAPI document; returning a Response skips FastAPI's
     second validation and its slower generic encoder (a 50-run summary: ~10× faster)."""
-    adapter = _ADAPTERS.setdefault(kind, TypeAdapter(kind))
-    return Response(adapter.dump_json(value), media_type="application/json")
+    return Response(_adapter(kind).dump_json(value), media_type="application/json")
+
+
+def json_response(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
 
 
 def create_app(source: Source, *, poll_s: float = 1.0) -> FastAPI:
@@ -129,11 +148,11 @@ def create_app(source: Source, *, poll_s: float = 1.0) -> FastAPI:
     # and the DAG read the store when asked
     @app.get(f"{API}/status", response_model=Status, summary="Everything (job counts only)")
     def status() -> Response:
-        return as_json(read(), Status)
+        return json_response(snapshots.serialised("", Status))
 
     @app.get(f"{API}/runs", response_model=list[Run], summary="DAQ runs a bridge saw")
     def runs() -> Response:
-        return as_json(read().runs, list[Run])
+        return json_response(snapshots.serialised("runs", list[Run]))
 
     @app.get(f"{API}/runs/{{run}}", response_model=Run, summary="One run with its jobs")
     def one_run(run: str) -> Response:
@@ -169,7 +188,7 @@ def create_app(source: Source, *, poll_s: float = 1.0) -> FastAPI:
 
     @app.get(f"{API}/dead-letters", response_model=list[DeadLetter])
     def dead_letters() -> Response:
-        return as_json(read().dead_letters, list[DeadLetter])
+        return json_response(snapshots.serialised("dead_letters", list[DeadLetter]))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -36,11 +36,15 @@ def _latency_columns(latency: Any, present: Any) -> list[Any]:
               for bound in LATENCY_BUCKETS)]
 
 
+def _buckets(count: int, cumulative: Sequence[Any]) -> list[tuple[str, int]]:
+    return ([(str(b), int(n)) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)]
+            + [("+Inf", int(count))])
+
+
 def _histogram(name: str, doc: str, values: Sequence[Any]) -> HistogramMetricFamily:
     count, total, *cumulative = values
-    buckets = [(str(b), int(n)) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)]
-    buckets.append(("+Inf", int(count)))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(total))
+    return HistogramMetricFamily(name, doc, buckets=_buckets(count, cumulative),
+                                 sum_value=float(total))
 
 
 def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
@@ -79,6 +83,27 @@ def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
     backlog = GaugeMetricFamily("swfflow_stf_backlog", "STFs recorded but not yet attached")
     backlog.add_metric([], n_stfs - attached[0])
     yield backlog
+    yield from _replication_metrics(engine)
+
+
+def _replication_metrics(engine: Engine) -> Iterable[Metric]:
+    """attached → verified copy at each E1 site (the butterfly), one histogram per site."""
+    from swfflow.stream.tables import FILES, REPLICAS
+
+    if not inspect(engine).has_table(REPLICAS.name):  # a store from before the butterfly
+        return
+    latency = REPLICAS.c.copied_at - FILES.c.attached_at
+    query = (select(REPLICAS.c.rse, *_latency_columns(latency, REPLICAS.c.copied_at))
+             .join(FILES, (FILES.c.run_id == REPLICAS.c.run_id)
+                   & (FILES.c.filename == REPLICAS.c.filename))
+             .group_by(REPLICAS.c.rse).order_by(REPLICAS.c.rse))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    family = HistogramMetricFamily("swfflow_stf_replication_latency_seconds",
+                                   "attached → verified copy at an E1 site", labels=["rse"])
+    for rse, count, total, *cumulative in rows:
+        family.add_metric([rse], _buckets(count, cumulative), float(total))
+    yield family
 
 
 def _model_metrics(status: Status) -> Iterable[Metric]:
