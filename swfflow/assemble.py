@@ -57,6 +57,8 @@ class Settings:
     jobs: int = 2  # local executor: jobs at once
     attempts: int | None = None  # local executor: attempts per job (None: the task's)
     no_container: bool = False
+    rehearse: bool = False  # local executor: run each job's command line as a pilot would
+    sandbox: Path | None = None  # the workflow folder a rehearsal's jobs get (with plan.json)
     panda_url: str | None = None  # None: $PANDA_URL_SSL, then $PANDA_URL
     panda_attempts: int = 5  # per PanDA call
     panda_backoff_s: float = 1.0
@@ -137,7 +139,8 @@ def assemble(settings: Settings, *, engine: Any, stack: ExitStack, plan: Any = N
         from swfflow.drive.local_run import run_expression_locally
         from swfflow.drive.payload import LocalPayloads
 
-        backends.prepare = LocalPayloads(workflow)
+        if not settings.rehearse:  # a rehearsal's tasks go as PanDA gets them: unprepared
+            backends.prepare = LocalPayloads(workflow)
         backends.run_expression = run_expression_locally(workdir)
         backends.job_inputs = functools.partial(_job_inputs, executor)
         # the pool runs `jobs` at once; a few more tasks submitted meanwhile are cut and
@@ -222,7 +225,8 @@ def local_executor(settings: Settings, *, engine: Any, catalog: Any) -> Any:
     # a view that turns file:// URLs into paths
     reader = catalog if isinstance(catalog, LocalCatalog) else LocalPathCatalog(catalog)
     return LocalExecutor(reader, engine, Path(settings.workdir).resolve(), jobs=settings.jobs,
-                         attempts=settings.attempts, no_container=settings.no_container)
+                         attempts=settings.attempts, no_container=settings.no_container,
+                         rehearse=settings.rehearse, sandbox=settings.sandbox)
 
 
 def panda_executor(settings: Settings, *, engine: Any = None, catalog: Any = None) -> Any:

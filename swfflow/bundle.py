@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import tarfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError
@@ -41,9 +46,28 @@ def unpack_bundle(path: Path, dest: Path) -> list[Path] | None:
     return [dest / name for name in names]
 
 
-def write_bundle(paths: list[Path], target: Path) -> None:
+def bundle_members(path: Path) -> list[Path] | None:
+    """The files of a bundle unpacked next to it (``NAME.members/``, once; concurrent callers
+    share it), in manifest order; None if ``path`` is an ordinary file."""
+    if not is_bundle(path):
+        return None
+    dest = path.with_name(path.name + ".members")
+    if not dest.is_dir():
+        part = path.with_name(f"{path.name}.members.{os.getpid()}.{threading.get_ident()}")
+        shutil.rmtree(part, ignore_errors=True)
+        unpack_bundle(path, part)
+        try:
+            part.rename(dest)
+        except OSError:  # unpacked meanwhile by another thread or process
+            shutil.rmtree(part, ignore_errors=True)
+    with tarfile.open(path) as tar:
+        manifest = json.load(tar.extractfile(BUNDLE_MANIFEST))
+    return [dest / entry["name"] for entry in manifest["files"]]
+
+
+def write_bundle(paths: list[Path], target: Path) -> list[str]:
     """An uncompressed tar: the manifest (name, adler32, size of each file) first, then the
-    files under unique plain names, in order."""
+    files under unique plain names, in order. The member names, in the order of ``paths``."""
     entries, seen = [], set()
     for i, path in enumerate(paths):
         name = path.name if path.name not in seen and path.name != BUNDLE_MANIFEST \
@@ -61,3 +85,39 @@ def write_bundle(paths: list[Path], target: Path) -> None:
         for entry in entries:
             tar.add(entry["path"], arcname=entry["name"], recursive=False)
     tmp.replace(target)
+    return [entry["name"] for entry in entries]
+
+
+# --- the output object of a job report ------------------------------------------------------
+# A job's CWL output object travels in its report (swfflow-job.json, in the job's log tarball)
+# with each file named by where the job placed it: ``NAME`` (the file JEDI registers for the
+# port) or ``NAME#MEMBER`` (a member of that bundle). Whoever reads the report (the driver)
+# turns the references back into locations it can read.
+MEMBER_SEP = "#"
+
+
+def placed_reference(name: str, member: str | None = None) -> str:
+    return name if member is None else f"{name}{MEMBER_SEP}{member}"
+
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    name, sep, member = reference.partition(MEMBER_SEP)
+    return name, (member if sep else None)
+
+
+def map_file_locations(value: Any, relocate: Callable[[str], str | None]) -> Any:
+    """``value`` with each File's location replaced by ``relocate(location)`` (secondary
+    files too); a location ``relocate`` does not know (None) is kept."""
+    if isinstance(value, list):
+        return [map_file_locations(v, relocate) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class") == "File":
+        found = relocate(str(value.get("location", "")))
+        out = {k: v for k, v in value.items() if k != "path"}
+        if found is not None:
+            out["location"] = found
+        if "secondaryFiles" in value:
+            out["secondaryFiles"] = map_file_locations(value["secondaryFiles"], relocate)
+        return out
+    return {k: map_file_locations(v, relocate) for k, v in value.items()}

@@ -23,11 +23,13 @@ log = logging.getLogger("swfflow.run")
 STATE_DB = Path(".swfflow") / "state.db"
 # pchain steps: their payload is prun/phpo itself, which only a PanDA worker runs
 PANDA_ONLY_KINDS = frozenset({"prun", "phpo", "junction"})
+REHEARSE_ENV = "SWFFLOW_REHEARSE"  # the conformance hook's switch for --rehearse
 
 
 def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path, *,
                      jobs: int, attempts: int | None, no_container: bool, run: str,
-                     profile_path: str | None, quiet: bool) -> dict[str, Any]:
+                     profile_path: str | None, quiet: bool,
+                     rehearse: bool = False) -> dict[str, Any]:
     """The workflow's output object, its files copied into ``outdir``."""
     streams = {name: inputs.get(name) for name in workflow.stream_inputs()}
     for name, files in streams.items():
@@ -51,7 +53,9 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
     workdir = outdir / ".swfflow"
     engine = sqlite_engine(outdir / STATE_DB, durable=False)  # a rerun redoes what is lost
     settings = Settings(executor="local", catalog="local", workdir=workdir, jobs=jobs,
-                        attempts=attempts, no_container=no_container)
+                        attempts=attempts, no_container=no_container, rehearse=rehearse,
+                        sandbox=Path(workflow.source_path).resolve().parent
+                        if workflow.source_path else None)
     with ExitStack() as stack:  # the executor is shut down however the run ends
         backends = assemble(settings, engine=engine, stack=stack, plan=plan, workflow=workflow)
         flow = backends.flow_run(plan, DriverStore(engine), source_path=workflow.source_path,
@@ -78,9 +82,10 @@ def relocate(outputs: dict[str, Any], outdir: Path, workdir: Path) -> dict[str, 
 
 def run_workflow_file(path: str | Path, inputs: dict[str, Any] | None, outdir: str | Path, *,
                       no_container: bool = False, jobs: int | None = None,
-                      attempts: int | None = 1) -> dict[str, Any]:
+                      attempts: int | None = 1, rehearse: bool | None = None) -> dict[str, Any]:
     """A CWL file run once with ``inputs`` as cwl-runner runs it (one attempt per job by
-    default): what the conformance hook and library callers use."""
+    default): what the conformance hook and library callers use. ``rehearse`` (default:
+    ``$SWFFLOW_REHEARSE`` is 1) runs every job as a pilot would (``swfflow run --rehearse``)."""
     import os
 
     from swfflow.frontends.cwl import load_workflow
@@ -91,4 +96,5 @@ def run_workflow_file(path: str | Path, inputs: dict[str, Any] | None, outdir: s
     return run_plan_locally(workflow, inputs, Path(outdir).resolve(),
                             jobs=jobs or os.cpu_count() or 1, attempts=attempts,
                             no_container=no_container, run="local", profile_path=None,
-                            quiet=True)
+                            quiet=True, rehearse=rehearse if rehearse is not None
+                            else os.environ.get(REHEARSE_ENV) == "1")

@@ -39,7 +39,7 @@ from typing import Any
 
 from swfflow import ir
 from swfflow.backends.local_jobs import files_in, job_invocations, master_dataset
-from swfflow.bundle import unpack_bundle, write_bundle
+from swfflow.bundle import map_file_locations, placed_reference, unpack_bundle, write_bundle
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.plan.jedi import VALUES_OPTION, driver_computed_ports
@@ -91,6 +91,8 @@ class JobReport:
     invocations: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[PlacedOutput] = field(default_factory=list)
     log_tail: str = ""
+    # the CWL output object, files as placed (swfflow.bundle): what the driver reads back
+    output_object: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -258,15 +260,25 @@ def output_paths(value: Any) -> list[Path]:
     return paths
 
 
-def place_output(port: str, paths: list[Path], name: str | None, workdir: Path) -> PlacedOutput:
-    if name is None:  # no --out for it (a run by hand): keep the tool's name(s)
+def place_output(port: str, paths: list[Path], name: str | None, workdir: Path,
+                 references: dict[str, str] | None = None) -> PlacedOutput:
+    """Put a port's files under the name JEDI gave it, always as a bundle: JEDI's name is not
+    the tool's, and a later tool may depend on the name (``$(inputs.f.nameroot)``, a glob):
+    the manifest carries it to the consumer, as cwltool would have staged it. Without a name
+    (a run by hand) a single file keeps the tool's name. ``references`` learns, for each tool
+    file, where it went (:func:`swfflow.bundle.placed_reference`)."""
+    bundle = name is not None or len(paths) != 1
+    if name is None:
         name = paths[0].name if len(paths) == 1 else f"{port}.bundle.tar"
     target = workdir / name
-    bundle = len(paths) != 1
     if bundle:
-        write_bundle(paths, target)
+        members = write_bundle(paths, target)
+        placed = {str(p): placed_reference(name, m) for p, m in zip(paths, members)}
     else:
         shutil.move(paths[0], target)
+        placed = {str(paths[0]): placed_reference(name)}
+    if references is not None:
+        references.update(placed)
     return PlacedOutput(port=port, name=name, adler32=adler32_file(target),
                         size=target.stat().st_size, files=len(paths), bundle=bundle)
 
@@ -357,7 +369,19 @@ def _run_invocations(task: TaskSpec, tool: dict[str, Any], jobs: list[dict[str, 
                 return report
             results.append(result)
     outputs = [clean_outputs(r.outputs or {}) for r in results]
+    references: dict[str, str] = {}
     for port in sorted(task.outputs):
         paths = [p for out in outputs for p in output_paths(out.get(port))]
-        report.outputs.append(place_output(port, paths, request.outputs.get(port), workdir))
+        report.outputs.append(place_output(port, paths, request.outputs.get(port), workdir,
+                                           references))
+    report.output_object = output_object(outputs, references)
     return report
+
+
+def output_object(outputs: list[dict[str, Any]], references: dict[str, str]) -> dict[str, Any]:
+    """The job's CWL output object (one invocation's, or per port the list over them, as a
+    local job's), each file named by where the job placed it."""
+    combined = outputs[0] if len(outputs) == 1 else {
+        port: [out.get(port) for out in outputs] for port in sorted({p for o in outputs for p in o})}
+    return map_file_locations(combined, lambda location: references.get(
+        str(location_path(location))))

@@ -18,7 +18,7 @@ import pytest
 
 from swfflow.checksum import adler32_file
 from swfflow.errors import ConfigError
-from swfflow.bundle import BUNDLE_MANIFEST
+from swfflow.bundle import BUNDLE_MANIFEST, bundle_members, unpack_bundle
 from swfflow.worker import (
     REPORT_NAME,
     parse_file_list,
@@ -83,10 +83,15 @@ def test_reconstruct_then_merge_under_jedi_names(sandbox, tmp_path):
         produced = work / HIST.format(seq)
         expected = by_hand(tmp_path / f"hand{seq}", "reco", str(stf)) / \
             stf.with_suffix(".hist.json").name
-        assert produced.read_bytes() == expected.read_bytes()
+        # JEDI's name outside, the tool's inside: the next tool sees the name it would see
+        [member] = unpack_bundle(produced, tmp_path / f"unpacked{seq}")
+        assert member.name == expected.name
+        assert member.read_bytes() == expected.read_bytes()
         [out] = report_of(work)["outputs"]
         assert out == {"port": "hist", "name": produced.name, "adler32": adler32_file(produced),
-                       "size": produced.stat().st_size, "files": 1, "bundle": False}
+                       "size": produced.stat().st_size, "files": 1, "bundle": True}
+        assert report_of(work)["output_object"]["hist"]["location"] == \
+            f"{produced.name}#{expected.name}"
         assert report_of(work)["exit_code"] == 0
         assert not (work / ".swfflow-job").exists()  # scratch gone: the log tarball stays small
         hists.append(produced)
@@ -96,12 +101,15 @@ def test_reconstruct_then_merge_under_jedi_names(sandbox, tmp_path):
                    "--out", f"merged={MERGED}", "--json", cwd=work)
     assert done.returncode == 0, done.stderr
     merged = work / MERGED
-    expected = by_hand(tmp_path / "hand-merge", "merge", *map(str, hists)) / "merged.hist.json"
+    originals = [unpack_bundle(h, tmp_path / f"orig{i}")[0] for i, h in enumerate(hists)]
+    expected = by_hand(tmp_path / "hand-merge", "merge", *map(str, originals)) / \
+        "merged.hist.json"
+    [merged] = unpack_bundle(merged, tmp_path / "merged")
     assert merged.read_bytes() == expected.read_bytes()
     assert json.loads(merged.read_text())["n_stf"] == 2
     report = json.loads(done.stdout)
     assert report == report_of(work)
-    assert report["outputs"][0]["adler32"] == adler32_file(merged)
+    assert report["outputs"][0]["adler32"] == adler32_file(work / MERGED)
     assert report["invocations"][0]["command"][-3:-2] == ["merge"]
 
 
@@ -133,7 +141,8 @@ def test_several_files_per_job_run_once_each_and_bundle_for_the_consumer(sandbox
     done = swfflow("job", "--task", "merge", "-i", bundle.name, "--out", f"merged={MERGED}",
                    cwd=merge)
     assert done.returncode == 0, done.stderr
-    assert json.loads((merge / MERGED).read_text())["n_stf"] == 3
+    [merged] = unpack_bundle(merge / MERGED, tmp_path / "merged")
+    assert json.loads(merged.read_text())["n_stf"] == 3
 
 
 def test_plan_from_environment_and_tool_failure_exit_code(sandbox, tmp_path):
@@ -210,7 +219,8 @@ def test_secondary_datasets_feed_the_gather_port(sandbox, tmp_path):
                    "--secondary0", files[1].name, f"--secondary1={files[2].name}",
                    "--out", f"checksums={out}", cwd=work)
     assert done.returncode == 0, done.stderr
-    lines = (work / out).read_text().splitlines()
+    [checksums] = unpack_bundle(work / out, tmp_path / "checksums")
+    lines = checksums.read_text().splitlines()
     assert sorted(lines) == sorted(f"{adler32_file(f)}  {f.name}" for f in files)
 
 
@@ -242,7 +252,8 @@ def test_plan_outside_the_workflow_folder_resolves_against_its_source(plan_elsew
     assert done.returncode == 0, done.stderr
     expected = by_hand(tmp_path / "hand", "reco", str(STFS[0])) / \
         STFS[0].with_suffix(".hist.json").name
-    assert (work / HIST.format(1)).read_bytes() == expected.read_bytes()
+    [hist] = bundle_members(work / HIST.format(1))
+    assert hist.read_bytes() == expected.read_bytes()
     assert not (plan_elsewhere / "wf" / HIST.format(1)).exists()  # outputs stay in the job dir
 
 

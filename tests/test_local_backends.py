@@ -199,7 +199,8 @@ def test_resume_keeps_intact_outputs_and_redoes_damaged_ones(tmp_path):
     finally:
         executor.shutdown()
     first = {j.number: j.produced[0] for j in executor.job_rows(task_id)}
-    Path(first[1]["pfn"]).write_text("tampered\n")
+    assert sorted(first) == [1, 2]  # JEDI's serials
+    Path(first[2]["pfn"]).write_text("tampered\n")
 
     again = LocalExecutor(catalog, executor.engine, tmp_path / "work", jobs=1)
     assert again.submit(_task(tool, files_per_job=1)) == task_id
@@ -209,8 +210,8 @@ def test_resume_keeps_intact_outputs_and_redoes_damaged_ones(tmp_path):
         again.shutdown()
     assert status.state is TaskState.SUCCEEDED
     rows = {j.number: j for j in again.job_rows(task_id)}
-    assert rows[0].attempt == 1  # intact: not run again
-    assert rows[1].attempt == 1 and Path(rows[1].produced[0]["pfn"]).read_text().strip() == "4"
+    assert rows[1].attempt == 1  # intact: not run again
+    assert rows[2].attempt == 1 and Path(rows[2].produced[0]["pfn"]).read_text().strip() == "4"
 
 
 # --- containers ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from swfflow.bundle import bundle_members
 from swfflow.errors import ConfigError, UnsupportedFeature
 from swfflow.plan.jedi import (VALUES_OPTION, computed_values, decode_values, encode_values,
                                with_computed_values)
@@ -237,7 +238,9 @@ def test_computed_inputs_reach_the_worker_through_the_shell(sandbox, tmp_path):
     (out,) = report["outputs"]
     assert out["name"] == f"{plan.task('say').outputs['said'].split(':', 1)[1]}.{task_id}" \
                           "._000001.said"
-    assert (work / out["name"]).read_text() == f"hello {WHO}|HELLO {WHO.upper()}"
+    [said] = bundle_members(work / out["name"])  # the tool's file, under its own name
+    assert said.name == "said.txt"
+    assert said.read_text() == f"hello {WHO}|HELLO {WHO.upper()}"
     assert not (work / "PWNED").exists()
 
     # the same job without the driver's values: refused, saying what is missing and why

@@ -171,5 +171,5 @@ def test_a_failed_element_is_the_error_not_its_skipped_siblings(tmp_path):
     inputs = {"letters": ["x", "y", "z"], "numbers": [1, 2], "fail_on": "y"}
     # the y elements fail (echo.1.0 first); x and z elements that did not run are no error
     with pytest.raises(RunFailed, match=r"step echo failed \(task .*\.echo\.1\.[01]\)"
-                                        r"\n  hint: job 0 failed after 1 attempt\(s\), exit code 1"):
+                                        r"\n  hint: job 1 failed after 1 attempt\(s\), exit code 1"):
         run_workflow_file(workflow, inputs, tmp_path / "out", no_container=True, jobs=2)

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from swfflow.backends import local_rehearsal as rehearsal
 from swfflow.backends.base import Catalog, ExecutorBase, TaskState, TaskStatus
 from swfflow.backends.local_jobs import (files_in, intact, job_invocations, master_dataset,
                                          record_for, safe_name, task_outputs_of)
@@ -37,6 +38,7 @@ from swfflow.backends.local_tables import JOBS, TASKS, create_tables
 from swfflow.backends.splitting import SplitRule, split_files
 from swfflow.plan.model import TaskSpec
 from swfflow.runtime.containers import warn_once
+from swfflow.runtime.jobcommand import run_command_job
 from swfflow.runtime.jobrun import execute_job
 
 _ACTIVE = ("submitted", "running")
@@ -77,13 +79,17 @@ class LocalExecutor(ExecutorBase):
     """An :class:`~swfflow.backends.base.Executor` on this machine."""
 
     def __init__(self, catalog: Catalog, engine: Any, workdir: str | Path, *, jobs: int = 2,
-                 attempts: int | None = None, no_container: bool = False):
+                 attempts: int | None = None, no_container: bool = False,
+                 rehearse: bool = False, sandbox: Path | None = None):
         self.catalog = catalog
         self.engine = engine
         self.workdir = Path(workdir)
         self.max_workers = max(1, jobs)
         self.attempts = attempts  # None: the task's maxAttempt (swf:Retry / profile)
         self.no_container = no_container
+        # run each CWL job's command line as a pilot would (backends/local_rehearsal.py)
+        self.rehearse = rehearse
+        self.sandbox = sandbox  # the workflow folder each task's sandbox holds
         self._pool: ProcessPoolExecutor | None = None
         self._running: dict[int, Future] = {}
         self._lock = threading.RLock()
@@ -97,6 +103,8 @@ class LocalExecutor(ExecutorBase):
     # --- Executor protocol ----------------------------------------------------------------
     @_locked
     def submit(self, task: TaskSpec) -> str:
+        if self.rehearse:  # what PanDA's backend would refuse is refused here
+            task = rehearsal.submitted(task)
         with self.engine.begin() as conn:
             row = conn.execute(select(TASKS.c.id).where(TASKS.c.name == task.name)).first()
             if row is not None:
@@ -232,7 +240,7 @@ class LocalExecutor(ExecutorBase):
             n_jobs = len(conn.execute(select(JOBS.c.id).where(JOBS.c.task_id == row.id)).all())
             if master is None:
                 if n_jobs == 0:
-                    conn.execute(JOBS.insert().values(task_id=row.id, number=0, files=[],
+                    conn.execute(JOBS.insert().values(task_id=row.id, number=1, files=[],
                                                       state="pending", attempt=0))
                 return
             if not self.catalog.dataset_exists(master):
@@ -242,7 +250,7 @@ class LocalExecutor(ExecutorBase):
             fresh = [f for f in self.catalog.list_files(master) if f.did not in assigned]
             chunks, _ = split_files(fresh, SplitRule.from_params(spec["params"]), closed=closed)
             for i, chunk in enumerate(chunks):
-                conn.execute(JOBS.insert().values(task_id=row.id, number=n_jobs + i,
+                conn.execute(JOBS.insert().values(task_id=row.id, number=n_jobs + i + 1,
                                                   files=[f.did for f in chunk],
                                                   state="pending", attempt=0))
                 assigned.update(f.did for f in chunk)
@@ -290,17 +298,29 @@ class LocalExecutor(ExecutorBase):
                 .where(JOBS.c.state == "pending", TASKS.c.state.in_(_ACTIVE + ("finishing",)))
                 .order_by(JOBS.c.id).limit(free)).all()
         for job in pending:
-            request = self._request(job.spec, job)
+            run, request, provenance = self._request(job.spec, job)
             with self.engine.begin() as conn:
                 conn.execute(JOBS.update().where(JOBS.c.id == job.id).values(
                     state="running", attempt=job.attempt + 1,
-                    started_at=job.started_at or time.time(),
-                    job=request["jobs"][0] if len(request["jobs"]) == 1 else request["jobs"]))
-            future = self._pool_or_new().submit(execute_job, request)
+                    started_at=job.started_at or time.time(), job=provenance))
+            future = self._pool_or_new().submit(run, request)
             future.add_done_callback(lambda _done: self._changed())
             self._running[job.id] = future
 
-    def _request(self, spec: dict[str, Any], job: Any) -> dict[str, Any]:
+    def _request(self, spec: dict[str, Any], job: Any) -> tuple[Any, dict[str, Any], Any]:
+        """What the pool worker runs for the job, its request, and what the job row keeps of
+        it (the CWL job object; a rehearsal: its command line)."""
+        outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
+        if self.rehearse and rehearsal.rehearses(spec):
+            request = rehearsal.command_request(spec, job.task_id, job.number, job.files,
+                                                self.catalog, outdir, self.workdir,
+                                                self.sandbox)
+            return run_command_job, request, {"argv": request["argv"]}
+        request = self._job_request(spec, job, outdir)
+        jobs = request["jobs"]
+        return execute_job, request, jobs[0] if len(jobs) == 1 else jobs
+
+    def _job_request(self, spec: dict[str, Any], job: Any, outdir: Path) -> dict[str, Any]:
         payload = spec["payload"]
         tool = payload.get("tool_uri") or payload["tool"]
         master = master_dataset(spec)
@@ -310,7 +330,6 @@ class LocalExecutor(ExecutorBase):
             files = [records[did].cwl_value() for did in job.files]
         jobs = job_invocations(spec, files, lambda did: [
             f.cwl_value() for f in self.catalog.list_files(did)])
-        outdir = self.workdir / "jobs" / safe_name(spec["name"]) / f"{job.number:06d}"
         return {"tool": tool, "jobs": jobs, "outdir": str(outdir),
                 "workdir": str(self.workdir), "no_container": self.no_container,
                 "where": spec["step"]}
@@ -343,9 +362,15 @@ class LocalExecutor(ExecutorBase):
             job = conn.execute(select(JOBS).where(JOBS.c.id == job_id)).first()
             task = conn.execute(select(TASKS).where(TASKS.c.id == job.task_id)).first()
         produced: list[dict[str, Any]] = []
+        outputs = result.get("outputs")
         ok = result["status"] == "success"
-        if ok:
-            produced = self._register(task.spec, task.id, job.number, result["outputs"] or {},
+        if ok and "report" in result:  # a rehearsal: the files the job placed, its report
+            records, outputs = rehearsal.placed_outputs(
+                task.spec, result["report"], Path(result["jobdir"]))
+            produced = self._add_files(records) + self._register_log(
+                task.spec, task.id, job.number, result["log"])
+        elif ok:
+            produced = self._register(task.spec, task.id, job.number, outputs or {},
                                       result["log"])
         state = "done" if ok else (
             "failed" if result.get("final") or job.attempt >= self._max_attempts(task.spec)
@@ -353,7 +378,7 @@ class LocalExecutor(ExecutorBase):
         with self.engine.begin() as conn:
             conn.execute(JOBS.update().where(JOBS.c.id == job_id).values(
                 state=state, command=result["command"], container=result["container"],
-                exit_code=result["exit_code"], outputs=result["outputs"], produced=produced,
+                exit_code=result["exit_code"], outputs=outputs, produced=produced,
                 log=result["log"], finished_at=None if state == "pending" else time.time()))
         return state
 
@@ -370,12 +395,21 @@ class LocalExecutor(ExecutorBase):
             files = files_in(outputs.get(port))
             # several files on one port (one per invocation) may share a basename
             # JEDI's own file names carry the task id: tasks sharing a dataset never collide
-            records = [record_for(f, f"{scope}:{dsname}.{task_id}._{number:06d}."
-                                     f"{f'{k}.' if len(files) > 1 else ''}{f['basename']}")
-                       for k, f in enumerate(files)]
-            self.catalog.add_files(did, records)
-            produced += [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
-                         for r in records]
+            produced += self._add_files({did: [
+                record_for(f, f"{scope}:{dsname}.{task_id}._{number:06d}."
+                              f"{f'{k}.' if len(files) > 1 else ''}{f['basename']}")
+                for k, f in enumerate(files)]})
+        return produced + self._register_log(spec, task_id, number, log)
+
+    def _add_files(self, records: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """Register each dataset's new files; what the job row keeps of them."""
+        for did, files in records.items():
+            self.catalog.add_files(did, files)
+        return [{"did": r.did, "adler32": r.adler32, "size": r.size, "pfn": r.pfn}
+                for files in records.values() for r in files]
+
+    def _register_log(self, spec: dict[str, Any], task_id: int, number: int,
+                      log: str) -> list[dict[str, Any]]:
         if spec.get("log_dataset"):
             scope, dsname = spec["log_dataset"].split(":", 1)
             path = self.workdir / "logs" / safe_name(spec["name"]) / f"{number:06d}.log"
@@ -384,7 +418,7 @@ class LocalExecutor(ExecutorBase):
             record = record_for({"location": str(path), "basename": path.name},
                                  f"{scope}:{dsname}.{task_id}._{number:06d}.log")
             self.catalog.add_files(spec["log_dataset"], [record])
-        return produced
+        return []
 
 
 _STATE_MAP = {"submitted": TaskState.SUBMITTED, "running": TaskState.RUNNING,

@@ -26,7 +26,7 @@ JOBS = Table(
     "exec_jobs", _META,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("task_id", Integer, nullable=False, index=True),
-    Column("number", Integer, nullable=False),
+    Column("number", Integer, nullable=False),  # JEDI's serial: 1, 2, …
     Column("files", JSON, nullable=False),  # master input file DIDs
     Column("state", String, nullable=False),  # pending | running | done | failed
     Column("attempt", Integer, nullable=False, default=0),

@@ -62,11 +62,17 @@ def run_for_cwltest(processfile: str, jobfile: str | None, basedir: str,
               help="Run number used in dataset and task names (stream workflows).")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False),
               help="Profile YAML (names, scopes, defaults).")
+@click.option("--rehearse", is_flag=True,
+              help="Run every job as a PanDA pilot would: the task's jobParameters as JEDI "
+                   "expands them (`swfflow job ...`), as a subprocess in a job directory "
+                   "with the task's sandbox and the input files under their dataset names; "
+                   "outputs registered as JEDI names them. Slower; what passes here ran with "
+                   "the task parameters PanDA gets.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, only errors.")
 def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
             attempts: int | None,
             no_container: bool, run_number: str, profile_path: str | None,
-            quiet: bool) -> None:
+            rehearse: bool, quiet: bool) -> None:
     """Run WORKFLOW (CWL) with INPUTS (YAML/JSON) on this machine; print the CWL output
     object as JSON on stdout (cwl-runner compatible: exit 33 = unsupported feature).
 
@@ -94,7 +100,8 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     from swfflow.run_plan import run_plan_locally
     result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
                               attempts=attempts, no_container=no_container,
-                              run=run_number, profile_path=profile_path, quiet=quiet)
+                              run=run_number, profile_path=profile_path, quiet=quiet,
+                              rehearse=rehearse)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -17,9 +17,11 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from swfflow.backends.base import Catalog
+from swfflow.bundle import bundle_members
 from swfflow.plan.model import TaskSpec
 from swfflow.errors import RunFailed
 
@@ -90,7 +92,8 @@ class DatasetValues:
         if ref.writer is not None:  # a task's files, in the order of what they were made of
             order = self._order(ref.writer, ref.did, records, {})
             records = sorted(records, key=lambda r: order[r.did])
-        values = [r.cwl_value() for r in records]
+        values = [v for r in records for v in (
+            _task_file_values(r) if ref.writer is not None else [r.cwl_value()])]
         if not ref.single:
             return values
         if len(values) > 1:
@@ -156,3 +159,15 @@ def reads_datasets(spec: TaskSpec, job: dict[str, Any]) -> bool:
 def is_array(cwl_type: str) -> bool:
     """Does a port of this CWL type hold a list (or may it: Any)?"""
     return cwl_type.rstrip("?").endswith("[]") or cwl_type.rstrip("?") in ("Any", "array")
+
+
+def _task_file_values(record: Any) -> list[dict[str, Any]]:
+    """A task's output file as the CWL values it holds: a job's bundle (swfflow.bundle) is
+    its files, under the tool's names, unpacked next to it (a local file; one a server
+    catalog lists by URL is given as it is)."""
+    path = Path(record.pfn) if record.pfn and "://" not in record.pfn else None
+    members = bundle_members(path) if path is not None and path.is_file() else None
+    if members is None:
+        return [record.cwl_value()]
+    return [{"class": "File", "location": m.resolve().as_uri(), "size": m.stat().st_size,
+             "basename": m.name} for m in members]

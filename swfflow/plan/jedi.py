@@ -253,3 +253,30 @@ def _staged_class(value: Any) -> str | None:
     if isinstance(value, list):
         return next(filter(None, map(_staged_class, value)), None)
     return None
+
+
+# --- what JEDI makes of the job parameters for one job -------------------------------------
+def expand_job_parameters(params: Mapping[str, Any], *, task_id: str | int, serial: int,
+                          files: Mapping[str, Iterable[str]]) -> list[str]:
+    """One job's command line, as JEDI expands the task's ``jobParameters`` and a pilot runs
+    it: ``transPath`` then the items joined and split as a shell would (never run by one).
+    ``files`` gives, per input dataset, the names of the job's files (the master chunk, or
+    a secondary's files): ``${IN/T}`` / ``${INn/T}`` become them comma-separated;
+    ``$JEDITASKID``, ``${SN/P}`` (zero-padded to 6) and ``${SN}`` the task id and serial."""
+    words: list[str] = []
+    for item in params.get("jobParameters") or []:
+        value = str(item.get("value", ""))
+        if item.get("param_type") == "input":
+            listed = list(files.get(item["dataset"], ()))
+            odd = next((n for n in listed if set(n) & set("\"'\\,")), None)
+            if odd is not None:
+                raise ConfigError(f"input file name {odd!r} of dataset {item['dataset']} has "
+                                  "a quote, backslash or comma, which a job's file list "
+                                  "cannot carry", hint="rename the file")
+            names = ",".join(listed)
+            value = value.replace(value[value.index("${IN"):value.index("}") + 1], names) \
+                if "${IN" in value else value
+        value = (value.replace("$JEDITASKID", str(task_id))
+                 .replace("${SN/P}", f"{serial:06d}").replace("${SN}", str(serial)))
+        words += shlex.split(value)
+    return [str(params.get("transPath") or "/usr/bin/env"), *words]
