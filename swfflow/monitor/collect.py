@@ -180,10 +180,14 @@ def _task_times(engine: Engine, ids: list[int], counts: dict[str, JobCounts]) ->
     """When the executor got each task and when it ended (its own rows), one query."""
     from swfflow.backends.local_tables import TASKS as EXEC_TASKS
 
+    # a key range, not IN (1000 ids): binding the list cost more than reading the rows
+    wanted = set(ids)
     query = (select(EXEC_TASKS.c.id, EXEC_TASKS.c.submitted_at, EXEC_TASKS.c.finished_at)
-             .where(EXEC_TASKS.c.id.in_(ids)))
+             .where(EXEC_TASKS.c.id.between(min(ids), max(ids))))
     with engine.connect() as conn:
         for task_id, submitted_at, finished_at in conn.execute(query):
+            if task_id not in wanted:
+                continue
             count = counts.setdefault(str(task_id), JobCounts())
             count.submitted_at, count.finished_at = submitted_at, finished_at
 
