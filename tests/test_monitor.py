@@ -307,7 +307,9 @@ def test_snapshots_read_less_often_when_a_read_costs_more_than_its_share():
             return Status(collected_at=time.time())
 
     cheap, costly = Snapshots(Costly(0.0), poll_s=0.5), Snapshots(Costly(0.06), poll_s=0.5)
-    cheap.get()
-    costly.get()
+    for snapshots in (cheap, costly):
+        snapshots.get()
+        assert snapshots.interval == 0.5  # one costly read is not yet a costly store
+        snapshots.refresh()
     assert cheap.interval == 0.5
     assert costly.interval >= 0.06 / READ_SHARE > 0.5

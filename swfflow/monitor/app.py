@@ -49,13 +49,14 @@ class Snapshots:
     def __init__(self, source: Source, poll_s: float):
         self.source, self.poll_s = source, poll_s
         self.interval = poll_s
+        self.last_cost = 0.0  # CPU seconds of the previous read
         self.lock = threading.Lock()
         self.refreshing = False
         self.at, self.status, self.json = 0.0, None, ""
         self.metrics: list[Metric] = []
         self.json_parts: dict[str, bytes] = {}  # parts of this snapshot, serialised
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         try:
             started = time.thread_time()  # this thread's CPU: the cost to the machine
             status = self.source.read(detail=False)
@@ -66,7 +67,10 @@ class Snapshots:
                 self.status, self.json, self.metrics = status, text, stored
                 self.json_parts = {}
                 self.at = time.monotonic()
-                self.interval = max(self.poll_s, cost / READ_SHARE)
+                # the cheaper of the last two reads: a one-off (the first read compiles the
+                # queries; a GC pause) does not stretch the interval, a big store does
+                self.interval = max(self.poll_s, min(cost, self.last_cost) / READ_SHARE)
+                self.last_cost = cost
         finally:
             with self.lock:
                 self.refreshing = False
@@ -94,9 +98,9 @@ class Snapshots:
             if start:
                 self.refreshing = True
         if first and start:
-            self._refresh()  # nothing to serve yet: this reader waits once
+            self.refresh()  # nothing to serve yet: this reader waits once
         elif start:
-            threading.Thread(target=self._refresh, daemon=True).start()
+            threading.Thread(target=self.refresh, daemon=True).start()
         deadline = time.monotonic() + 60
         while True:  # only while another reader makes the first snapshot
             with self.lock:
