@@ -180,21 +180,25 @@ def latencies(base: str, samples: int) -> dict[str, float]:
 
 # --- 2. the flood --------------------------------------------------------------------------
 
-def flood_rate(tmp: Path, log: Path, n: int) -> float:
-    """Replay the log into a fresh bridge; STFs attached per second until all are attached."""
+def flood_rate(tmp: Path, log: Path, n: int, cpu: list[float] | None = None) -> float:
+    """Replay the log into a fresh bridge; STFs attached per second until all are attached
+    (and, into ``cpu``, the bridge's CPU milliseconds per STF: what the machine's load does
+    not change, unless the monitor makes the bridge work more — locks, retries)."""
     from swfflow.stream.bridge.setup import build_bridge
     from swfflow.stream.bridge.sources import replay
 
     with contextlib.ExitStack() as stack:
         bridge = build_bridge(setup_for(tmp, backend="dryrun", state=STATE_OF(tmp)), stack,
                               publish=lambda *a: None)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         replay(bridge, log)
         deadline = time.monotonic() + 600
         attached = lambda b: sum(b.store.file_counts(r["run_id"])[1]
                                  for r in b.store.runs()) >= n
         bridge.run(until=lambda b: (b.idle and attached(b)) or time.monotonic() > deadline)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append((time.process_time() - cpu_start) / n * 1000)
         assert attached(bridge), "the flood was not drained"
     return n / elapsed
 
@@ -265,13 +269,14 @@ def flood(tmp: Path, n: int, rounds: int) -> dict[str, float]:
     summary = simulate(tmp, text=FLOOD_SCHEDULE % max(1, n // 1000), record=log, stf_size=64)
     stfs = summary.stf_files
     rates: dict[str, list[float]] = {"alone": [], "monitored": []}
+    bridge_cpu: dict[str, list[float]] = {"alone": [], "monitored": []}  # ms per STF
     monitor_cpu: list[float] = []  # the monitor process's CPU seconds per second of flood
     def monitored(folder: Path) -> float:
         # the store exists before the monitor opens it (the bridge creates its tables)
         BridgeStore(state_engine(STATE_OF(folder))).engine.dispose()
         with attached_monitor(STATE_OF(folder)) as pid:
             cpu, wall = cpu_seconds(pid), time.perf_counter()
-            rate = flood_rate(folder, log, stfs)
+            rate = flood_rate(folder, log, stfs, bridge_cpu["monitored"])
             monitor_cpu.append((cpu_seconds(pid) - cpu) / (time.perf_counter() - wall))
         return rate
 
@@ -280,13 +285,14 @@ def flood(tmp: Path, n: int, rounds: int) -> dict[str, float]:
         for kind in (("alone", "monitored") if i % 2 == 0 else ("monitored", "alone")):
             folder = tmp / f"{kind}{i}"
             folder.mkdir()
-            rates[kind].append(flood_rate(folder, log, stfs) if kind == "alone"
-                               else monitored(folder))
+            rates[kind].append(flood_rate(folder, log, stfs, bridge_cpu["alone"])
+                               if kind == "alone" else monitored(folder))
     ratios = [m / a for a, m in zip(rates["alone"], rates["monitored"], strict=True)]
     return {"stfs": stfs, "alone_per_s": statistics.median(rates["alone"]),
             "monitored_per_s": statistics.median(rates["monitored"]),
             "ratio": statistics.median(ratios), "ratios": ratios, "all": rates,
-            "monitor_cpu_share": statistics.median(monitor_cpu)}
+            "monitor_cpu_share": statistics.median(monitor_cpu),
+            "bridge_cpu_ms_per_stf": {k: statistics.median(v) for k, v in bridge_cpu.items()}}
 
 
 def main() -> None:
@@ -315,7 +321,9 @@ def main() -> None:
               "flood_monitored_per_s": round(flooded["monitored_per_s"]),
               "flood_ratio": round(flooded["ratio"], 3),
               "flood_ratios": [round(r, 3) for r in flooded["ratios"]],
-              "monitor_cpu_share_during_flood": round(flooded["monitor_cpu_share"], 3)}
+              "monitor_cpu_share_during_flood": round(flooded["monitor_cpu_share"], 3),
+              "bridge_cpu_ms_per_stf": {k: round(v, 3) for k, v in
+                                        flooded["bridge_cpu_ms_per_stf"].items()}}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -334,6 +342,9 @@ def main() -> None:
           f"{[round(r) for r in flooded['all']['monitored']]} monitored")
     print(f"the monitor process used {result['monitor_cpu_share_during_flood']:.1%} of one core "
           f"during the flood (its own cost, whatever else shares the machine)")
+    cpu = result["bridge_cpu_ms_per_stf"]
+    print(f"the bridge's CPU per STF: {cpu['alone']} ms alone, {cpu['monitored']} ms monitored "
+          f"(ratio {cpu['alone'] / cpu['monitored']:.3f}: its work, apart from the machine's load)")
 
 
 if __name__ == "__main__":

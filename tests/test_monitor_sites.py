@@ -88,8 +88,9 @@ def test_each_sites_copies_and_checksum_against_the_daqs(tmp_path, rucio_env):
     result = CliRunner().invoke(cli, ["status", "--state", setup.state, "--run", run],
                                 terminal_width=80)
     assert result.exit_code == 0, result.output
-    assert f"{BNL}: 8/8 STF copied · sum {daq} = DAQ (checked at run end)" in result.output
-    assert f"{JLAB}: 7/8 STF copied" in result.output and "≠ DAQ" in result.output
+    assert f"  {BNL} 8/8 copied, sum {daq} = DAQ, checked\n" in result.output, result.output
+    assert f"  {JLAB} 7/8 copied, sum " in result.output and "≠ DAQ" in result.output
+    assert all(len(line) <= 80 for line in result.output.splitlines()), result.output
 
     assert Path(CHROMIUM).exists(), "install Debian's chromium (scripts/test.sh does)"
     from playwright.sync_api import sync_playwright

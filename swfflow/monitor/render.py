@@ -65,15 +65,16 @@ def run_header(run: Run) -> Text:
 
 
 def site_lines(run: Run) -> list[RenderableType]:
-    """One line per E1 site: copies, running checksum, equal to the DAQ's or not."""
+    """One line per E1 site (within 80 columns): copies, running checksum, equal to the
+    DAQ's or not, compared at run end; then the alarm in full."""
     out: list[RenderableType] = []
     for site in run.sites:
         verdict = (("= DAQ", "green") if site.matches_daq else
-                   ("alarm", "bold red") if site.alarm else ("≠ DAQ yet", "yellow"))
+                   ("≠ DAQ", "bold red") if site.alarm else ("≠ DAQ yet", "yellow"))
         out.append(Text.assemble(
-            f"  {site.rse}: {site.files}/{site.daq_files} STF copied · sum {site.checksum} ",
-            verdict, " (checked at run end)" if site.checked else "",
-            (" · DOWN" + (f": {site.down_reason}" if site.down_reason else ""), "red")
+            f"  {site.rse} {site.files}/{site.daq_files} copied, sum {site.checksum} ",
+            verdict, ", checked" if site.checked else "",
+            (", DOWN" + (f": {site.down_reason}" if site.down_reason else ""), "red")
             if site.down else ""))
         if site.alarm:
             out.append(Text(f"    {site.alarm}", style="red"))
