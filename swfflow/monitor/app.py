@@ -32,7 +32,7 @@ from swfflow.monitor.sources import Source
 
 API = "/api/v1"
 KEEPALIVE_S = 15.0  # a comment line so proxies do not close an idle stream
-READ_SHARE = 0.03  # of wall time the monitor may spend reading the store
+READ_SHARE = 0.03  # of the interval, the CPU time the monitor may spend reading the store
 
 
 class Snapshots:
