@@ -1,6 +1,6 @@
 """The monitor's cost: how fast it answers over a big store, and what it takes from a bridge.
 
-    python bench/monitor.py [--runs 50] [--tasks 20] [--jobs 5] [--stfs 100] [--flood 15000] [--rounds 4]
+    python bench/monitor.py [--runs 50] [--tasks 20] [--jobs 5] [--stfs 100] [--flood 15000] [--rounds 3]
                             [--samples 200] [--json]
 
 1. A state store (SQLite) with ``--runs`` bridge runs × ``--tasks`` tasks (a plan of that many
@@ -15,8 +15,9 @@
    (local catalog, dryrun backend: the bridge's own work, no payloads) draining it; STFs
    attached per second without a monitor and with one attached to its store (a monitor
    process polling every second, one page's event stream open, /metrics scraped every second),
-   alternated ``--rounds`` times each in this run (the machine is shared: one round is
-   noise); the ratio of medians (goal ≥ 0.95).
+   measured ``--rounds`` times (3), each a flood alone then one monitored, in this run (the
+   machine is shared: one measurement is noise); the median of the ratios (goal ≥ 0.95).
+   The page and the scraper are a process of their own, as a browser and Prometheus are.
 """
 
 from __future__ import annotations
@@ -179,21 +180,25 @@ def latencies(base: str, samples: int) -> dict[str, float]:
 
 # --- 2. the flood --------------------------------------------------------------------------
 
-def flood_rate(tmp: Path, log: Path, n: int) -> float:
-    """Replay the log into a fresh bridge; STFs attached per second until all are attached."""
+def flood_rate(tmp: Path, log: Path, n: int, cpu: list[float] | None = None) -> float:
+    """Replay the log into a fresh bridge; STFs attached per second until all are attached
+    (and, into ``cpu``, the bridge's CPU milliseconds per STF: what the machine's load does
+    not change, unless the monitor makes the bridge work more — locks, retries)."""
     from swfflow.stream.bridge.setup import build_bridge
     from swfflow.stream.bridge.sources import replay
 
     with contextlib.ExitStack() as stack:
         bridge = build_bridge(setup_for(tmp, backend="dryrun", state=STATE_OF(tmp)), stack,
                               publish=lambda *a: None)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         replay(bridge, log)
         deadline = time.monotonic() + 600
         attached = lambda b: sum(b.store.file_counts(r["run_id"])[1]
                                  for r in b.store.runs()) >= n
         bridge.run(until=lambda b: (b.idle and attached(b)) or time.monotonic() > deadline)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append((time.process_time() - cpu_start) / n * 1000)
         assert attached(bridge), "the flood was not drained"
     return n / elapsed
 
@@ -208,60 +213,86 @@ def STATE_OF(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'state' / 'bridge.db'}"
 
 
+# What is attached to a deployed monitor: one open page (its event stream) and a Prometheus
+# scraping /metrics every second. A process of its own, importing httpx only, that says
+# "ready" once both have had an answer: its start-up must not overlap the measured flood.
+CLIENTS = """
+import sys, threading, time, httpx
+base = sys.argv[1]
+first = threading.Event()
+def page():
+    with httpx.Client(timeout=None) as client, client.stream("GET", base + "/api/v1/events") as events:
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                first.set()
+threading.Thread(target=page, daemon=True).start()
+with httpx.Client(timeout=30) as client:
+    client.get(base + "/metrics").raise_for_status()
+    first.wait(60)
+    print("ready", flush=True)
+    while True:
+        time.sleep(1.0)
+        client.get(base + "/metrics")
+"""
+
+
 @contextlib.contextmanager
 def attached_monitor(url: str):
-    """A monitor process with one open page (event stream) and a scraper, for the flood."""
-    import httpx
-
+    """A monitor process with one open page (event stream) and a scraper, for the flood. The
+    page and the scraper run in a process of their own, as a browser and Prometheus would:
+    as threads of this process (the bridge's) they took its interpreter lock, which a
+    deployed monitor never does."""
     with monitor_process(url) as (base, pid):
-        stop = threading.Event()
-
-        def page() -> None:
-            with httpx.Client(timeout=None) as client, \
-                    client.stream("GET", f"{base}/api/v1/events") as events:
-                for _ in events.iter_lines():
-                    if stop.is_set():
-                        return
-
-        def scrape() -> None:
-            with httpx.Client(timeout=30) as client:
-                while not stop.wait(1.0):
-                    client.get(f"{base}/metrics")
-
-        threads = [threading.Thread(target=f, daemon=True) for f in (page, scrape)]
-        for thread in threads:
-            thread.start()
+        clients = subprocess.Popen([sys.executable, "-c", CLIENTS, base], text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         try:
+            ready = threading.Timer(90, clients.kill)  # a bound on the wait for "ready"
+            ready.start()
+            line = clients.stdout.readline()
+            ready.cancel()
+            if line.strip() != "ready":
+                raise SystemExit("the page/scraper process did not get answers from the monitor")
             yield pid
         finally:
-            stop.set()
+            clients.terminate()
+            clients.wait(timeout=30)
 
 
 def flood(tmp: Path, n: int, rounds: int) -> dict[str, float]:
+    """``rounds`` measurements, each a flood alone and one monitored (fresh stores) back to
+    back, so a change in the machine's load falls on both; the ratio of each pair and the
+    median of those ratios."""
+    from swfflow.state import state_engine
+    from swfflow.stream.store import BridgeStore
+
     log = tmp / "flood.jsonl"
     summary = simulate(tmp, text=FLOOD_SCHEDULE % max(1, n // 1000), record=log, stf_size=64)
     stfs = summary.stf_files
     rates: dict[str, list[float]] = {"alone": [], "monitored": []}
+    bridge_cpu: dict[str, list[float]] = {"alone": [], "monitored": []}  # ms per STF
     monitor_cpu: list[float] = []  # the monitor process's CPU seconds per second of flood
-    for i in range(2 * rounds):
-        kind = ("alone", "monitored")[i % 2]
-        folder = tmp / f"{kind}{i}"
-        folder.mkdir()
-        if kind == "alone":
-            rates[kind].append(flood_rate(folder, log, stfs))
-        else:
-            # the store exists before the monitor opens it (the bridge creates its tables)
-            from swfflow.state import state_engine
-            from swfflow.stream.store import BridgeStore
-            BridgeStore(state_engine(STATE_OF(folder)))
-            with attached_monitor(STATE_OF(folder)) as pid:
-                cpu, wall = cpu_seconds(pid), time.perf_counter()
-                rates[kind].append(flood_rate(folder, log, stfs))
-                monitor_cpu.append((cpu_seconds(pid) - cpu) / (time.perf_counter() - wall))
-    alone, monitored = statistics.median(rates["alone"]), statistics.median(rates["monitored"])
-    return {"stfs": stfs, "alone_per_s": alone, "monitored_per_s": monitored,
-            "ratio": monitored / alone, "all": rates,
-            "monitor_cpu_share": statistics.median(monitor_cpu)}
+    def monitored(folder: Path) -> float:
+        # the store exists before the monitor opens it (the bridge creates its tables)
+        BridgeStore(state_engine(STATE_OF(folder))).engine.dispose()
+        with attached_monitor(STATE_OF(folder)) as pid:
+            cpu, wall = cpu_seconds(pid), time.perf_counter()
+            rate = flood_rate(folder, log, stfs, bridge_cpu["monitored"])
+            monitor_cpu.append((cpu_seconds(pid) - cpu) / (time.perf_counter() - wall))
+        return rate
+
+    for i in range(rounds):
+        # which goes first alternates: neither gets the warmer caches every time
+        for kind in (("alone", "monitored") if i % 2 == 0 else ("monitored", "alone")):
+            folder = tmp / f"{kind}{i}"
+            folder.mkdir()
+            rates[kind].append(flood_rate(folder, log, stfs, bridge_cpu["alone"])
+                               if kind == "alone" else monitored(folder))
+    ratios = [m / a for a, m in zip(rates["alone"], rates["monitored"], strict=True)]
+    return {"stfs": stfs, "alone_per_s": statistics.median(rates["alone"]),
+            "monitored_per_s": statistics.median(rates["monitored"]),
+            "ratio": statistics.median(ratios), "ratios": ratios, "all": rates,
+            "monitor_cpu_share": statistics.median(monitor_cpu),
+            "bridge_cpu_ms_per_stf": {k: statistics.median(v) for k, v in bridge_cpu.items()}}
 
 
 def main() -> None:
@@ -271,7 +302,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--stfs", type=int, default=100)
     parser.add_argument("--flood", type=int, default=15000)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -289,7 +320,10 @@ def main() -> None:
               "flood_alone_per_s": round(flooded["alone_per_s"]),
               "flood_monitored_per_s": round(flooded["monitored_per_s"]),
               "flood_ratio": round(flooded["ratio"], 3),
-              "monitor_cpu_share_during_flood": round(flooded["monitor_cpu_share"], 3)}
+              "flood_ratios": [round(r, 3) for r in flooded["ratios"]],
+              "monitor_cpu_share_during_flood": round(flooded["monitor_cpu_share"], 3),
+              "bridge_cpu_ms_per_stf": {k: round(v, 3) for k, v in
+                                        flooded["bridge_cpu_ms_per_stf"].items()}}
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -302,11 +336,15 @@ def main() -> None:
           f"p99 {result['page_p99_ms']} ms (goal < 200 ms)")
     print(f"flood of {flooded['stfs']} STFs: {result['flood_alone_per_s']} STF/s alone, "
           f"{result['flood_monitored_per_s']} STF/s with the monitor attached: ratio "
-          f"{result['flood_ratio']} (goal >= 0.95); each round: "
+          f"{result['flood_ratio']} (goal >= 0.95; the median of {len(flooded['ratios'])} "
+          f"measurements: {result['flood_ratios']}); each round: "
           f"{[round(r) for r in flooded['all']['alone']]} alone, "
           f"{[round(r) for r in flooded['all']['monitored']]} monitored")
     print(f"the monitor process used {result['monitor_cpu_share_during_flood']:.1%} of one core "
           f"during the flood (its own cost, whatever else shares the machine)")
+    cpu = result["bridge_cpu_ms_per_stf"]
+    print(f"the bridge's CPU per STF: {cpu['alone']} ms alone, {cpu['monitored']} ms monitored "
+          f"(ratio {cpu['alone'] / cpu['monitored']:.3f}: its work, apart from the machine's load)")
 
 
 if __name__ == "__main__":

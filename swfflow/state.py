@@ -56,3 +56,20 @@ def state_engine(url: str) -> Engine:
     except Exception as exc:  # unknown dialect, missing driver
         raise ConfigError(f"cannot use state store {url!r}: {exc}", hint=_URL_HINT) from None
     return engine
+
+
+def add_missing_columns(engine: Engine, tables: Any) -> None:
+    """Add the columns a store written by an earlier swfflow lacks (``create_all`` makes
+    missing tables only). Every column added since a table first shipped is nullable."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))

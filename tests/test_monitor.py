@@ -116,12 +116,20 @@ def test_rest_and_metrics_follow_a_running_bridge(live):
     assert events == ["run_imminent", "start_run", "pause_run", "resume_run", "end_run"]
     assert [t["phase"] for t in done["tasks"]] == ["succeeded", "succeeded"]
     assert done["elapsed_s"] > 0 and done["eta_s"] is None
+    # each task's times, in order and within the run's; its jobs by state
+    for t in done["tasks"]:
+        assert done["created_at"] <= t["submitted_at"] <= t["started_at"] <= t["finished_at"] \
+            <= time.time(), t
+        assert t["jobs_by_state"] == {"done": t["jobs_total"]} and t["jobs_total"] >= 1, t
+    sizes_task, merge_task = done["tasks"]
+    assert merge_task["started_at"] >= sizes_task["submitted_at"]
     # drill-down: a task's jobs with what they ran and produced, from the local executor
     base = f"/api/v1/instances/{done['instance']}/tasks"
     sizes, merge = client.get(f"{base}/sizes").json(), client.get(f"{base}/merge").json()
     assert sum(j["inputs"] for j in sizes["jobs"]) == 6  # every STF processed once
     (job,) = merge["jobs"]  # the merge read every file the streaming step produced
     assert job["state"] == "done" and job["exit_code"] == 0
+    assert merge["started_at"] <= job["started_at"] < job["finished_at"] <= merge["finished_at"]
     assert job["inputs"] == sum(len(j["produced"]) for j in sizes["jobs"]
                                 if not j["produced"][0]["did"].endswith(".log"))
     assert job["command"] and job["produced"] and len(job["produced"][0]["adler32"]) == 8
@@ -129,7 +137,9 @@ def test_rest_and_metrics_follow_a_running_bridge(live):
     assert svg.headers["content-type"].startswith("image/svg+xml")
     assert 'data-key="merge"' in svg.text and "phase-succeeded" in svg.text
 
-    (dead,) = client.get("/api/v1/dead-letters").json()
+    # summaries come from the snapshot re-read in the background once per poll: the first
+    # read after a while may be the one from before the bad message
+    (dead,) = wait_for(lambda: client.get("/api/v1/dead-letters").json(), bool, timeout=30)
     assert dead["body"] == NOT_JSON and dead["reason"]
 
     # /metrics reads the shared snapshot, refreshed in the background once per poll: it shows
@@ -204,6 +214,7 @@ def test_the_monitor_of_a_local_run(tmp_path):
     """`swfflow monitor --outdir D` over a failed `swfflow run`: the instance, its graph coloured
     by the tasks' states, the failed job's exit code and log tail, the task metrics."""
     import json
+    import os
     import subprocess
     import sys
 
@@ -225,6 +236,14 @@ def test_the_monitor_of_a_local_run(tmp_path):
     task = client.get(f"/api/v1/instances/{inst['instance']}/tasks/{failed}").json()
     (job,) = task["jobs"]
     assert job["exit_code"] == 3 and "exit 3" in job["log_tail"]
+    # the tool's own stderr, not only swfflow's and cwltool's lines about it
+    said = "calibration constants for run7 are missing from the conditions database"
+    assert f"--- the tool's stderr:\ndetector {said}" in job["log_tail"], job["log_tail"]
+    assert said in task["message"], task["message"]
+    shown = subprocess.run([sys.executable, "-m", "swfflow.cli", "status", "--outdir", "out"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           check=False, env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0 and said in shown.stdout, shown.stdout + shown.stderr
     svg = client.get(f"/api/v1/instances/{inst['instance']}/dag.svg").text
     assert "phase-failed" in svg and "phase-blocked" in svg and "edge-" in svg
     samples = metrics_of(client)
@@ -267,3 +286,30 @@ def test_submitted_instances_link_to_pandas_monitor(tmp_path):
     by_state = {dict(k)["state"]: v for k, v in metrics_of(client)["swfflow_tasks"].items()}
     assert by_state == {"running": 1, "pending": 1}
     source.close()
+
+
+def test_snapshots_read_less_often_when_a_read_costs_more_than_its_share():
+    """The monitor shares the machine with the bridge: a read that costs more CPU than
+    READ_SHARE of the poll interval stretches the interval (measured in this thread's CPU)."""
+    from swfflow.monitor.app import READ_SHARE, Snapshots
+    from swfflow.monitor.model import Status
+
+    class Costly:  # a source whose read burns `cost` seconds of CPU
+        engine = None
+
+        def __init__(self, cost: float):
+            self.cost = cost
+
+        def read(self, **_: object) -> Status:
+            until = time.thread_time() + self.cost
+            while time.thread_time() < until:
+                pass
+            return Status(collected_at=time.time())
+
+    cheap, costly = Snapshots(Costly(0.0), poll_s=0.5), Snapshots(Costly(0.06), poll_s=0.5)
+    for snapshots in (cheap, costly):
+        snapshots.get()
+        assert snapshots.interval == 0.5  # one costly read is not yet a costly store
+        snapshots.refresh()
+    assert cheap.interval == 0.5
+    assert costly.interval >= 0.06 / READ_SHARE > 0.5

@@ -63,6 +63,8 @@ def snapshot(page) -> dict:
         attached: document.getElementById('stf-{RUN}-attached')?.textContent,
         processed: document.getElementById('stf-{RUN}-processed')?.textContent,
         dead: [...document.querySelectorAll('#dead li')].map(li => li.textContent),
+        tooltips: Object.fromEntries([...document.querySelectorAll('svg.dag g.task')]
+            .map(g => [g.dataset.key, g.querySelector('title').textContent])),
         marker: window.__notReloaded === true,
     }})""")
 
@@ -104,6 +106,13 @@ def test_the_page_follows_a_run_live(tmp_path):
     assert len(set(attached)) >= 3, attached
     merge_states = [s["tasks"].get("merge") for s in seen if s["tasks"]]
     assert len(set(merge_states)) >= 2, merge_states
+    # the tooltip: the task's times and its jobs by state, kept current like the colours
+    merge_tip = last["tooltips"]["merge"]
+    assert "submitted " in merge_tip and "finished " in merge_tip and "jobs: 1 done" in merge_tip
+    assert "finished -" not in merge_tip, merge_tip
+    assert any("jobs: no jobs" in s["tooltips"].get("merge", "") or "finished -" in
+               s["tooltips"].get("merge", "") for s in seen if s["tooltips"]), "never changed"
+    assert "timings" in drill or "submitted" in drill, drill
     (dead,) = last["dead"]
     assert "not JSON" in dead
     assert "sizes: succeeded" in drill and "done" in drill and ".sizes.sizes" in drill, drill

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,6 +43,7 @@ from swfflow.runtime.jobcommand import run_command_job
 from swfflow.runtime.jobrun import execute_job
 
 _ACTIVE = ("submitted", "running")
+_FINAL = ("done", "failed", "aborted")
 
 
 def job_rows(engine: Any, task_id: str) -> list[Any]:
@@ -109,7 +111,8 @@ class LocalExecutor(ExecutorBase):
             if row is not None:
                 return str(row.id)
             result = conn.execute(TASKS.insert().values(
-                name=task.name, spec=asdict(task), state="submitted", message="", assigned=[]))
+                name=task.name, spec=asdict(task), state="submitted", message="", assigned=[],
+                submitted_at=time.time()))
             return str(result.inserted_primary_key[0])
 
     @_locked
@@ -169,7 +172,7 @@ class LocalExecutor(ExecutorBase):
                          .values(state="pending", attempt=0))
             conn.execute(TASKS.update().where(TASKS.c.id == int(task_id),
                                               TASKS.c.state.in_(("failed", "aborted")))
-                         .values(state="running", message=""))
+                         .values(state="running", message="", finished_at=None))
 
     def watch(self, changed: Any) -> None:
         self._changed = changed
@@ -227,8 +230,9 @@ class LocalExecutor(ExecutorBase):
 
     def _set_task(self, task_id: int, state: str, message: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(TASKS.update().where(TASKS.c.id == task_id)
-                         .values(state=state, message=message))
+            conn.execute(TASKS.update().where(TASKS.c.id == task_id).values(
+                state=state, message=message,
+                **({"finished_at": time.time()} if state in _FINAL else {})))
 
     def _cut_jobs(self, row: Any) -> None:
         spec = row.spec
@@ -298,7 +302,8 @@ class LocalExecutor(ExecutorBase):
             run, request, provenance = self._request(job.spec, job)
             with self.engine.begin() as conn:
                 conn.execute(JOBS.update().where(JOBS.c.id == job.id).values(
-                    state="running", attempt=job.attempt + 1, job=provenance))
+                    state="running", attempt=job.attempt + 1,
+                    started_at=job.started_at or time.time(), job=provenance))
             future = self._pool_or_new().submit(run, request)
             future.add_done_callback(lambda _done: self._changed())
             self._running[job.id] = future
@@ -377,7 +382,7 @@ class LocalExecutor(ExecutorBase):
             conn.execute(JOBS.update().where(JOBS.c.id == job_id).values(
                 state=state, command=result["command"], container=result["container"],
                 exit_code=result["exit_code"], outputs=outputs, produced=produced,
-                log=result["log"]))
+                log=result["log"], finished_at=None if state == "pending" else time.time()))
         return state
 
     def _max_attempts(self, spec: dict[str, Any]) -> int:

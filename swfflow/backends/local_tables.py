@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import JSON, Column, Float, Integer, MetaData, String, Table, Text
+
+from swfflow.state import add_missing_columns
 
 _META = MetaData()
 TASKS = Table(
@@ -16,6 +18,9 @@ TASKS = Table(
     Column("state", String, nullable=False),
     Column("message", Text, nullable=False, default=""),
     Column("assigned", JSON, nullable=False, default=list),  # master file DIDs given to jobs
+    # timings (epoch seconds) for the monitor; NULL in stores written before they were kept
+    Column("submitted_at", Float),
+    Column("finished_at", Float),  # reached done, failed or aborted (NULL again on retry)
 )
 JOBS = Table(
     "exec_jobs", _META,
@@ -32,8 +37,11 @@ JOBS = Table(
     Column("outputs", JSON),  # the CWL output object
     Column("produced", JSON),  # [{did, adler32, size, pfn}] registered outputs
     Column("log", Text),
+    Column("started_at", Float),  # its first attempt started
+    Column("finished_at", Float),  # its last attempt ended done or failed
 )
 
 
 def create_tables(engine: Any) -> None:
     _META.create_all(engine)
+    add_missing_columns(engine, (TASKS, JOBS))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from swfflow.monitor.model import (
     Task,
     eta,
 )
+from swfflow.monitor.sites import site_replication
 
 LOG_TAIL_LINES = 20
 DEAD_BODY_CHARS = 2000
@@ -92,6 +93,7 @@ def local_instances(engine: Engine, run: str | None = None, *, detail: bool = Tr
         jobs = _jobs_of(engine, task_ids) if detail else {}
         counts = ({key: JobCounts.of(value) for key, value in jobs.items()} if detail
                   else _job_counts(engine, task_ids))
+        _task_times(engine, task_ids, counts)
     return [Instance(instance=inst.instance, workflow=inst.workflow, run=inst.run,
                      state=inst.state, tasks=_tasks(inst.plan, rows[inst.instance], counts, jobs))
             for inst in instances]
@@ -105,20 +107,28 @@ class JobCounts:
     running: int = 0
     attempts: int = 0
     files_done: int = 0  # master input files of finished jobs
+    by_state: dict[str, int] = field(default_factory=dict)
+    started_at: float | None = None  # the earliest job start
+    submitted_at: float | None = None  # the executor's task row (see _task_times)
+    finished_at: float | None = None
 
-    def add(self, state: str, n: int, attempts: int, files: int) -> None:
+    def add(self, state: str, n: int, attempts: int, files: int,
+            started_at: float | None = None) -> None:
         self.total += n
+        self.by_state[state] = self.by_state.get(state, 0) + n
         self.attempts = max(self.attempts, attempts or 0)
         if state in ("done", "failed", "running"):
             setattr(self, state, getattr(self, state) + n)
         if state == "done":
             self.files_done += files or 0
+        if started_at is not None:
+            self.started_at = min(self.started_at or started_at, started_at)
 
     @classmethod
     def of(cls, jobs: list[Job]) -> JobCounts:
         counts = cls()
         for job in jobs:
-            counts.add(job.state, 1, job.attempt, job.inputs)
+            counts.add(job.state, 1, job.attempt, job.inputs, job.started_at)
         return counts
 
 
@@ -143,6 +153,8 @@ def _tasks(plan: dict[str, Any], rows: dict[str, Any], counts: dict[str, JobCoun
                      for p in spec.get("parents", [])],
             jobs=jobs.get(str(task_id), []), jobs_total=count.total, jobs_done=count.done,
             jobs_failed=count.failed, jobs_running=count.running, attempts=count.attempts,
+            jobs_by_state=count.by_state, submitted_at=count.submitted_at,
+            started_at=count.started_at, finished_at=count.finished_at,
             files_processed=count.files_done, backend="local", jedi_status=None,
             monitor_url=None))
     return tasks
@@ -151,22 +163,38 @@ def _tasks(plan: dict[str, Any], rows: dict[str, Any], counts: dict[str, JobCoun
 def _job_counts(engine: Engine, ids: list[int]) -> dict[str, JobCounts]:
     """Per task: jobs by state, highest attempt, input files of finished jobs — aggregated by
     the database (a summary of 1000 tasks must not read 5000 job rows)."""
-    from swfflow.backends.local_executor import JOBS
+    from swfflow.backends.local_tables import JOBS
 
     files = func.json_array_length(JOBS.c.files)
     query = (select(JOBS.c.task_id, JOBS.c.state, func.count(), func.max(JOBS.c.attempt),
-                    func.sum(files)).where(JOBS.c.task_id.in_(ids))
-             .group_by(JOBS.c.task_id, JOBS.c.state))
+                    func.sum(files), func.min(JOBS.c.started_at))
+             .where(JOBS.c.task_id.in_(ids)).group_by(JOBS.c.task_id, JOBS.c.state))
     out: dict[str, JobCounts] = defaultdict(JobCounts)
     with engine.connect() as conn:
-        for task_id, state, n, attempts, n_files in conn.execute(query):
-            out[str(task_id)].add(state, n, attempts, n_files)
+        for task_id, state, n, attempts, n_files, started in conn.execute(query):
+            out[str(task_id)].add(state, n, attempts, n_files, started)
     return out
+
+
+def _task_times(engine: Engine, ids: list[int], counts: dict[str, JobCounts]) -> None:
+    """When the executor got each task and when it ended (its own rows), one query."""
+    from swfflow.backends.local_tables import TASKS as EXEC_TASKS
+
+    # a key range, not IN (1000 ids): binding the list cost more than reading the rows
+    wanted = set(ids)
+    query = (select(EXEC_TASKS.c.id, EXEC_TASKS.c.submitted_at, EXEC_TASKS.c.finished_at)
+             .where(EXEC_TASKS.c.id.between(min(ids), max(ids))))
+    with engine.connect() as conn:
+        for task_id, submitted_at, finished_at in conn.execute(query):
+            if task_id not in wanted:
+                continue
+            count = counts.setdefault(str(task_id), JobCounts())
+            count.submitted_at, count.finished_at = submitted_at, finished_at
 
 
 def _jobs_of(engine: Engine, ids: list[int]) -> dict[str, list[Job]]:
     """The local executor's jobs of these tasks, in job order, one query."""
-    from swfflow.backends.local_executor import JOBS
+    from swfflow.backends.local_tables import JOBS
 
     out: dict[str, list[Job]] = defaultdict(list)
     with engine.connect() as conn:
@@ -176,7 +204,8 @@ def _jobs_of(engine: Engine, ids: list[int]) -> dict[str, list[Job]]:
                 number=m.number, state=m.state, attempt=m.attempt or 0, exit_code=m.exit_code,
                 inputs=len(m.files or []), input_files=list(m.files or []), command=m.command,
                 container=m.container, produced=list(m.produced or []),
-                log_tail="\n".join((m.log or "").splitlines()[-LOG_TAIL_LINES:])))
+                log_tail="\n".join((m.log or "").splitlines()[-LOG_TAIL_LINES:]),
+                started_at=m.started_at, finished_at=m.finished_at))
     return out
 
 
@@ -218,6 +247,8 @@ def bridge_runs(engine: Engine, instances: list[Instance],
             history[m.run_id].append(DaqEvent(at=m.processed_at, event=m.msg_type))
         holds = {h.run_id: h for h in conn.execute(select(HOLDS))}
         dead = conn.execute(select(DEAD).order_by(DEAD.c.received_at)).all()
+        sites = site_replication(conn, {r.run_id: counts[r.run_id].attached
+                                        if r.run_id in counts else 0 for r in runs})
     out = []
     for row in runs:
         count = counts.get(row.run_id)
@@ -242,6 +273,7 @@ def bridge_runs(engine: Engine, instances: list[Instance],
             tasks_hold=None if hold is None else Hold(
                 wanted=hold.wanted, applied=hold.applied_at is not None,
                 paused_tasks=list(hold.paused or []), message=hold.message or ""),
+            sites=sites.get(row.run_id, []),
             created_at=row.created_at, updated_at=row.updated_at, elapsed_s=elapsed,
             eta_s=None if finished else eta(elapsed, done, total),
             workflow=inst.workflow if inst else None, instance=inst.instance if inst else None,

@@ -3,7 +3,8 @@ its own registry): the stores are the truth, so a restarted monitor loses no cou
 several monitors over one store agree.
 
 Counters are cumulative over the store's life; latencies are histograms over every STF the
-store keeps.
+store keeps. They are read with the monitor's snapshot (:class:`swfflow.monitor.app.Snapshots`),
+so any number of scrapers cost one read of the store per snapshot.
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ def _latency_columns(latency: Any, present: Any) -> list[Any]:
               for bound in LATENCY_BUCKETS)]
 
 
+def _buckets(count: int, cumulative: Sequence[Any]) -> list[tuple[str, int]]:
+    return ([(str(b), int(n)) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)]
+            + [("+Inf", int(count))])
+
+
 def _histogram(name: str, doc: str, values: Sequence[Any]) -> HistogramMetricFamily:
     count, total, *cumulative = values
-    buckets = [(str(b), int(n)) for b, n in zip(LATENCY_BUCKETS, cumulative, strict=True)]
-    buckets.append(("+Inf", int(count)))
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(total))
+    return HistogramMetricFamily(name, doc, buckets=_buckets(count, cumulative),
+                                 sum_value=float(total))
 
 
 def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
@@ -78,6 +83,27 @@ def _bridge_metrics(engine: Engine) -> Iterable[Metric]:
     backlog = GaugeMetricFamily("swfflow_stf_backlog", "STFs recorded but not yet attached")
     backlog.add_metric([], n_stfs - attached[0])
     yield backlog
+    yield from _replication_metrics(engine)
+
+
+def _replication_metrics(engine: Engine) -> Iterable[Metric]:
+    """attached → verified copy at each E1 site (the butterfly), one histogram per site."""
+    from swfflow.stream.tables import FILES, REPLICAS
+
+    if not inspect(engine).has_table(REPLICAS.name):  # a store from before the butterfly
+        return
+    latency = REPLICAS.c.copied_at - FILES.c.attached_at
+    query = (select(REPLICAS.c.rse, *_latency_columns(latency, REPLICAS.c.copied_at))
+             .join(FILES, (FILES.c.run_id == REPLICAS.c.run_id)
+                   & (FILES.c.filename == REPLICAS.c.filename))
+             .group_by(REPLICAS.c.rse).order_by(REPLICAS.c.rse))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    family = HistogramMetricFamily("swfflow_stf_replication_latency_seconds",
+                                   "attached → verified copy at an E1 site", labels=["rse"])
+    for rse, count, total, *cumulative in rows:
+        family.add_metric([rse], _buckets(count, cumulative), float(total))
+    yield family
 
 
 def _model_metrics(status: Status) -> Iterable[Metric]:
@@ -92,24 +118,45 @@ def _model_metrics(status: Status) -> Iterable[Metric]:
     for phase, n in sorted(Counter(r.phase for r in status.runs).items()):
         runs.add_metric([phase], n)
     yield runs
+    # the butterfly, per run × E1 site: copies there, and whether its sum equals the DAQ's
+    copies = GaugeMetricFamily("swfflow_site_replicated_stfs",
+                               "STFs of a run with a verified copy at an E1 site",
+                               labels=["run", "rse"])
+    matches = GaugeMetricFamily("swfflow_site_checksum_matches_daq",
+                                "1 if the site's running checksum of the run equals the DAQ's",
+                                labels=["run", "rse"])
+    for run in status.runs:
+        for site in run.sites:
+            copies.add_metric([run.run, site.rse], site.files)
+            matches.add_metric([run.run, site.rse], int(site.matches_daq))
+    yield copies
+    yield matches
+
+
+def store_metrics(engine: Engine | None) -> list[Metric]:
+    """The bridge's counters and latency histograms, read from the store now (a scan of its
+    STF rows: the monitor does this once per snapshot, not once per scrape)."""
+    if engine is None or not inspect(engine).has_table("br_files"):
+        return []
+    return list(_bridge_metrics(engine))
 
 
 class StoreCollector:
-    """The prometheus_client collector protocol (``collect()``) over a store."""
+    """The prometheus_client collector protocol (``collect()``) over a snapshot: the status
+    model and the store's metrics read with it."""
 
-    def __init__(self, engine: Engine | None, read: Callable[[], Status]):
-        self.engine = engine
+    def __init__(self, read: Callable[[], tuple[Status, list[Metric]]]):
         self.read = read
 
     def collect(self) -> Iterable[Metric]:
-        yield from _model_metrics(self.read())
-        if self.engine is not None and inspect(self.engine).has_table("br_files"):
-            yield from _bridge_metrics(self.engine)
+        status, stored = self.read()
+        yield from _model_metrics(status)
+        yield from stored
 
 
-def registry_for(engine: Engine | None, read: Callable[[], Status]) -> CollectorRegistry:
+def registry_for(read: Callable[[], tuple[Status, list[Metric]]]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(engine, read))
+    registry.register(StoreCollector(read))
     return registry
 
 

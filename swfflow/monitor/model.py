@@ -42,6 +42,8 @@ class Job(BaseModel):
     container: str | None = None
     produced: list[dict[str, Any]] = Field(default_factory=list)
     log_tail: str = ""
+    started_at: float | None = None  # epoch seconds; None: not started, or not recorded
+    finished_at: float | None = None
 
 
 class ParentEdge(BaseModel):
@@ -65,6 +67,12 @@ class Task(BaseModel):
     jobs_done: int = 0
     jobs_failed: int = 0
     jobs_running: int = 0
+    jobs_by_state: dict[str, int] = Field(default_factory=dict)  # pending, running, done, …
+    # epoch seconds: handed to the backend; its first job started; it reached a final state
+    # (None: not yet, or a store/backend that does not record it)
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
     attempts: int = 0  # the highest attempt of any job
     files_processed: int = 0  # master input files of its finished jobs
     jedi_status: str | None = None  # PanDA backend only
@@ -105,6 +113,22 @@ class Hold(BaseModel):
     message: str = ""
 
 
+class SiteReplication(BaseModel):
+    """One E1 site's copy of a run (the bridge's butterfly): how many of the run's STFs it
+    holds, its running checksum, and whether that equals the DAQ's (what was attached) now."""
+
+    rse: str
+    files: int  # STFs with a verified copy at the site
+    checksum: str  # running checksum of (file name, adler32) of those copies
+    daq_files: int  # STFs attached to the run dataset (what the site should hold)
+    daq_checksum: str | None = None  # None: not computed (the counts already differ)
+    matches_daq: bool  # same files and same running checksum as the DAQ's, now
+    checked: bool = False  # the bridge compared them at run end
+    alarm: str | None = None  # what differed when the bridge compared (None: nothing)
+    down: bool = False  # the site is marked down (copies wait for it)
+    down_reason: str | None = None
+
+
 class Run(BaseModel):
     """A DAQ run as a bridge saw it, with the instance the bridge drives for it."""
 
@@ -123,6 +147,7 @@ class Run(BaseModel):
     missing: list[str] = Field(default_factory=list)
     message: str = ""
     tasks_hold: Hold | None = None
+    sites: list[SiteReplication] = Field(default_factory=list)  # per E1 site (butterfly)
     created_at: float | None = None
     updated_at: float | None = None
     elapsed_s: float | None = None

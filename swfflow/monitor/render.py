@@ -64,6 +64,23 @@ def run_header(run: Run) -> Text:
         f"ETA {duration(run.eta_s)}")
 
 
+def site_lines(run: Run) -> list[RenderableType]:
+    """One line per E1 site (within 80 columns): copies, running checksum, equal to the
+    DAQ's or not, compared at run end; then the alarm in full."""
+    out: list[RenderableType] = []
+    for site in run.sites:
+        verdict = (("= DAQ", "green") if site.matches_daq else
+                   ("≠ DAQ", "bold red") if site.alarm else ("≠ DAQ yet", "yellow"))
+        out.append(Text.assemble(
+            f"  {site.rse} {site.files}/{site.daq_files} copied, sum {site.checksum} ",
+            verdict, ", checked" if site.checked else "",
+            (", DOWN" + (f": {site.down_reason}" if site.down_reason else ""), "red")
+            if site.down else ""))
+        if site.alarm:
+            out.append(Text(f"    {site.alarm}", style="red"))
+    return out
+
+
 def instance_header(inst: Instance) -> Text:
     return Text.assemble((inst.instance, "bold"), f" [{inst.source}] ",
                          (inst.state, PHASE_STYLE.get(inst.state, "")),
@@ -74,7 +91,7 @@ def render(status: Status) -> Group:
     parts: list[RenderableType] = []
     in_runs = {run.instance for run in status.runs}
     for run in status.runs:
-        parts += [run_header(run), task_table(run.tasks), *errors(run.tasks)]
+        parts += [run_header(run), *site_lines(run), task_table(run.tasks), *errors(run.tasks)]
         if run.message:
             parts.append(Text(run.message, style="yellow"))
         parts.append(Text(""))

@@ -36,11 +36,21 @@ class Source:
             self.engine.dispose()
 
 
+def upgraded(engine: Engine) -> Engine:
+    """The store with the columns this swfflow reads (the executor's timings): a store an
+    earlier swfflow wrote gets them, empty, as any swfflow opening it would add them."""
+    from swfflow.backends.local_tables import JOBS, TASKS
+    from swfflow.state import add_missing_columns
+
+    add_missing_columns(engine, (TASKS, JOBS))
+    return engine
+
+
 def open_source(state_url: str | None, outdir: str | Path) -> Source:
     from swfflow.state import sqlite_engine, state_engine
 
     if state_url:
-        return Source(state_engine(state_url), None, state_url)
+        return Source(upgraded(state_engine(state_url)), None, state_url)
     state = Path(outdir) / STATE_DIR
     db = state / STATE_DB
     submissions = state if (state / SUBMIT_DB).is_file() else None
@@ -49,4 +59,5 @@ def open_source(state_url: str | None, outdir: str | Path) -> Source:
                         hint="run `swfflow run ... --outdir DIR` (or `swfflow submit` there) "
                              "first, then `swfflow status` (or `monitor`) --outdir DIR; for a "
                              "bridge give --state URL")
-    return Source(sqlite_engine(db) if db.is_file() else None, submissions, str(outdir))
+    return Source(upgraded(sqlite_engine(db)) if db.is_file() else None, submissions,
+                  str(outdir))

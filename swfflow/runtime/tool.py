@@ -27,6 +27,7 @@ from swfflow.runtime.containers import ContainerPolicy
 _EXIT_STATUS = re.compile(r"exited with status: (-?\d+)")
 _LOAD_LOCK = threading.Lock()
 _PROCESS_CACHE: dict[str, Any] = {}  # tool URI, or sha1 of a process dict → Process
+STDERR_LINES, STDERR_BYTES = 40, 16384  # of a tool's stderr kept in its job's log
 
 
 @dataclass
@@ -177,19 +178,42 @@ def run_tool(tool: str | Mapping[str, Any], job: Mapping[str, Any], outdir: str 
     cwl_logger = logging.getLogger("cwltool")
     # the job's log goes to its record (log dataset, status, error message), not the
     # terminal: stderr belongs to the progress display
-    with _ROUTER.capturing(capture):
+    # the tool's own stderr (unless the tool captures it with `stderr:`) into the job's log:
+    # cwltool sends it to the worker's stderr otherwise, where a failed job's real error is lost
+    stderr_path = scratch / "tool.stderr"
+    with _ROUTER.capturing(capture), stderr_path.open("wb") as tool_stderr:
+        runtime.default_stderr = tool_stderr
         try:
             outputs, status = recorder.execute(process, _job_for(process, tool, job), runtime,
                                                logger=cwl_logger)
         except Exception as exc:  # cwltool's WorkflowException/ValidationException: failed
             capture.lines.append(f"{type(exc).__name__}: {exc}")
             outputs, status = None, "permanentFail"
+    capture.lines += stderr_block(stderr_path)
     exit_code = capture.exit_code
     if exit_code is None and status == "success" and recorder.commands:
         exit_code = 0
     return ToolResult(status=status, outputs=outputs, command=recorder.commands,
                       container=image if engine else None, exit_code=exit_code,
                       log="\n".join(capture.lines), reused=recorder.reused)
+
+
+def stderr_block(path: Path, lines: int = STDERR_LINES) -> list[str]:
+    """The last ``lines`` lines of a tool's stderr under a header saying whose they are (none
+    if it wrote nothing); the file is removed."""
+    try:
+        with path.open("rb") as stream:
+            stream.seek(max(0, path.stat().st_size - STDERR_BYTES))
+            text = stream.read().decode("utf-8", "replace")
+        path.unlink()
+    except FileNotFoundError:
+        return []
+    kept = text.splitlines()
+    if not kept:
+        return []
+    shown = kept[-lines:]
+    cut = f" (its last {len(shown)} lines)" if len(shown) < len(kept) else ""
+    return [f"--- the tool's stderr{cut}:", *shown]
 
 
 def _job_for(process: Any, tool: str | Mapping[str, Any], job: Mapping[str, Any]

@@ -54,6 +54,21 @@ def _noop() -> None:
     pass
 
 
+def _reason(host: str, port: int, exc: BaseException) -> str:
+    """Why connecting failed, in words. stomp.py's ConnectFailedException carries no text (the
+    socket's own error is only logged), so an empty one is explained by probing the port."""
+    if str(exc):
+        return str(exc)
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as probe:
+        return (f"TCP connection to {host}:{port} failed: "
+                f"{probe.strerror or str(probe) or type(probe).__name__}")
+    return (f"{host}:{port} accepts TCP connections but did not complete the STOMP handshake "
+            "(not a STOMP port, or the broker refused the CONNECT)")
+
+
 class _Link(stomp.ConnectionListener):
     """One STOMP connection that reconnects itself and restores its subscription."""
 
@@ -63,6 +78,7 @@ class _Link(stomp.ConnectionListener):
         self.receipts: dict[str, tuple[threading.Event, Callable[[], None] | None]] = {}
         self.closing = False
         self.subscription: StompSubscription | None = None
+        self.broker_error = ""  # the ERROR frame's message, if the broker refused CONNECT
         self.conn = self._new_connection()
         self._connect_with_backoff()
 
@@ -79,15 +95,15 @@ class _Link(stomp.ConnectionListener):
         delay = BACKOFF_INITIAL_S
         while True:
             try:
-                self.conn.connect(self.bus.user, self.bus.passcode, wait=True,
-                                  headers={"client-id": self.client_id})
+                self._connect_once(deadline)
                 break
             except (stomp.exception.ConnectFailedException, OSError) as exc:
+                self._drop_connection()
                 if self.closing or time.monotonic() + delay > deadline:
                     raise ServiceError(
                         f"cannot connect to the STOMP broker {self.bus.host}:{self.bus.port} "
-                        f"as {self.client_id!r}: {exc or type(exc).__name__}",
-                        hint="is ActiveMQ running (swfflow services start)? Are the user, "
+                        f"as {self.client_id!r}: {_reason(self.bus.host, self.bus.port, exc)}",
+                        hint="is ActiveMQ running (`swfflow services up`)? Are the user, "
                              "password and port right? Is another consumer using this "
                              "durable subscription name?",
                     ) from None
@@ -95,6 +111,32 @@ class _Link(stomp.ConnectionListener):
                 delay = min(delay * 2, BACKOFF_MAX_S)
         if self.subscription:
             self.subscription.send_subscribe()
+
+    def _connect_once(self, deadline: float) -> None:
+        """CONNECT and wait for CONNECTED until ``deadline``. stomp.py's own wait has no bound:
+        a port that accepts TCP but never answers (not a broker, a hung one) blocked forever."""
+        self.broker_error = ""
+        self.conn.connect(self.bus.user, self.bus.passcode, wait=False,
+                          headers={"client-id": self.client_id})
+        while not self.conn.is_connected():
+            if self.conn.transport.connection_error:
+                raise stomp.exception.ConnectFailedException(
+                    f"the broker refused CONNECT: {self.broker_error or 'no reason given'}")
+            if time.monotonic() > deadline:
+                raise stomp.exception.ConnectFailedException(
+                    f"no answer to CONNECT within {CONNECT_DEADLINE_S:g} s (not a STOMP port, "
+                    "or the broker is hung)")
+            time.sleep(0.02)
+
+    def _drop_connection(self) -> None:
+        """Close a connection that never got CONNECTED and start the next try on a new one
+        (its listener removed first: its disconnect must not start a reconnect)."""
+        self.conn.remove_listener("swfflow")
+        try:
+            self.conn.transport.disconnect_socket()
+        except Exception:  # never connected: nothing to close
+            pass
+        self.conn = self._new_connection()
 
     def reconnect(self) -> None:
         with self.lock:
@@ -127,6 +169,7 @@ class _Link(stomp.ConnectionListener):
             event.set()
 
     def on_error(self, frame) -> None:
+        self.broker_error = frame.headers.get("message", frame.body)
         log.error("STOMP error from broker (%s): %s", self.client_id,
                   frame.headers.get("message", frame.body))
 
