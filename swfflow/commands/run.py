@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from swfflow.errors import SwfflowError, UnsupportedFeature
+from swfflow.errors import SwfflowError
 
 STATE_DIR = ".swfflow"
 
@@ -80,13 +80,8 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     """
     import os
 
-    from swfflow.frontends import kind_of, load_any, load_inputs_file
+    from swfflow.frontends import load_any, load_inputs_file
 
-    if kind_of(workflow) != "cwl":
-        raise UnsupportedFeature(
-            "swfflow run executes CWL workflows; Snakemake jobs are run by Snakemake itself",
-            where=workflow, hint="run a Snakefile locally with `snakemake --cores N`, on PanDA "
-                                 "with `snakemake --profile panda`; `swfflow compile` shows its plan")
     _logging(quiet)
     out = Path(outdir).resolve()
     values = load_inputs_file(inputs)

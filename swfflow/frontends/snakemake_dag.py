@@ -44,6 +44,9 @@ class SnakeRule:
     is_checkpoint: bool
     wildcard_names: tuple[str, ...]
     input_patterns: dict[str, bool]  # port -> the declared pattern names a wildcard
+    input_items: dict[str, tuple[str, ...]]  # port -> its declared patterns (not functions)
+    output_items: dict[str, tuple[str, ...]]  # port -> its declared output patterns
+    directories: tuple[str, ...]  # output ports declared directory()
     params: dict[str, Any]
     threads: int
     resources: dict[str, Any]  # only what the rule declares (mem_mb, disk_mb, runtime, ...)
@@ -72,6 +75,9 @@ class SnakeDag:
     rules: dict[str, SnakeRule]
     jobs: list[SnakeJob]
     targets: list[str]  # rules the default target asked for
+    config: dict[str, Any] = field(default_factory=dict)  # what the graph was built with
+    # rules the job graph has no job of (yet): with checkpoints, they may run after one
+    idle_rules: dict[str, SnakeRule] = field(default_factory=dict)
 
 
 def check_version() -> None:
@@ -83,8 +89,11 @@ def check_version() -> None:
             hint=f"pip install 'snakemake>={SUPPORTED_SNAKEMAKE}0,<9.28'")
 
 
-def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = None) -> SnakeDag:
-    """Parse ``snakefile`` with ``config`` and return its full job graph (nothing runs)."""
+def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = None, *,
+              everything: bool = True) -> SnakeDag:
+    """Parse ``snakefile`` with ``config`` and return its full job graph (nothing runs).
+    ``everything=False``: the graph as Snakemake would run it now, in the Snakefile's folder
+    (checkpoints whose outputs are there are resolved: what a checkpoint expansion needs)."""
     check_version()
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
@@ -106,11 +115,12 @@ def build_dag(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = N
                                   snakefile=path, workdir=path.parent)
             wf_api.dag(DAGSettings())
             workflow = wf_api._workflow
-            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
+            workflow._prepare_dag(forceall=everything, ignore_incomplete=True,
+                                   lock_warn_only=True)
             workflow._build_dag()
         except Exception as exc:  # noqa: BLE001 (see above)
             raise _graph_error(exc, path) from None
-        return _snapshot(workflow, path)
+        return _snapshot(workflow, path, dict(config or {}), everything)
 
 
 def parse_rules(snakefile: str | os.PathLike, config: Mapping[str, Any] | None = None
@@ -152,9 +162,10 @@ def _graph_error(exc: BaseException, path: Path) -> WorkflowError:
                 hint="run `snakemake -n` in the workflow folder for details")
 
 
-def _snapshot(workflow: Any, path: Path) -> SnakeDag:
+def _snapshot(workflow: Any, path: Path, config: dict[str, Any],
+              everything: bool = True) -> SnakeDag:
     dag = workflow.dag
-    jobs = list(dag.needrun_jobs(exclude_finished=False))
+    jobs = list(dag.needrun_jobs(exclude_finished=False) if everything else dag.jobs)
     rules: dict[str, SnakeRule] = {}
     for job in jobs:
         if job.rule.name not in rules:
@@ -166,7 +177,11 @@ def _snapshot(workflow: Any, path: Path) -> SnakeDag:
             for job in jobs]
     snap.sort(key=lambda j: j.jobid)
     default = workflow.default_target
-    return SnakeDag(str(path), rules, snap, [default] if default else [])
+    idle = {}
+    if any(rule.is_checkpoint for rule in rules.values()):
+        idle = {rule.name: _declared_rule(rule, workflow.linemaps) for rule in workflow.rules
+                if rule.name not in rules}
+    return SnakeDag(str(path), rules, snap, [default] if default else [], config, idle)
 
 
 def _rule(rule: Any, job: Any, linemaps: Mapping[Any, Mapping[int, int]]) -> SnakeRule:
@@ -198,18 +213,32 @@ def _declared_value(resource: Any) -> Any:
 def _make_rule(rule: Any, linemaps: Mapping[Any, Mapping[int, int]], params: dict[str, Any],
                threads: int, resources: dict[str, Any]) -> SnakeRule:
     container = rule.container_img if isinstance(rule.container_img, str) else None
-    patterns = {}
+    patterns, items = {}, {}
     declared_inputs = list(rule.input)
     for name, (start, end) in _ranges(rule.input, "input").items():
         patterns[name] = any(isinstance(i, str) and any(f"{{{w}" in i for w in rule.wildcard_names)
                              for i in declared_inputs[start:end])
+        items[name] = tuple(str(i) for i in declared_inputs[start:end] if isinstance(i, str))
+    declared_outputs = list(rule.output)
+    outputs = {name: tuple(str(o) for o in declared_outputs[start:end])
+               for name, (start, end) in _ranges(rule.output, "output").items()}
+    directories = tuple(sorted(name for name, (start, end) in _ranges(rule.output, "output").items()
+                               if any(_is_flagged(o, "directory")
+                                      for o in declared_outputs[start:end])))
     return SnakeRule(
         name=rule.name, where=_source_line(rule.snakefile, rule.lineno, linemaps),
         shell=rule.shellcmd,
         norun=bool(rule.norun), is_checkpoint=bool(rule.is_checkpoint),
         wildcard_names=tuple(sorted(rule.wildcard_names)), input_patterns=patterns,
+        input_items=items, output_items=outputs, directories=directories,
         params=params, threads=threads, resources=resources, container=container,
         retries=rule._restart_times or None)
+
+
+def _is_flagged(item: Any, flag: str) -> bool:
+    """Snakemake's public ``is_flagged`` (an IOFile's flags: directory, temp, ...)."""
+    from snakemake.io import is_flagged
+    return bool(is_flagged(item, flag))
 
 
 _DECLARABLE = ("mem_mb", "mem_mib", "disk_mb", "disk_mib", "runtime")

@@ -24,15 +24,6 @@ PLACEHOLDER = re.compile(r"\{(input|output|params|log|threads|wildcards)(?:\.(\w
 TOKEN_KIND = {"input": "in", "output": "out", "params": "param", "wildcards": "param"}
 
 
-def refuse_checkpoint(rule: SnakeRule) -> None:
-    if rule.is_checkpoint:
-        raise UnsupportedFeature(
-            f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
-            "before anything runs", where=rule.where,
-            hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
-                 "run this workflow with plain snakemake")
-
-
 def check_rule(rule: SnakeRule) -> None:
     """The per-rule checks a compile makes, for a rule without jobs (a module's)."""
     kind = NATIVE.get((rule.shell or "").strip())

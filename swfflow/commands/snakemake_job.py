@@ -1,0 +1,171 @@
+"""``swfflow snakemake-job``: run one job of a compiled Snakefile's step (or expand a checkpoint).
+
+The process of every Snakemake step (:mod:`swfflow.frontends.snakemake_tools`). It runs in the
+job's output folder (cwltool's, or a worker's sandbox) and:
+
+1. finds the working directory: the folder of the Snakefile (``--snakefile``, followed
+   through the symlink the job's staging made), as ``snakemake`` itself uses;
+2. works out the job's wildcards: ``--wildcard NAME=VALUE``, ``--wildcards-json``, or read
+   from the path of ``--split-input`` with the rule's input pattern (``--split-pattern``);
+3. has Snakemake execute exactly that job (``--target-jobs RULE:w=v --allowed-rules RULE``),
+   as Snakemake's remote executors do, with the job's ``--cores``;
+4. links the job's outputs (``--outputs-json``: port → patterns) into the output folder and
+   writes ``cwl.output.json``, so the engine registers them in the step's datasets.
+
+``--expand RULES`` instead lists, per rule, the wildcards of the jobs Snakemake's job graph has
+once the checkpoints' outputs are there (JSON strings: the next steps' scatter values).
+Exit codes: Snakemake's on a failed job; 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from swfflow.errors import WorkflowError
+
+SNAKEMAKE_TIMEOUT_S = 7 * 24 * 3600  # a job's own walltime is the executor's to enforce
+OUTPUT_OBJECT = "cwl.output.json"  # cwltool reads the output object from here
+
+
+@click.command("snakemake-job")
+@click.option("--snakefile", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The Snakefile (its folder is the working directory).")
+@click.option("--rule", default=None, help="The rule whose job runs.")
+@click.option("--outputs-json", default="{}", help="Output port → the rule's output patterns.")
+@click.option("--directories", default="", help="Output ports that are directory() outputs.")
+@click.option("--wildcard", "wildcards", multiple=True, metavar="NAME=VALUE")
+@click.option("--wildcards-json", default=None, help="The job's wildcards as a JSON object.")
+@click.option("--split-input", default=None, help="The job's one file of the split port.")
+@click.option("--split-pattern", default=None, help="The split port's input pattern.")
+@click.option("--config-json", default="{}", help="The config the plan was compiled with.")
+@click.option("--cores", default=1, type=int, show_default=True)
+@click.option("--expand", "expand_rules", default=None, metavar="RULE,...",
+              help="List the jobs of these rules after the checkpoints ran (no job runs).")
+def snakemake_job_cmd(snakefile: str, rule: str | None, outputs_json: str, directories: str,
+                      wildcards: tuple[str, ...], wildcards_json: str | None,
+                      split_input: str | None, split_pattern: str | None, config_json: str,
+                      cores: int, expand_rules: str | None) -> None:
+    """Run one job of RULE with Snakemake in the Snakefile's folder (internal: the command of
+    a compiled Snakefile's tasks)."""
+    path = Path(os.path.realpath(snakefile))
+    config = json.loads(config_json)
+    if expand_rules is not None:
+        write_output_object(expand(path, config, expand_rules.split(",")))
+        return
+    if not rule:
+        raise WorkflowError("snakemake-job: --rule is required", hint="name the rule to run")
+    values = job_wildcards(wildcards, wildcards_json, split_input, split_pattern, path.parent)
+    code = run_snakemake(path, rule, values, config, cores)
+    if code != 0:
+        raise click.exceptions.Exit(code)
+    outputs = json.loads(outputs_json)
+    write_output_object(collect_outputs(path.parent, outputs, values,
+                                        set(filter(None, directories.split(",")))))
+
+
+def expand(snakefile: Path, config: dict[str, Any], rules: list[str]) -> dict[str, list[str]]:
+    from swfflow.frontends.snakemake_dag import build_dag
+    dag = build_dag(snakefile, config, everything=False)
+    jobs: dict[str, list[str]] = {rule: [] for rule in rules}
+    for job in dag.jobs:
+        if job.rule in jobs:
+            jobs[job.rule].append(json.dumps(job.wildcards, sort_keys=True))
+    return {rule: sorted(set(found)) for rule, found in jobs.items()}
+
+
+def job_wildcards(pairs: tuple[str, ...], as_json: str | None, split_input: str | None,
+                  split_pattern: str | None, workdir: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise WorkflowError(f"snakemake-job: --wildcard {pair!r} is not NAME=VALUE")
+        values[name] = value
+    if as_json:
+        values.update(json.loads(as_json))
+    if split_input and split_pattern:
+        values.update(wildcards_of_file(Path(split_input), split_pattern, workdir))
+    return values
+
+
+def wildcards_of_file(file: Path, pattern: str, workdir: Path) -> dict[str, str]:
+    """The wildcards of the job reading ``file``: the shortest tail of its real path that
+    the rule's input pattern matches and that names a file of the working directory (the
+    engine hands a job the catalog's copy, whose folder is not the workflow's)."""
+    from snakemake.io import regex_from_filepattern
+    import re
+    regex = re.compile(regex_from_filepattern(pattern))
+    parts = Path(os.path.realpath(file)).parts
+    for start in range(len(parts) - 1, 0, -1):
+        tail = "/".join(parts[start:])
+        match = regex.fullmatch(tail)
+        if match and (workdir / tail).exists():
+            return {k: v for k, v in match.groupdict().items() if v is not None}
+    if regex.fullmatch(str(file)):
+        return regex.fullmatch(str(file)).groupdict()
+    raise WorkflowError(f"snakemake-job: {file} does not match the rule's input {pattern!r}",
+                        hint="the job's input is not a file of the Snakefile's folder")
+
+
+def run_snakemake(snakefile: Path, rule: str, wildcards: dict[str, str],
+                  config: dict[str, Any], cores: int) -> int:
+    target = f"{rule}:" + ",".join(f"{k}={v}" for k, v in sorted(wildcards.items()))
+    argv = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
+            "--directory", str(snakefile.parent), "--target-jobs", target,
+            "--allowed-rules", rule, "--force", "--cores", str(max(1, cores)), "--nolock",
+            "--notemp", "--rerun-triggers", "mtime", "--quiet", "all"]
+    if config:
+        argv += ["--config", *(f"{k}={json.dumps(v)}" for k, v in sorted(config.items()))]
+    try:
+        return subprocess.run(argv, check=False, timeout=SNAKEMAKE_TIMEOUT_S).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def collect_outputs(workdir: Path, outputs: dict[str, list[str]], wildcards: dict[str, str],
+                    directories: set[str]) -> dict[str, Any]:
+    """Link each output of the job into the output folder (same relative path) and describe
+    it as a CWL File/Directory; the working directory keeps its own copy for the next jobs."""
+    from snakemake.io import apply_wildcards
+    here = Path.cwd()
+    result: dict[str, Any] = {}
+    for port, patterns in outputs.items():
+        values = []
+        for pattern in patterns:
+            relative = apply_wildcards(pattern, wildcards)
+            source, target = workdir / relative, here / relative
+            if not source.exists():
+                raise WorkflowError(f"snakemake-job: the job did not write {relative}",
+                                    where=str(workdir), hint="see the job's log above")
+            _link(source, target)
+            values.append({"class": "Directory" if port in directories else "File",
+                           "location": relative})
+        result[port] = values[0] if len(values) == 1 else values
+    return result
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, copy_function=_hardlink_or_copy, dirs_exist_ok=True)
+    else:
+        _hardlink_or_copy(source, target)
+
+
+def _hardlink_or_copy(source: Any, target: Any) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def write_output_object(value: dict[str, Any]) -> None:
+    Path(OUTPUT_OBJECT).write_text(json.dumps(value, indent=1, sort_keys=True))
