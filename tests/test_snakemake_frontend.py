@@ -199,14 +199,13 @@ rule a:
 
 
 # --- bad input -------------------------------------------------------------------------------
-def test_checkpoints_are_not_supported():
-    with pytest.raises(UnsupportedFeature, match="checkpoint") as err:
-        load_workflow(DATA / "bad" / "checkpoint.smk")
-    assert err.value.where.endswith("checkpoint.smk:4")
+def test_a_checkpoint_compiles():
+    workflow = load_workflow(DATA / "checkpoint" / "minimal.smk")
+    assert {s.name for s in workflow.steps} == {"split", "done"}
 
 
 @pytest.mark.parametrize("name, exit_code, text", [
-    ("checkpoint.smk", 33, "checkpoint"),
+    ("nested_checkpoint.smk", 33, "checkpoint 'second' has jobs only after another"),
     ("mode.smk", 2, "swf_mode='sometimes'"),
     ("syntax.smk", 2, "Snakemake could not build the job graph"),
     ("missing_input.smk", 2, "missing_input.smk:4: Snakemake could not build the job graph: "

@@ -92,27 +92,44 @@ def job_wildcards(pairs: tuple[str, ...], as_json: str | None, split_input: str 
     if as_json:
         values.update(json.loads(as_json))
     if split_input and split_pattern:
-        values.update(wildcards_of_file(Path(split_input), split_pattern, workdir))
+        from swfflow.runtime.files import location_path
+        values.update(wildcards_of_file(location_path(split_input), split_pattern, workdir))
     return values
 
 
 def wildcards_of_file(file: Path, pattern: str, workdir: Path) -> dict[str, str]:
-    """The wildcards of the job reading ``file``: the shortest tail of its real path that
-    the rule's input pattern matches and that names a file of the working directory (the
-    engine hands a job the catalog's copy, whose folder is not the workflow's)."""
-    from snakemake.io import regex_from_filepattern
-    import re
-    regex = re.compile(regex_from_filepattern(pattern))
-    parts = Path(os.path.realpath(file)).parts
-    for start in range(len(parts) - 1, 0, -1):
-        tail = "/".join(parts[start:])
-        match = regex.fullmatch(tail)
-        if match and (workdir / tail).exists():
-            return {k: v for k, v in match.groupdict().items() if v is not None}
-    if regex.fullmatch(str(file)):
-        return regex.fullmatch(str(file)).groupdict()
-    raise WorkflowError(f"snakemake-job: {file} does not match the rule's input {pattern!r}",
-                        hint="the job's input is not a file of the Snakefile's folder")
+    """The wildcards of the job reading ``file``: the engine hands a job its copy of the
+    file (named by its basename), so the job's file is the one of the working directory that
+    the rule's input pattern matches, with that basename and the same content."""
+    from snakemake.io import glob_wildcards
+    found = glob_wildcards(str(workdir / pattern))
+    names = found._fields
+    candidates = []
+    for values in zip(*found, strict=True):
+        wildcards = dict(zip(names, values, strict=True))
+        path = workdir / apply_pattern(pattern, wildcards)
+        if path.name == file.name:
+            candidates.append((wildcards, path))
+    if len(candidates) > 1:
+        digest = _sha1(file)
+        candidates = [c for c in candidates if _sha1(c[1]) == digest]
+    if len(candidates) != 1:
+        raise WorkflowError(
+            f"snakemake-job: {'no' if not candidates else len(candidates)} file(s) of "
+            f"{workdir} match the rule's input {pattern!r} for {file.name}",
+            hint="the job's input must be a file of the Snakefile's folder")
+    return candidates[0][0]
+
+
+def apply_pattern(pattern: str, wildcards: dict[str, str]) -> str:
+    from snakemake.io import apply_wildcards
+    return apply_wildcards(pattern, wildcards)
+
+
+def _sha1(path: Path) -> str:
+    import hashlib
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
 
 
 def run_snakemake(snakefile: Path, rule: str, wildcards: dict[str, str],
@@ -134,13 +151,12 @@ def collect_outputs(workdir: Path, outputs: dict[str, list[str]], wildcards: dic
                     directories: set[str]) -> dict[str, Any]:
     """Link each output of the job into the output folder (same relative path) and describe
     it as a CWL File/Directory; the working directory keeps its own copy for the next jobs."""
-    from snakemake.io import apply_wildcards
     here = Path.cwd()
     result: dict[str, Any] = {}
     for port, patterns in outputs.items():
         values = []
         for pattern in patterns:
-            relative = apply_wildcards(pattern, wildcards)
+            relative = apply_pattern(pattern, wildcards)
             source, target = workdir / relative, here / relative
             if not source.exists():
                 raise WorkflowError(f"snakemake-job: the job did not write {relative}",

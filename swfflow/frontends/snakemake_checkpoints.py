@@ -52,17 +52,21 @@ def add_post_checkpoint_steps(wf: ir.Workflow, dag: SnakeDag, jobs: list[SnakeJo
                               make_runnable: Callable[[ir.Step, SnakeRule], None]) -> None:
     """Add the expansion step and one run-time-scattered step per post-checkpoint rule to
     ``wf`` (whose steps are the rules with jobs); wire the steps that wait for them."""
+    checkpoints = sorted(name for name, rule in dag.rules.items()
+                         if rule.is_checkpoint and name in wf.graph)
+    checkpoint_jobs = {j.jobid for j in jobs if j.rule in checkpoints}
+    consumers = sorted({j.rule for j in jobs if j.rule in wf.graph and j.rule not in checkpoints
+                        and checkpoint_jobs.intersection(j.parents)})
+    for consumer in consumers:
+        _orders_only(wf.step(consumer), set(checkpoints))
     dynamic = post_checkpoint_rules(dag)
     if not dynamic:
         return
     if EXPANSION_STEP in dag.rules:
         raise UnsupportedFeature(f"a rule is called {EXPANSION_STEP!r}, the name swfflow gives "
-                                 "its checkpoint expansion step", where=dag.rules[EXPANSION_STEP].where,
-                                 hint="rename the rule")
-    checkpoints = sorted(name for name, rule in dag.rules.items()
-                         if rule.is_checkpoint and name in wf.graph)
-    expansion = _expansion_step(wf, dag, checkpoints, [r.name for r in dynamic])
-    wf.add_step(expansion)
+                                 "its checkpoint expansion step",
+                                 where=dag.rules[EXPANSION_STEP].where, hint="rename the rule")
+    wf.add_step(_expansion_step(wf, dag, checkpoints, [r.name for r in dynamic]))
     for name in checkpoints:
         wf.add_link(ir.Link(name, _first_output(wf.step(name)), EXPANSION_STEP,
                             AFTER_PREFIX + name, ir.EdgeMode.COMPLETE))
@@ -76,11 +80,7 @@ def add_post_checkpoint_steps(wf: ir.Workflow, dag: SnakeDag, jobs: list[SnakeJo
         for producer in dynamic:
             if producer is not rule and _may_feed(producer, rule):
                 _wait_for(wf, producer.name, rule.name)
-    checkpoint_jobs = {j.jobid for j in jobs if j.rule in checkpoints}
-    consumers = sorted({j.rule for j in jobs if j.rule in wf.graph and j.rule not in checkpoints
-                        and checkpoint_jobs.intersection(j.parents)})
     for consumer in consumers:
-        _orders_only(wf.step(consumer), set(checkpoints))
         for rule in dynamic:
             _wait_for(wf, rule.name, consumer)
 

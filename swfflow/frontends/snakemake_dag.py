@@ -44,14 +44,14 @@ class SnakeRule:
     is_checkpoint: bool
     wildcard_names: tuple[str, ...]
     input_patterns: dict[str, bool]  # port -> the declared pattern names a wildcard
-    input_items: dict[str, tuple[str, ...]]  # port -> its declared patterns (not functions)
-    output_items: dict[str, tuple[str, ...]]  # port -> its declared output patterns
-    directories: tuple[str, ...]  # output ports declared directory()
     params: dict[str, Any]
     threads: int
     resources: dict[str, Any]  # only what the rule declares (mem_mb, disk_mb, runtime, ...)
     container: str | None
     retries: int | None
+    input_items: dict[str, tuple[str, ...]] = field(default_factory=dict)  # declared patterns
+    output_items: dict[str, tuple[str, ...]] = field(default_factory=dict)  # (not functions)
+    directories: tuple[str, ...] = ()  # output ports declared directory()
 
 
 @dataclass

@@ -82,7 +82,10 @@ def expansion_tool(dynamic_rules: list[str], config: dict[str, Any],
 def _tool_input(port: str, spec: ir.Port, scattered: bool,
                 split: tuple[str, str] | None) -> dict[str, Any]:
     if split is not None and port == split[0]:
-        return {"type": "File", "inputBinding": {"prefix": "--split-input"}}
+        # where the engine keeps the file (its folders name the rule's output path), not the
+        # job's staged copy
+        return {"type": "File", "inputBinding": {"prefix": "--split-input",
+                                                 "valueFrom": "$(self.location)"}}
     if port.startswith("wildcard_") and scattered:
         name = port.removeprefix("wildcard_")
         return {"type": "string", "inputBinding": {"prefix": "--wildcard",
