@@ -53,6 +53,27 @@ def test_dag_adapter_contract():
     assert len(merge.inputs["parts"]) == 3
 
 
+def test_skipped_dag_checks_still_run_when_they_can_fire(tmp_path):
+    """The adapter skips Snakemake's directory-output check only when no rule has a
+    directory() output: with one, an output inside it is still refused."""
+    from snakemake.dag import DAG
+    assert callable(DAG.check_directory_outputs) and callable(DAG.update_conda_envs)
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: "d", "d/x.txt"
+
+rule d:
+    output: directory("d")
+    shell: "mkdir -p {output}"
+
+rule x:
+    output: "d/x.txt"
+    shell: "touch {output}"
+''')
+    with pytest.raises(WorkflowError, match="child to another output"):
+        load_workflow(tmp_path / "Snakefile")
+
+
 def test_adapter_keeps_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     build_dag(ROOT / "examples" / "templated" / "Snakefile")

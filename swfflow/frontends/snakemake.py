@@ -17,7 +17,10 @@ module only reads the snapshot. Mapping:
   ``params: swf_files_per_job/swf_gb_per_job/...`` → resources, container, retries, sizing;
 - PanDA's pchain dialect (``shell: "prun"|"phpo"|"junction"`` with ``opt_*`` params) → native
   steps, as the CWL front end makes them;
-- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run;
+- every step runs: its process is Snakemake executing the named job in the Snakefile's folder
+  (:mod:`.snakemake_tools`, ``swfflow snakemake-job``);
+- checkpoints → the rules after them are run-time scatters of a checkpoint expansion step
+  (:mod:`.snakemake_checkpoints`); a checkpoint after a checkpoint is one exit-33 error;
 - whatever else Snakemake accepts compiles or is refused in one line (file:line, hint): an empty
   plan (exit 2), a loop between rules (33), a slip of this module (33, naming the rule).
 
