@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
+from swfflow.errors import WorkflowError
 from swfflow.frontends import load_any
 from swfflow.frontends.snakemake import load_workflow
 from swfflow.frontends.snakemake_dag import build_dag

@@ -100,3 +100,20 @@ def test_checkpoint_after_checkpoint_is_one_clear_error():
         load_workflow(DATA / "bad" / "nested_checkpoint.smk")
     assert err.value.where.endswith("nested_checkpoint.smk:12")
     assert err.value.exit_code == 33
+
+
+def test_a_jobs_file_is_found_by_name_and_content(tmp_path):
+    """The engine hands a job its copy of the file; the job's wildcards come from the file of
+    the working directory with that name and content (here two share the name)."""
+    from swfflow.commands.snakemake_job import wildcards_of_file
+    from swfflow.errors import WorkflowError
+    for sample in ("s1", "s2"):
+        (tmp_path / "work" / sample).mkdir(parents=True)
+        (tmp_path / "work" / sample / "reads.txt").write_text(f"reads of {sample}\n")
+    copy = tmp_path / "catalog" / "reads.txt"
+    copy.parent.mkdir()
+    copy.write_text("reads of s2\n")
+    assert wildcards_of_file(copy, "{sample}/reads.txt", tmp_path / "work") == {"sample": "s2"}
+    copy.write_text("something else\n")
+    with pytest.raises(WorkflowError, match="no file"):
+        wildcards_of_file(copy, "{sample}/reads.txt", tmp_path / "work")

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from swfflow import ir
 from swfflow.errors import UnsupportedFeature
 from swfflow.frontends.snakemake_dag import SnakeDag, SnakeJob, SnakeRule
+from swfflow.frontends.snakemake_rules import (display_command, step_container, step_resources,
+                                               step_sizing)
 from swfflow.frontends.snakemake_tools import (AFTER_PREFIX, JOBS_PORT, add_snakefile_input,
                                                expansion_tool)
 
@@ -112,8 +114,6 @@ def _expansion_step(wf: ir.Workflow, dag: SnakeDag, checkpoints: list[str],
 
 
 def _dynamic_step(rule: SnakeRule) -> ir.Step:
-    from swfflow.frontends.snakemake_rules import (display_command, step_container,
-                                                   step_resources, step_sizing)
     outputs = {port: ir.Port(port, ir.PortKind.FILE if len(items) == 1 else ir.PortKind.FILES,
                              "File" if len(items) == 1 else "File[]")
                for port, items in rule.output_items.items()}

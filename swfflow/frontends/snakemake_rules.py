@@ -9,7 +9,7 @@ import shlex
 from typing import Any
 
 from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
+from swfflow.errors import WorkflowError
 from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS
 from swfflow.frontends.snakemake_dag import SnakeRule
 
