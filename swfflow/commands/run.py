@@ -80,7 +80,7 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     """
     import os
 
-    from swfflow.frontends import load_any, load_inputs_file
+    from swfflow.frontends import kind_of, load_any, load_inputs_file
 
     _logging(quiet)
     out = Path(outdir).resolve()
@@ -90,6 +90,9 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
     result = run_plan_locally(ir_workflow, values, out, jobs=jobs or os.cpu_count() or 1,
                               attempts=attempts, no_container=no_container,
                               run=run_number, profile_path=profile_path, quiet=quiet)
+    if kind_of(workflow) == "snakemake":  # what snakemake deletes once the run needs it no more
+        from swfflow.commands.snakemake_job import delete_temp_outputs
+        delete_temp_outputs(Path(workflow).resolve().parent)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

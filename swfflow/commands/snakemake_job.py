@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import click
 from swfflow.errors import WorkflowError
 
 SNAKEMAKE_TIMEOUT_S = 7 * 24 * 3600  # a job's own walltime is the executor's to enforce
+TEMP_NOTES = Path(".snakemake") / "swfflow-temp"  # in the working directory
 OUTPUT_OBJECT = "cwl.output.json"  # cwltool reads the output object from here
 
 
@@ -41,6 +43,7 @@ OUTPUT_OBJECT = "cwl.output.json"  # cwltool reads the output object from here
 @click.option("--rule", default=None, help="The rule whose job runs.")
 @click.option("--outputs-json", default="{}", help="Output port → the rule's output patterns.")
 @click.option("--directories", default="", help="Output ports that are directory() outputs.")
+@click.option("--temp-outputs", default="", help="Output ports that are temp() outputs.")
 @click.option("--wildcard", "wildcards", multiple=True, metavar="NAME=VALUE")
 @click.option("--wildcards-json", default=None, help="The job's wildcards as a JSON object.")
 @click.option("--split-input", default=None, help="The job's one file of the split port.")
@@ -50,7 +53,7 @@ OUTPUT_OBJECT = "cwl.output.json"  # cwltool reads the output object from here
 @click.option("--expand", "expand_rules", default=None, metavar="RULE,...",
               help="List the jobs of these rules after the checkpoints ran (no job runs).")
 def snakemake_job_cmd(snakefile: str, rule: str | None, outputs_json: str, directories: str,
-                      wildcards: tuple[str, ...], wildcards_json: str | None,
+                      temp_outputs: str, wildcards: tuple[str, ...], wildcards_json: str | None,
                       split_input: str | None, split_pattern: str | None, config_json: str,
                       cores: int, expand_rules: str | None) -> None:
     """Run one job of RULE with Snakemake in the Snakefile's folder (internal: the command of
@@ -69,6 +72,10 @@ def snakemake_job_cmd(snakefile: str, rule: str | None, outputs_json: str, direc
     outputs = json.loads(outputs_json)
     write_output_object(collect_outputs(path.parent, outputs, values,
                                         set(filter(None, directories.split(",")))))
+    temps = [apply_pattern(pattern, values) for port in filter(None, temp_outputs.split(","))
+             for pattern in outputs.get(port, ())]
+    if temps:
+        note_temp_files(path.parent, temps)
 
 
 def expand(snakefile: Path, config: dict[str, Any], rules: list[str]) -> dict[str, list[str]]:
@@ -139,12 +146,44 @@ def run_snakemake(snakefile: Path, rule: str, wildcards: dict[str, str],
             "--directory", str(snakefile.parent), "--target-jobs", target,
             "--allowed-rules", rule, "--force", "--cores", str(max(1, cores)), "--nolock",
             "--notemp", "--rerun-triggers", "mtime", "--quiet", "all"]
-    if config:
-        argv += ["--config", *(f"{k}={json.dumps(v)}" for k, v in sorted(config.items()))]
+    argv += _config_args(config)
     try:
         return subprocess.run(argv, check=False, timeout=SNAKEMAKE_TIMEOUT_S).returncode
     except KeyboardInterrupt:
         return 130
+
+
+def note_temp_files(workdir: Path, files: list[str]) -> None:
+    """Write down the ``temp()`` files this job made: the run deletes them when it is done."""
+    folder = workdir / TEMP_NOTES
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps(files))
+
+
+def delete_temp_outputs(workdir: Path) -> list[str]:
+    """After a whole run: remove the ``temp()`` files its jobs wrote down, as ``snakemake``
+    does once their last reader is done (a job cannot: the next reader is another process,
+    so jobs run with ``--notemp``). Returns what was removed."""
+    folder = workdir / TEMP_NOTES
+    removed = []
+    for note in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        for name in json.loads(note.read_text()):
+            path = workdir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+        note.unlink()
+    return removed
+
+
+def _config_args(config: dict[str, Any]) -> list[str]:
+    if not config:
+        return []
+    return ["--config", *(f"{k}={json.dumps(v)}" for k, v in sorted(config.items()))]
 
 
 def collect_outputs(workdir: Path, outputs: dict[str, list[str]], wildcards: dict[str, str],

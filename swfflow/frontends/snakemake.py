@@ -278,7 +278,7 @@ class _Lowering:
         add_snakefile_input(step, self.dag.snakefile)
         outputs = {port: list(rule.output_items.get(port, ())) for port in step.outputs}
         step.tool = rule_tool(step, rule.name, outputs, set(rule.directories), self.dag.config,
-                              split=split)
+                              split=split, temp_outputs=set(rule.temp_outputs))
 
     def made_inputs(self, jobs: list[SnakeJob], port: str) -> dict[str, tuple[str, str]]:
         """The files of ``port`` that a job's parent writes → (rule, port) writing them. A

@@ -53,6 +53,7 @@ class SnakeRule:
     input_items: dict[str, tuple[str, ...]] = field(default_factory=dict)  # declared patterns
     output_items: dict[str, tuple[str, ...]] = field(default_factory=dict)  # (not functions)
     directories: tuple[str, ...] = ()  # output ports declared directory()
+    temp_outputs: tuple[str, ...] = ()  # output ports declared temp()
 
 
 @dataclass
@@ -242,15 +243,18 @@ def _make_rule(rule: Any, linemaps: Mapping[Any, Mapping[int, int]], params: dic
     declared_outputs = list(rule.output)
     outputs = {name: tuple(str(o) for o in declared_outputs[start:end])
                for name, (start, end) in _ranges(rule.output, "output").items()}
-    directories = tuple(sorted(name for name, (start, end) in _ranges(rule.output, "output").items()
-                               if any(_is_flagged(o, "directory")
-                                      for o in declared_outputs[start:end])))
+    output_ranges = _ranges(rule.output, "output")
+
+    def flagged(flag: str) -> tuple[str, ...]:
+        return tuple(sorted(name for name, (start, end) in output_ranges.items()
+                            if any(_is_flagged(o, flag) for o in declared_outputs[start:end])))
     return SnakeRule(
         name=rule.name, where=_source_line(rule.snakefile, rule.lineno, linemaps),
         shell=rule.shellcmd,
         norun=bool(rule.norun), is_checkpoint=bool(rule.is_checkpoint),
         wildcard_names=tuple(sorted(rule.wildcard_names)), input_patterns=patterns,
-        input_items=items, output_items=outputs, directories=directories,
+        input_items=items, output_items=outputs, directories=flagged("directory"),
+        temp_outputs=flagged("temp"),
         params=params, threads=threads, resources=resources, container=container,
         retries=rule._restart_times or None)
 

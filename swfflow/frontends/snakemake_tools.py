@@ -42,7 +42,8 @@ def snakefile_value(snakefile_name: str) -> dict[str, Any]:
 
 def rule_tool(step: ir.Step, rule_name: str, outputs: dict[str, list[str]],
               directories: set[str], config: dict[str, Any], *,
-              split: tuple[str, str] | None = None) -> dict[str, Any]:
+              split: tuple[str, str] | None = None,
+              temp_outputs: set[str] = frozenset()) -> dict[str, Any]:
     """The CommandLineTool of a rule's step. ``outputs``: port → the rule's output patterns;
     ``split``: (port, input pattern) when the step is scattered over a dataset's files."""
     scattered = set(step.scatter.ports) if step.scatter else set()
@@ -55,6 +56,8 @@ def rule_tool(step: ir.Step, rule_name: str, outputs: dict[str, list[str]],
     arguments = ["--rule", rule_name, "--outputs-json", json.dumps(outputs, sort_keys=True)]
     if directories:
         arguments += ["--directories", ",".join(sorted(directories))]
+    if temp_outputs:
+        arguments += ["--temp-outputs", ",".join(sorted(temp_outputs))]
     if split is not None:
         arguments += ["--split-pattern", split[1]]
     if config:
