@@ -106,6 +106,44 @@ def big_dag(folder: Path, n_jobs: int) -> None:
           f"(goal < 60 s, < 2048 MB)")
     print(f"  snakemake -n        {dry_s:7.2f} s  {dry_mb:7.0f} MB peak")
     print(f"  ratio compile / -n  {compile_s / dry_s:7.2f} time  {compile_mb / dry_mb:5.2f} memory")
+    print("  where a compile's time goes (one more compile, in process):")
+    breakdown = subprocess.run([PY, "-c", _BREAKDOWN, str(snakefile)], cwd=folder,
+                               capture_output=True, text=True, check=True)
+    for line in breakdown.stdout.splitlines():
+        print(f"    {line}")
+
+
+# the stages of a compile, timed separately: Snakemake's job graph (its own code) against
+# swfflow's (snapshot of the graph, lowering to the IR, planner, plan JSON)
+_BREAKDOWN = """
+import sys, time
+from pathlib import Path
+from swfflow.frontends import snakemake_dag
+from swfflow.frontends.snakemake import lower, workflow_name
+from swfflow.plan.planner import compile_workflow
+path = Path(sys.argv[1])
+snapshot = snakemake_dag._snapshot
+took = {}
+def timed_snapshot(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return snapshot(*args, **kwargs)
+    finally:
+        took["snapshot"] = time.perf_counter() - start
+snakemake_dag._snapshot = timed_snapshot
+with snakemake_dag.paused_gc():  # as the front end builds and lowers a graph
+    start = time.perf_counter()
+    dag = snakemake_dag.build_dag(path)
+    graph = time.perf_counter() - start - took["snapshot"]
+    start = time.perf_counter(); workflow = lower(dag, workflow_name(path)); lowering = time.perf_counter() - start
+start = time.perf_counter(); plan = compile_workflow(workflow); planner = time.perf_counter() - start
+start = time.perf_counter(); plan.to_json(); as_json = time.perf_counter() - start
+print(f"Snakemake's job graph  {graph:7.2f} s")
+print(f"swfflow: snapshot      {took['snapshot']:7.2f} s")
+print(f"swfflow: lowering      {lowering:7.2f} s")
+print(f"swfflow: planner       {planner:7.2f} s")
+print(f"swfflow: plan JSON     {as_json:7.2f} s")
+"""
 
 
 def status_calls(folder: Path, n_jobs: int, interval: int, cycles: int) -> None:

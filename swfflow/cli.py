@@ -52,6 +52,9 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "job": ("swfflow.commands.job:job_cmd",
             "Run one PanDA job of a compiled plan on a worker node (what jobParameters call).",
             "run"),
+    "snakemake-job": ("swfflow.commands.snakemake_job:snakemake_job_cmd",
+                      "Run one job of a compiled Snakefile's step with Snakemake (what its "
+                      "tasks call).", "run"),
 }
 
 # group → (heading, one example). --help lists the groups in this order, then "other".

@@ -31,7 +31,9 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                      profile_path: str | None, quiet: bool,
                      rehearse: bool = False) -> dict[str, Any]:
     """The workflow's output object, its files copied into ``outdir``."""
-    streams = {name: inputs.get(name) for name in workflow.stream_inputs()}
+    # a stream's default (a Snakefile's input files) when the inputs do not list its files
+    streams = {name: inputs.get(name, _default_files(workflow, name))
+               for name in workflow.stream_inputs()}
     for name, files in streams.items():
         if files is not None and not (isinstance(files, list) and all(
                 isinstance(f, dict) and f.get("class") == "File" for f in files)):
@@ -69,6 +71,13 @@ def run_plan_locally(workflow: ir.Workflow, inputs: dict[str, Any], outdir: Path
                         outdir / STATE_DB)
             raise
     return relocate(outputs, outdir, workdir)
+
+
+def _default_files(workflow: ir.Workflow, name: str) -> Any:
+    from swfflow.runtime.files import absolute_locations
+    port = workflow.inputs[name].port
+    base = Path(workflow.source_path).resolve().parent if workflow.source_path else Path.cwd()
+    return absolute_locations(port.default, base) if port.has_default else None
 
 
 def relocate(outputs: dict[str, Any], outdir: Path, workdir: Path) -> dict[str, Any]:

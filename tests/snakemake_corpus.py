@@ -122,7 +122,8 @@ def compile_here(snakefile: Path) -> dict:
         return {"outcome": "traceback", "message": f"{type(exc).__name__}: {exc}"[:300]}
     tasks = {t.key.split(".")[0] for t in plan.tasks}
     norun = {name for name, rule in dag.rules.items() if rule.norun}
-    return {"outcome": "compiled", "tasks": sorted(tasks), "norun": sorted(norun)}
+    return {"outcome": "compiled", "tasks": sorted(tasks), "norun": sorted(norun),
+            "checkpoints": any(rule.is_checkpoint for rule in dag.rules.values())}
 
 
 def judge(tests: Path, name: str) -> dict:
@@ -208,8 +209,33 @@ def summary(rows: list[dict]) -> dict:
         "tracebacks": sorted(r["dir"] for r in accepted
                              if r.get("outcome") in ("traceback", "worker-died", "timeout")),
         "checkpoint_refusals": sorted(r["dir"] for r in accepted
-                                      if "is a checkpoint" in r.get("message", "")),
+                                      if "after another checkpoint" in r.get("message", "")),
+        "checkpoint_workflows_compiled": sorted(r["dir"] for r in compiled
+                                                if r.get("checkpoints")),
     }
+
+
+def categories(rows: list[dict]) -> dict[str, int]:
+    """How many Snakefiles end in each outcome (the survey's per-category counts)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if not row.get("dry"):
+            kind = "snakemake -n rejects it" if row.get("dry") is False else row["outcome"]
+        elif row.get("outcome") == "compiled":
+            kind = ("compiled, with checkpoints" if row.get("checkpoints") else "compiled") \
+                if not row["missing"] else "compiled, a rule has no task"
+        elif row.get("outcome") == "refused":
+            message = row.get("message", "")
+            kind = next((label for text, label in _REFUSALS if text in message),
+                        "refused, other")
+        else:
+            kind = row.get("outcome", "?")
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+_REFUSALS = (("has no jobs", "refused: no jobs"), ("nothing to run", "refused: nothing to run"),
+             ("after another checkpoint", "refused: checkpoint after a checkpoint"))
 
 
 def main() -> None:
@@ -233,6 +259,8 @@ def main() -> None:
         if row.get("dry") and not (row.get("outcome") == "compiled" and not row["missing"]):
             print(f"{row['dir']:45} {row.get('outcome')}: {row.get('message') or row['missing']}")
     print(json.dumps(summary(rows), indent=1))
+    for kind, count in categories(rows).items():
+        print(f"{count:5}  {kind}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,12 +113,17 @@ def test_bad_profile_is_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_run_refuses_a_snakefile_with_exit_33_and_a_hint(tmp_path):
+def test_run_runs_a_snakefile(tmp_path):
+    """Each rule's task runs Snakemake on its job (swfflow snakemake-job, found on PATH)."""
     snakefile = tmp_path / "Snakefile"
-    snakefile.write_text("rule all:\n    shell: 'true'\n")
-    result = swfflow("run", str(snakefile), "--outdir", str(tmp_path / "out"))
-    assert result.returncode == 33
-    assert "snakemake --profile panda" in result.stderr and "Traceback" not in result.stderr
+    snakefile.write_text("rule hello:\n    output: 'hello.txt'\n    shell: 'echo hi > {output}'\n")
+    bin_dir = str(Path(sys.executable).parent)
+    result = subprocess.run([sys.executable, "-m", "swfflow.cli", "run", str(snakefile),
+                             "--outdir", str(tmp_path / "out"), "-q"], capture_output=True,
+                            text=True, check=False, timeout=300,
+                            env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hello.txt").read_text() == "hi\n"
 
 
 def test_a_file_that_is_not_a_plan_is_exit_2_for_submit_and_bridge(tmp_path):

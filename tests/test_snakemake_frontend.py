@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
+from swfflow.errors import WorkflowError
 from swfflow.frontends import load_any
 from swfflow.frontends.snakemake import load_workflow
 from swfflow.frontends.snakemake_dag import build_dag
@@ -51,6 +51,27 @@ def test_dag_adapter_contract():
     merge = next(j for j in dag.jobs if j.rule == "merge_checks")
     assert sorted(merge.parents) == sorted(j.jobid for j in jobs)
     assert len(merge.inputs["parts"]) == 3
+
+
+def test_skipped_dag_checks_still_run_when_they_can_fire(tmp_path):
+    """The adapter skips Snakemake's directory-output check only when no rule has a
+    directory() output: with one, an output inside it is still refused."""
+    from snakemake.dag import DAG
+    assert callable(DAG.check_directory_outputs) and callable(DAG.update_conda_envs)
+    (tmp_path / "Snakefile").write_text('''
+rule all:
+    input: "d", "d/x.txt"
+
+rule d:
+    output: directory("d")
+    shell: "mkdir -p {output}"
+
+rule x:
+    output: "d/x.txt"
+    shell: "touch {output}"
+''')
+    with pytest.raises(WorkflowError, match="child to another output"):
+        load_workflow(tmp_path / "Snakefile")
 
 
 def test_adapter_keeps_the_working_directory(tmp_path, monkeypatch):
@@ -199,14 +220,13 @@ rule a:
 
 
 # --- bad input -------------------------------------------------------------------------------
-def test_checkpoints_are_not_supported():
-    with pytest.raises(UnsupportedFeature, match="checkpoint") as err:
-        load_workflow(DATA / "bad" / "checkpoint.smk")
-    assert err.value.where.endswith("checkpoint.smk:4")
+def test_a_checkpoint_compiles():
+    workflow = load_workflow(DATA / "checkpoint" / "minimal.smk")
+    assert {s.name for s in workflow.steps} == {"split", "done"}
 
 
 @pytest.mark.parametrize("name, exit_code, text", [
-    ("checkpoint.smk", 33, "checkpoint"),
+    ("nested_checkpoint.smk", 33, "checkpoint 'second' has jobs only after another"),
     ("mode.smk", 2, "swf_mode='sometimes'"),
     ("syntax.smk", 2, "Snakemake could not build the job graph"),
     ("missing_input.smk", 2, "missing_input.smk:4: Snakemake could not build the job graph: "

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from swfflow.errors import SwfflowError, UnsupportedFeature
+from swfflow.errors import SwfflowError
 
 STATE_DIR = ".swfflow"
 
@@ -88,11 +88,6 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
 
     from swfflow.frontends import kind_of, load_any, load_inputs_file
 
-    if kind_of(workflow) != "cwl":
-        raise UnsupportedFeature(
-            "swfflow run executes CWL workflows; Snakemake jobs are run by Snakemake itself",
-            where=workflow, hint="run a Snakefile locally with `snakemake --cores N`, on PanDA "
-                                 "with `snakemake --profile panda`; `swfflow compile` shows its plan")
     _logging(quiet)
     out = Path(outdir).resolve()
     values = load_inputs_file(inputs)
@@ -102,6 +97,9 @@ def run_cmd(workflow: str, inputs: str | None, outdir: str, jobs: int | None,
                               attempts=attempts, no_container=no_container,
                               run=run_number, profile_path=profile_path, quiet=quiet,
                               rehearse=rehearse)
+    if kind_of(workflow) == "snakemake":  # what snakemake deletes once the run needs it no more
+        from swfflow.commands.snakemake_job import delete_temp_outputs
+        delete_temp_outputs(Path(workflow).resolve().parent)
     click.echo(json.dumps(result, indent=2, sort_keys=True))
 
 

@@ -17,7 +17,10 @@ module only reads the snapshot. Mapping:
   ``params: swf_files_per_job/swf_gb_per_job/...`` → resources, container, retries, sizing;
 - PanDA's pchain dialect (``shell: "prun"|"phpo"|"junction"`` with ``opt_*`` params) → native
   steps, as the CWL front end makes them;
-- checkpoints → a clear "not supported" error (exit 33): their DAG is unknowable before they run;
+- every step runs: its process is Snakemake executing the named job in the Snakefile's folder
+  (:mod:`.snakemake_tools`, ``swfflow snakemake-job``);
+- checkpoints → the rules after them are run-time scatters of a checkpoint expansion step
+  (:mod:`.snakemake_checkpoints`); a checkpoint after a checkpoint is one exit-33 error;
 - whatever else Snakemake accepts compiles or is refused in one line (file:line, hint): an empty
   plan (exit 2), a loop between rules (33), a slip of this module (33, naming the rule).
 
@@ -44,7 +47,10 @@ from swfflow.frontends.snakemake_dag import (
     SnakeRule,
     build_dag,
     parse_rules,
+    paused_gc,
 )
+from swfflow.frontends.snakemake_checkpoints import add_post_checkpoint_steps
+from swfflow.frontends.snakemake_tools import add_snakefile_input, rule_tool
 from swfflow.frontends.snakemake_rules import (
     CONTROL_PARAMS,
     NATIVE,
@@ -54,7 +60,6 @@ from swfflow.frontends.snakemake_rules import (
     native_options,
     param_type,
     plain_value,
-    refuse_checkpoint,
     step_container,
     step_resources,
     step_sizing,
@@ -67,7 +72,8 @@ def load_workflow(path: str | os.PathLike, inputs: Mapping[str, Any] | None = No
     are config values too, ``config`` wins) and lower it to the IR. ``strict`` adds nothing:
     Snakemake's own parse is already the full check."""
     merged = {**dict(inputs or {}), **dict(config or {})}
-    return lower(build_dag(path, merged), workflow_name(Path(path)))
+    with paused_gc():
+        return lower(build_dag(path, merged), workflow_name(Path(path)))
 
 
 def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> int:
@@ -76,7 +82,6 @@ def check_module(path: str | os.PathLike, config: Mapping[str, Any] | None = Non
     its jobs are is the business of the Snakefile that uses it. Returns the rules checked."""
     rules = parse_rules(path, config)
     for rule in rules:
-        refuse_checkpoint(rule)
         check_rule(rule)
     return len(rules)
 
@@ -96,8 +101,6 @@ def workflow_name(path: Path) -> str:
 
 
 def lower(dag: SnakeDag, name: str) -> ir.Workflow:
-    for rule in dag.rules.values():
-        refuse_checkpoint(rule)
     return _Lowering(dag, name).workflow()
 
 
@@ -163,6 +166,7 @@ class _Lowering:
         for link in sorted(set(links), key=lambda lk: (lk.src_step, lk.dst_step, lk.dst_port,
                                                        lk.src_port)):
             self.wf.add_link(link)
+        add_post_checkpoint_steps(self.wf, self.dag, self.dag.jobs, self.runnable)
         if not self.wf.graph.number_of_nodes():
             raise WorkflowError(_empty_reason(self.dag), where=self.dag.snakefile,
                                 hint="check the target rule's expand()/glob_wildcards() finds "
@@ -266,7 +270,17 @@ class _Lowering:
             sizing=step_sizing(rule), container=step_container(rule.container),
             retries=rule.retries, command=display_command(rule.shell), streaming_inputs=tuple(sorted(streaming)),
             where=rule.where)
+        split = (scattered[0], rule.input_items[scattered[0]][0]) if scattered else None
+        self.runnable(step, rule, split)
         return step, links
+
+    def runnable(self, step: ir.Step, rule: SnakeRule,
+                 split: tuple[str, str] | None = None) -> None:
+        """Give ``step`` the process its jobs run (Snakemake running the named job)."""
+        add_snakefile_input(step, self.dag.snakefile)
+        outputs = {port: list(rule.output_items.get(port, ())) for port in step.outputs}
+        step.tool = rule_tool(step, rule.name, outputs, set(rule.directories), self.dag.config,
+                              split=split, temp_outputs=set(rule.temp_outputs))
 
     def made_inputs(self, jobs: list[SnakeJob], port: str) -> dict[str, tuple[str, str]]:
         """The files of ``port`` that a job's parent writes → (rule, port) writing them. A

@@ -9,7 +9,7 @@ import shlex
 from typing import Any
 
 from swfflow import ir
-from swfflow.errors import UnsupportedFeature, WorkflowError
+from swfflow.errors import WorkflowError
 from swfflow.frontends.cwl_pchain import ALLOWED_INPUTS
 from swfflow.frontends.snakemake_dag import SnakeRule
 
@@ -22,15 +22,6 @@ SIZING_PARAMS = {"swf_files_per_job": "files_per_job", "swf_max_files_per_job":
 CONTROL_PARAMS = {"swf_mode", "payload", *SIZING_PARAMS}
 PLACEHOLDER = re.compile(r"\{(input|output|params|log|threads|wildcards)(?:\.(\w+))?(?::q)?\}")
 TOKEN_KIND = {"input": "in", "output": "out", "params": "param", "wildcards": "param"}
-
-
-def refuse_checkpoint(rule: SnakeRule) -> None:
-    if rule.is_checkpoint:
-        raise UnsupportedFeature(
-            f"rule {rule.name!r} is a checkpoint; swfflow compiles a DAG that is known "
-            "before anything runs", where=rule.where,
-            hint="make the rule's outputs explicit (e.g. expand over the run's files), or "
-                 "run this workflow with plain snakemake")
 
 
 def check_rule(rule: SnakeRule) -> None:
