@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from swfflow.assemble import names
-from swfflow.errors import ConfigError, RunFailed
+from swfflow.errors import ConfigError, RunFailed, ServiceError
 from swfflow.stream.messages import EPIC_TOPIC
 
 
@@ -99,7 +99,8 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
       swfflow bridge examples/calib.cwl --replay run.jsonl --exit-after 1 --json
       swfflow status --run 100012 --state sqlite:///bridge.db --json
     """
-    from swfflow.stream.bridge.setup import Setup, build_bridge, default_subscription, dumps, summary
+    from swfflow.stream.bridge.setup import (Setup, default_subscription, dumps, prepare_bridge,
+                                             summary)
     from swfflow.stream.bridge.sources import replay as replay_log, subscribe
     from swfflow.stream.bus import open_bus
 
@@ -120,18 +121,35 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
                                attach_parallel=attach_parallel,
                                end_timeout_s=end_timeout, tick_s=tick, rse=rse,
                                sites_down=tuple(sites_down), emit_ready=not no_ready))
+    stopper = _Stopper()
     with contextlib.ExitStack() as stack:
         bus = stack.enter_context(open_bus(broker)) if broker else None
-        bridge = build_bridge(setup, stack, publish=bus.publish if bus else None)
-        _stop_on_signals(bridge)
+        prepared = prepare_bridge(setup, stack, publish=bus.publish if bus else None)
+        name = subscription or default_subscription(prepared.template, namespace)
+        stopper.install()
+        # issue 15: one active bridge per subscription; the others wait here (standby)
+        watch = _become_active(prepared, name, stack, stopper)
+        if watch is None:
+            click.echo(f"standby bridge stopped before it became active for {name}")
+            return
+        bridge = prepared.build(stack)
+        stopper.bridge = bridge
+        watch.on_lost = bridge.fence
+        if stopper.event.is_set():  # a signal while it was taking over
+            bridge.stop()
         if replay is not None:
             replay_log(bridge, replay)  # queues the whole log; handled by bridge.run
         else:
-            name = subscription or default_subscription(bridge.template, namespace)
-            subscribe(bridge, bus, destination, name)
+            # closed before the lock is released (LIFO): the next bridge's subscription
+            # with the same client-id is then accepted at once
+            stack.callback(subscribe(bridge, bus, destination, name).close)
         until = _until(exit_after, replay is not None)
-        bridge.run(until=until)
+        bridge.run(until=_fenced(until, watch, bridge))
         report = summary(bridge)
+    if watch.failure is not None:
+        raise ServiceError(f"this bridge lost the bridge lock of {name} ({watch.failure}) "
+                           "and stopped, leaving its work to the bridge that is active now",
+                           where=state, hint="start it again: it waits as a standby")
     if as_json:
         click.echo(dumps(report))
     else:
@@ -196,14 +214,51 @@ def _until(exit_after: int | None, replaying: bool):
     return finished if (exit_after is not None or replaying) else None
 
 
-def _stop_on_signals(bridge) -> None:
-    def stop(signum, frame):
+class _Stopper:
+    """SIGTERM/SIGINT: a standby stops waiting; an active bridge stops after pending work."""
+
+    def __init__(self):
+        import threading
+
+        self.event = threading.Event()
+        self.bridge = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+
+    def stop(self, signum, frame) -> None:
         logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending work",
                                                     signum)
-        bridge.stop()
+        self.event.set()
+        if self.bridge is not None:
+            self.bridge.stop()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
+
+def _become_active(prepared, name: str, stack: contextlib.ExitStack, stopper: _Stopper):
+    """Wait (standby) until this process holds the bridge lock of ``name``; its fence
+    (:class:`~swfflow.stream.bridge.leader.LeaderWatch`), or None when stopped first."""
+    from swfflow.stream.bridge.leader import LeaderWatch, bridge_lock, wait_until_active
+
+    lock = bridge_lock(prepared.engine, name)
+    stack.callback(lock.release)
+    if not wait_until_active(lock, prepared.engine, name, stopper.event):
+        return None
+    watch = LeaderWatch(lock, on_lost=lambda: None)
+    stack.callback(watch.stop)
+    return watch
+
+
+def _fenced(until, watch, bridge):
+    """The loop's stop condition, and the fence: a bridge whose lock may be lost stops at
+    once (another one may be active)."""
+    def check(b) -> bool:
+        if watch.lost():
+            bridge.fence()
+            return True
+        return until is not None and until(b)
+
+    return check
 
 
 def _logging(quiet: bool) -> None:
