@@ -68,6 +68,26 @@ def setup_for(tmp: Path, *, state: str | None = None, catalog: str = "local",
                  panda_url=panda_url, options=options)
 
 
+@contextlib.contextmanager
+def pg_database(prefix: str = "swfflow_bridge"):
+    """A fresh PostgreSQL database on the machine's server (dropped after): its state URL."""
+    import uuid
+
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
 def string_log(*bodies: str) -> io.StringIO:
     return io.StringIO("\n".join(bodies) + "\n")
 
