@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 from swfflow.checksum import adler32_file
 from swfflow.state import state_engine
@@ -29,95 +29,23 @@ from swfflow.stream.bridge import leader
 from swfflow.stream.bus import open_bus
 from swfflow.stream.status import run_status
 from swfflow.stream.store import PHASE_DONE, BridgeStore, StfRow
-from swfflow.stream.tables import FILES
 from swfflow.stream.transfer import running_checksum
-from tests.bridge_support import WORKFLOW, first_run_number, pg_database, simulate
+from tests.bridge_support import (E1_SITES, Bridges, butterfly_profile, first_run_number,
+                                  pg_database, simulate, wait_for)
 from tests.test_bridge_e2e import precreate_subscription
 
 pytestmark = pytest.mark.services
-SITES = ("E1_BNL_DISK", "E1_JLAB_DISK")
-PHYSICS_S, STF_RATE = 60, 4  # 240 STFs over a minute: the kills and restarts fit inside
+SITES = E1_SITES
+PHYSICS_S, STF_RATE = 75, 4  # 300 STFs: the kills and restarts fit inside, on a busy machine
 SCHEDULE = f"""\
 - {{state: beam, substate: not_ready, span: "0,0,0,0,1"}}
 - {{state: run, substate: physics, span: "0,0,0,0,{PHYSICS_S}", stf_rate: {STF_RATE}}}
 - {{state: beam, substate: not_ready, span: "0,0,0,0,1"}}
 """
 TAKEOVER_S = 10.0  # req: the standby takes over within 10 s
-
-
-def wait_for(condition, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-class Bridges:
-    """``swfflow bridge`` processes of one subscription on one state store."""
-
-    def __init__(self, tmp: Path, broker: str, state: str, name: str, profile: Path):
-        self.tmp, self.broker, self.state, self.name = tmp, broker, state, name
-        self.profile = profile
-        self.engine = state_engine(state)
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        argv = [sys.executable, "-c", "from swfflow.cli import main; main()", "bridge",
-                str(WORKFLOW), "--profile", str(self.profile), "--broker", self.broker,
-                "--subscription", self.name, "--namespace", self.name, "--catalog", "rucio",
-                "--backend", "dryrun", "--state", self.state, "--workdir", str(self.tmp / "work"),
-                "--tick", "0.2", "--batch-ms", "20"]
-        log = open(self.tmp / f"bridge-{len(self.procs)}.log", "ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True,
-                                env=dict(os.environ))
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def lock_sessions(self) -> int:
-        """Bridges holding or waiting for the lock (each has its own lock connection)."""
-        with self.engine.connect() as conn:
-            return conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'swfflow-bridge-lock'")).scalar()
-
-    def active(self) -> subprocess.Popen | None:
-        row = leader.active_bridge(self.engine, self.name)
-        alive = [p for p in self.procs if p.poll() is None]
-        return next((p for p in alive if row and p.pid == row["pid"]), None)
-
-    def first_attached_after(self, moment: float) -> float | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.min(FILES.c.attached_at))
-                                .where(FILES.c.attached_at > moment)).scalar()
-
-    def logs(self) -> str:
-        return "\n".join((self.tmp / f"bridge-{i}.log").read_text(errors="replace")[-3000:]
-                         for i in range(len(self.procs)))
-
-    def stop(self) -> list[int | None]:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in self.procs:
-            try:
-                codes.append(proc.wait(timeout=30))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                codes.append(None)
-        self.engine.dispose()
-        return codes
-
-
-def butterfly_profile(tmp: Path) -> Path:
-    profile = tmp / "profile.yaml"
-    profile.write_text("scopes:\n  output: user.swfflow\n"
-                       f"bridge:\n  sites: [{', '.join(SITES)}]\n")
-    return profile
+# and attaches: a second on a quiet machine (bench/bridge.py), more when the two cores are
+# shared with the test suite's other services (Rucio's attach call then takes seconds)
+ATTACHED_AFTER_S = 30.0
 
 
 def final_state(tmp: Path, state: str, run: str) -> dict:
@@ -182,42 +110,27 @@ def test_kill_9_of_the_active_bridge_5_times_then_a_rolling_restart_change_nothi
             calm.start()  # the run next to it: one bridge, no fault, the whole run at once
             calm_sim: dict = {}
             stream(calm_dir, stomp_url, calm.name, int(calm_run), fast=True, result=calm_sim)
-            fault.start()
-            wait_for(fault.active, 60, "a bridge to become active\n" + fault.logs())
-            fault.start()
-            wait_for(lambda: fault.lock_sessions() == 2, 60, "the standby to wait for the lock")
+            fault.start_pair()
+            fault.start()  # a second standby: a new one starts while the next kill comes
             fault_sim: dict = {}
             sim = threading.Thread(target=stream, args=(fault_dir, stomp_url, fault.name,
                                                         int(fault_run)),
                                    kwargs={"fast": False, "result": fault_sim})
             sim.start()
             wait_for(lambda: fault.first_attached_after(0), 30, "the first STF attached")
-            failovers = []
-            for _ in range(5):
-                victim = fault.active()
-                assert victim is not None, fault.logs()
-                killed_at = time.time()
-                os.killpg(victim.pid, signal.SIGKILL)
-                victim.wait()
-                heir = wait_for(fault.active, TAKEOVER_S, "the standby to take over\n"
-                                + fault.logs())
-                took_over = time.time() - killed_at
-                attached = wait_for(lambda: fault.first_attached_after(killed_at), TAKEOVER_S,
-                                    "an STF attached by the new active bridge")
-                failovers.append((took_over, attached - killed_at))
-                assert heir.pid != victim.pid
-                fault.start()  # a new standby
-                wait_for(lambda: fault.lock_sessions() == 2, 30, "the new standby")
-            for _ in range(2):  # a rolling restart: each bridge stopped and started in turn
+            # each: SIGKILL, the standby takes over, attaches, a new standby is started
+            failovers = [fault.kill_active(TAKEOVER_S, ATTACHED_AFTER_S) for _ in range(5)]
+            print("failovers (s to active, s to the next STF attached):", failovers)
+            for _ in range(2):  # a rolling restart: the active one stopped, started again, twice
+                wait_for(lambda: fault.lock_sessions() >= 2, 60, "a standby")
                 victim = fault.active()
                 stopped_at = time.time()
                 victim.send_signal(signal.SIGTERM)
                 assert victim.wait(timeout=30) == 0, fault.logs()
                 wait_for(fault.active, TAKEOVER_S, "the standby to take over after SIGTERM")
-                wait_for(lambda: fault.first_attached_after(stopped_at), TAKEOVER_S,
+                wait_for(lambda: fault.first_attached_after(stopped_at), ATTACHED_AFTER_S,
                          "an STF attached after the restart")
                 fault.start()
-                wait_for(lambda: fault.lock_sessions() == 2, 30, "the restarted standby")
             last_fault = time.time()
             sim.join(timeout=PHYSICS_S + 30)
             assert not sim.is_alive()
@@ -241,10 +154,10 @@ def test_kill_9_of_the_active_bridge_5_times_then_a_rolling_restart_change_nothi
         assert all(site == {"files": stfs, "checksum": True, "checked": True, "alarm": None}
                    for site in got["sites"].values()), got["sites"]
         assert got["dead_letters"] == 0
-        assert all(took < TAKEOVER_S and attached < TAKEOVER_S
+        assert all(took < TAKEOVER_S and attached < ATTACHED_AFTER_S
                    for took, attached in failovers), failovers
-        # the last two (one active, one standby) and the two restarted ones stopped cleanly
-        assert codes.count(-signal.SIGKILL) == 5 and codes.count(0) == 4, codes
+        # the last ones (one active, two standbys) and the two restarted ones stopped cleanly
+        assert codes.count(-signal.SIGKILL) == 5 and codes.count(0) == 5, codes
         assert calm_codes == [0]
 
 

@@ -228,11 +228,14 @@ class _Stopper:
             signal.signal(sig, self.stop)
 
     def stop(self, signum, frame) -> None:
-        logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending work",
-                                                    signum)
         self.event.set()
         if self.bridge is not None:
             self.bridge.stop()
+        try:
+            logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending "
+                                                        "work", signum)
+        except Exception:  # noqa: BLE001 - the signal came mid-import (rich's, at start):
+            pass  # an error raised here would break that import; stopping matters, not this
 
 
 def _become_active(prepared, name: str, stack: contextlib.ExitStack, stopper: _Stopper):
