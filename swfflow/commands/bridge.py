@@ -88,6 +88,9 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
     Messages are acked only once their effect is stored; a restart resumes every open run.
     Stop with Ctrl-C or SIGTERM (pending STFs are attached first).
 
+    Several bridges on the same --state and subscription: one is active, the others wait as
+    standbys and take over when it stops or dies (docs/bridge.md, "Two bridges").
+
     \b
     Examples:
       swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 --subscribe-only
@@ -137,16 +140,18 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
         watch.on_lost = bridge.fence
         if stopper.event.is_set():  # a signal while it was taking over
             bridge.stop()
+        subscription_ = None
         if replay is not None:
             replay_log(bridge, replay)  # queues the whole log; handled by bridge.run
         else:
-            # closed before the lock is released (LIFO): the next bridge's subscription
-            # with the same client-id is then accepted at once
-            stack.callback(subscribe(bridge, bus, destination, name).close)
+            subscription_ = subscribe(bridge, bus, destination, name)
+        handover = _Handover(bridge, subscription_, watch)
+        stack.callback(handover)
         until = _until(exit_after, replay is not None)
         bridge.run(until=_fenced(until, watch, bridge))
+        handover()  # a standby may take over now, while this one winds down
         report = summary(bridge)
-    if watch.failure is not None:
+    if bridge.fenced:
         raise ServiceError(f"this bridge lost the bridge lock of {name} ({watch.failure}) "
                            "and stopped, leaving its work to the bridge that is active now",
                            where=state, hint="start it again: it waits as a standby")
@@ -250,6 +255,26 @@ def _become_active(prepared, name: str, stack: contextlib.ExitStack, stopper: _S
     watch = LeaderWatch(lock, on_lost=lambda: None)
     stack.callback(watch.stop)
     return watch
+
+
+class _Handover:
+    """Once: the subscription closed (its client-id is free for the next bridge), the runs'
+    flows stopped (they submit tasks), then the lock released: a standby takes over only when
+    nothing of this bridge acts any more."""
+
+    def __init__(self, bridge, subscription, watch):
+        self.bridge, self.subscription, self.watch = bridge, subscription, watch
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.subscription is not None:
+            self.subscription.close()
+        self.bridge.open.detach_all()
+        self.watch.stop()
+        self.watch.lock.release()
 
 
 def _fenced(until, watch, bridge):

@@ -236,6 +236,8 @@ class LeaderWatch:
             try:
                 self.lock.check()
             except Exception as exc:  # noqa: BLE001 - any failure: the lock may be gone
+                if self.stopping.is_set():  # released on purpose meanwhile (the bridge ends)
+                    return
                 self.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 self.on_lost()
                 return
@@ -248,3 +250,5 @@ class LeaderWatch:
 
     def stop(self) -> None:
         self.stopping.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=CHECK_S + 1.0)  # a check on a dead connection: not long
