@@ -300,7 +300,7 @@ class Bridges:
         return "\n".join((self.tmp / f"bridge-{i}.log").read_text(errors="replace")[-3000:]
                          for i in range(len(self.procs)))
 
-    def stop(self) -> list[int | None]:
+    def stop(self, timeout: float = 90.0) -> list[int | None]:
         """SIGTERM to each live one; their exit codes (None: had to be killed)."""
         import os
         import signal
@@ -312,7 +312,7 @@ class Bridges:
         codes = []
         for proc in self.procs:
             try:
-                codes.append(proc.wait(timeout=30))
+                codes.append(proc.wait(timeout=timeout))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
