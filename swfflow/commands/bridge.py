@@ -104,6 +104,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
     """
     from swfflow.stream.bridge.setup import (Setup, default_subscription, dumps, prepare_bridge,
                                              summary)
+    from swfflow.stream.bridge.leader import Handover, become_active, fenced
     from swfflow.stream.bridge.sources import replay as replay_log, subscribe
     from swfflow.stream.bus import open_bus
 
@@ -131,7 +132,7 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
         name = subscription or default_subscription(prepared.template, namespace)
         stopper.install()
         # issue 15: one active bridge per subscription; the others wait here (standby)
-        watch = _become_active(prepared, name, stack, stopper)
+        watch = become_active(prepared.engine, name, stack, stopper.event)
         if watch is None:
             click.echo(f"standby bridge stopped before it became active for {name}")
             return
@@ -145,10 +146,10 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
             replay_log(bridge, replay)  # queues the whole log; handled by bridge.run
         else:
             subscription_ = subscribe(bridge, bus, destination, name)
-        handover = _Handover(bridge, subscription_, watch)
+        handover = Handover(bridge, subscription_, watch)
         stack.callback(handover)
         until = _until(exit_after, replay is not None)
-        bridge.run(until=_fenced(until, watch, bridge))
+        bridge.run(until=fenced(until, watch, bridge))
         handover()  # a standby may take over now, while this one winds down
         report = summary(bridge)
     if bridge.fenced:
@@ -241,52 +242,6 @@ class _Stopper:
                                                         "work", signum)
         except Exception:  # noqa: BLE001 - the signal came mid-import (rich's, at start):
             pass  # an error raised here would break that import; stopping matters, not this
-
-
-def _become_active(prepared, name: str, stack: contextlib.ExitStack, stopper: _Stopper):
-    """Wait (standby) until this process holds the bridge lock of ``name``; its fence
-    (:class:`~swfflow.stream.bridge.leader.LeaderWatch`), or None when stopped first."""
-    from swfflow.stream.bridge.leader import LeaderWatch, bridge_lock, wait_until_active
-
-    lock = bridge_lock(prepared.engine, name)
-    stack.callback(lock.release)
-    if not wait_until_active(lock, prepared.engine, name, stopper.event):
-        return None
-    watch = LeaderWatch(lock, on_lost=lambda: None)
-    stack.callback(watch.stop)
-    return watch
-
-
-class _Handover:
-    """Once: the subscription closed (its client-id is free for the next bridge), the runs'
-    flows stopped (they submit tasks), then the lock released: a standby takes over only when
-    nothing of this bridge acts any more."""
-
-    def __init__(self, bridge, subscription, watch):
-        self.bridge, self.subscription, self.watch = bridge, subscription, watch
-        self.done = False
-
-    def __call__(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        if self.subscription is not None:
-            self.subscription.close()
-        self.bridge.open.detach_all()
-        self.watch.stop()
-        self.watch.lock.release()
-
-
-def _fenced(until, watch, bridge):
-    """The loop's stop condition, and the fence: a bridge whose lock may be lost stops at
-    once (another one may be active)."""
-    def check(b) -> bool:
-        if watch.lost():
-            bridge.fence()
-            return True
-        return until is not None and until(b)
-
-    return check
 
 
 def _logging(quiet: bool) -> None:

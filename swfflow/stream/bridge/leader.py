@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -252,3 +253,51 @@ class LeaderWatch:
         self.stopping.set()
         if self.thread is not threading.current_thread():
             self.thread.join(timeout=CHECK_S + 1.0)  # a check on a dead connection: not long
+
+
+# --- the command's use of it (swfflow bridge) --------------------------------------------------
+def become_active(engine: Engine, name: str, stack: ExitStack,
+                  stopping: threading.Event) -> LeaderWatch | None:
+    """Wait (standby) until this process holds the bridge lock of ``name``; its fence, or
+    None when ``stopping`` was set first. The lock is released when ``stack`` closes."""
+    lock = bridge_lock(engine, name)
+    stack.callback(lock.release)
+    if not wait_until_active(lock, engine, name, stopping):
+        return None
+    watch = LeaderWatch(lock, on_lost=lambda: None)
+    stack.callback(watch.stop)
+    return watch
+
+
+class Handover:
+    """Called once when the active bridge ends: the subscription closed (its client-id is free
+    for the next bridge), the runs' flows stopped (they submit tasks), then the lock released:
+    a standby takes over only when nothing of this bridge acts any more."""
+
+    def __init__(self, bridge: Any, subscription: Any, watch: LeaderWatch):
+        self.bridge, self.subscription, self.watch = bridge, subscription, watch
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.subscription is not None:
+            self.subscription.close()
+        self.bridge.open.detach_all()
+        self.watch.stop()
+        self.watch.lock.release()
+
+
+def fenced(until: Callable[[Any], bool] | None, watch: LeaderWatch,
+           bridge: Any) -> Callable[[Any], bool]:
+    """The loop's stop condition, and the fence: a bridge whose lock may be lost stops at
+    once (another one may be active)."""
+    def check(loop: Any) -> bool:
+        if watch.lost():
+            bridge.fence()
+            return True
+        return until is not None and until(loop)
+
+    return check
+
