@@ -6,10 +6,11 @@ PostgreSQL state store and one subscription, one active and one standby.
   after each takeover. Per kill: seconds from the kill until the standby is active (it holds
   the lock) and until it attached an STF; over the whole run (kills included) stf_gen sent →
   attached and → copied, verified and registered at both E1 sites, p50/p99.
-- **flood with two replicas next to one**: the same recorded flood of ``--failover-flood``
-  STFs published into the subscription of one bridge alone, then of an active bridge with a
-  standby beside it (both started and settled before the flood is published); STFs attached
-  per second from the first attach to the last, and the ratio.
+- **flood with two replicas next to one**: a recorded flood of ``--failover-flood`` STFs is
+  published into a new subscription; one bridge, then two, start as standbys (the bench holds
+  the lock until they are all up), then the lock is released and one of them drains the
+  backlog, beside the other standby (if any); STFs attached per second from the first attach
+  to the last, and the ratio.
 """
 
 from __future__ import annotations
@@ -132,23 +133,31 @@ def flood_rate(tmp: Path, url: str, stfs: int, replicas: int) -> dict:
     bodies = [line for line in log.read_text().splitlines() if line.strip()]
     expected = sum('"stf_gen"' in body for body in bodies)
     _subscribe(url, name)
+    with open_bus(url) as bus:  # the whole backlog waits in the subscription first
+        for body in bodies:
+            bus.publish(EPIC_TOPIC, body)
     with pg_database("swfflow_bench") as state:
         bridges = Bridges(tmp, url, state, name, butterfly_profile(tmp, ()))
+        # the bench holds the lock while the bridges start: each waits as a standby, fully
+        # started; released, one of them drains the backlog with the other (if any) beside it
+        from swfflow.stream.bridge.leader import bridge_lock
+
+        gate = bridge_lock(bridges.engine, name)
+        assert gate.try_acquire()
         try:
-            if replicas == 2:
-                bridges.start_pair()
-            else:
+            for _ in range(replicas):
                 bridges.start()
-                wait_for(bridges.active, 60, "the bridge to become active\n" + bridges.logs())
-            time.sleep(2.0)  # subscribed and idle, as a long-running bridge is
-            with open_bus(url) as bus:
-                for body in bodies:
-                    bus.publish(EPIC_TOPIC, body)
+            wait_for(lambda: bridges.lock_sessions() == replicas + 1, 120,
+                     "the bridges waiting for the lock\n" + bridges.logs())
+            gate.release()
 
             def attached() -> list:
-                with bridges.engine.connect() as conn:
-                    return conn.execute(select(FILES.c.attached_at)
-                                        .where(FILES.c.attached_at.is_not(None))).scalars().all()
+                try:
+                    with bridges.engine.connect() as conn:
+                        return conn.execute(select(FILES.c.attached_at).where(
+                            FILES.c.attached_at.is_not(None))).scalars().all()
+                except Exception:  # noqa: BLE001 - no bridge active yet: no tables yet
+                    return []
 
             times = wait_for(lambda: (lambda t: t if len(t) >= expected else None)(attached()),
                              300, "the flood attached\n" + bridges.logs(), every=0.2)

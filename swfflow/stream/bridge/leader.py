@@ -51,7 +51,7 @@ from swfflow.stream.tables import LEADERS
 log = logging.getLogger("swfflow.bridge")
 POLL_S = 0.5  # a standby tries the lock this often
 CHECK_S = 1.0  # the active one checks its lock connection this often
-LOST_AFTER_S = 4.0  # no good check for this long: the lock is taken as lost
+LOST_AFTER_S = 6.0  # no good check for this long: the lock is taken as lost (< 9 s below)
 # the database probes an idle lock connection after 3 s, then every 2 s, 3 times: a vanished
 # client's session (and lock) ends after about 9 s (tcp_user_timeout bounds unacked sends)
 SERVER_KEEPALIVE = {"tcp_keepalives_idle": 3, "tcp_keepalives_interval": 2,
