@@ -32,6 +32,11 @@ bridge, not payloads). Then:
    ``--butterfly-flood`` STFs drained with one E1 copy and with two: STFs per second from the
    first attach until the last copy is registered, and the attach rate meanwhile.
 
+6. failover (issue 15, part 4; ``bench/bridge_failover.py``): kill -9 of the active one of two
+   bridges, ``--kills`` times in a paced run: kill → standby active → next STF attached, the
+   latencies over that run, and a flood drained by one bridge and by an active one with a
+   standby (``--only-failover``: this phase alone).
+
 Goals (issue 6): p99 < 1 s at 2 Hz, sustained ≥ 500 STF/s. On one 2-core machine the rate
 with Rucio is bound by the services sharing the cores (Rucio's server and judge, PostgreSQL,
 ActiveMQ): compare (4) with (1) and (3), and see the CPU per STF of each process.
@@ -56,6 +61,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
 
 from tests.bridge_support import PROFILE, WORKFLOW, first_run_number, simulate  # noqa: E402
+
+import bridge_failover  # noqa: E402 (bench/, beside this script)
 
 SCHEDULE = """\
 - {state: beam, substate: not_ready, span: "0,0,0,0,1"}
@@ -257,6 +264,12 @@ def main() -> None:
     parser.add_argument("--butterfly-flood", type=int, default=2000)
     parser.add_argument("--only-butterfly", action="store_true",
                         help="Skip phases 1-4: only the butterfly's figures.")
+    parser.add_argument("--failover-seconds", type=int, default=45)
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--kill-every", type=float, default=8.0)
+    parser.add_argument("--failover-flood", type=int, default=3000)
+    parser.add_argument("--only-failover", action="store_true",
+                        help="Only phase 6: failover, and the flood with two replicas.")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -272,6 +285,12 @@ def main() -> None:
         broker, _ = services.up(["activemq", "rucio"], state=state,
                                 fresh_session=uuid.uuid4().hex[:12])
         os.environ["RUCIO_CONFIG"] = str(client_config(services.ServiceHome(state, "rucio")))
+        failover = None
+        if not args.only_butterfly:
+            with tempfile.TemporaryDirectory() as tmp_name:
+                failover = bridge_failover.measure(Path(tmp_name), broker.url, args)
+        if args.only_failover:
+            return print_json(bridge_failover.report(args, failover), args)
         catalog = RucioCatalog.from_config(os.environ["RUCIO_CONFIG"])
         marks = (str(state), database_name(services.ServiceHome(state, "rucio")))
         template, _ = load_template(str(WORKFLOW), None, str(PROFILE))
@@ -317,6 +336,12 @@ def main() -> None:
         services.purge(state)
     report(args, raw, paced, flood, alone)
     report_butterfly(args, butterfly)
+    print_json(bridge_failover.report(args, failover), args)
+
+
+def print_json(figures: dict, args) -> None:
+    if args.json:
+        print(json.dumps(figures, indent=2))
 
 
 def report_butterfly(args, butterfly: dict) -> None:

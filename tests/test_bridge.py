@@ -20,7 +20,7 @@ from swfflow.stream.bus import open_bus
 from swfflow.stream.messages import EPIC_TOPIC, parse_message
 from swfflow.stream.status import run_status
 from swfflow.stream.store import PHASE_CLOSED, PHASE_DONE
-from tests.bridge_support import OUTPUT_SCOPE, lines, recorded, setup_for, simulate
+from tests.bridge_support import OUTPUT_SCOPE, lines, pg_database, recorded, setup_for, simulate
 
 RUN = "100010"
 STREAM = f"group.daq:swf.{RUN}.run"
@@ -52,21 +52,8 @@ def state_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state' / 'bridge.db'}"
         return
-    import uuid
-
-    import psycopg2
-
-    name = f"swfflow_bridge_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    with pg_database() as url:
+        yield url
 
 
 def test_replay_drives_a_run_to_the_end(tmp_path, state_url):

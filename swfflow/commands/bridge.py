@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from swfflow.assemble import names
-from swfflow.errors import ConfigError, RunFailed
+from swfflow.errors import ConfigError, RunFailed, ServiceError
 from swfflow.stream.messages import EPIC_TOPIC
 
 
@@ -88,6 +88,9 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
     Messages are acked only once their effect is stored; a restart resumes every open run.
     Stop with Ctrl-C or SIGTERM (pending STFs are attached first).
 
+    Several bridges on the same --state and subscription: one is active, the others wait as
+    standbys and take over when it stops or dies (docs/bridge.md, "Two bridges").
+
     \b
     Examples:
       swfflow bridge examples/calib.cwl --broker stomp://127.0.0.1:61613 --subscribe-only
@@ -99,7 +102,9 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
       swfflow bridge examples/calib.cwl --replay run.jsonl --exit-after 1 --json
       swfflow status --run 100012 --state sqlite:///bridge.db --json
     """
-    from swfflow.stream.bridge.setup import Setup, build_bridge, default_subscription, dumps, summary
+    from swfflow.stream.bridge.setup import (Setup, default_subscription, dumps, prepare_bridge,
+                                             summary)
+    from swfflow.stream.bridge.leader import Handover, become_active, fenced
     from swfflow.stream.bridge.sources import replay as replay_log, subscribe
     from swfflow.stream.bus import open_bus
 
@@ -120,18 +125,37 @@ def bridge_cmd(workflow, inputs, broker, replay, backend, panda_url, catalog, st
                                attach_parallel=attach_parallel,
                                end_timeout_s=end_timeout, tick_s=tick, rse=rse,
                                sites_down=tuple(sites_down), emit_ready=not no_ready))
+    stopper = _Stopper()
     with contextlib.ExitStack() as stack:
         bus = stack.enter_context(open_bus(broker)) if broker else None
-        bridge = build_bridge(setup, stack, publish=bus.publish if bus else None)
-        _stop_on_signals(bridge)
+        prepared = prepare_bridge(setup, stack, publish=bus.publish if bus else None)
+        name = subscription or default_subscription(prepared.template, namespace)
+        stopper.install()
+        # issue 15: one active bridge per subscription; the others wait here (standby)
+        watch = become_active(prepared.engine, name, stack, stopper.event)
+        if watch is None:
+            click.echo(f"standby bridge stopped before it became active for {name}")
+            return
+        bridge = prepared.build(stack)
+        stopper.bridge = bridge
+        watch.on_lost = bridge.fence
+        if stopper.event.is_set():  # a signal while it was taking over
+            bridge.stop()
+        subscription_ = None
         if replay is not None:
             replay_log(bridge, replay)  # queues the whole log; handled by bridge.run
         else:
-            name = subscription or default_subscription(bridge.template, namespace)
-            subscribe(bridge, bus, destination, name)
+            subscription_ = subscribe(bridge, bus, destination, name)
+        handover = Handover(bridge, subscription_, watch)
+        stack.callback(handover)
         until = _until(exit_after, replay is not None)
-        bridge.run(until=until)
+        bridge.run(until=fenced(until, watch, bridge))
+        handover()  # a standby may take over now, while this one winds down
         report = summary(bridge)
+    if bridge.fenced:
+        raise ServiceError(f"this bridge lost the bridge lock of {name} ({watch.failure}) "
+                           "and stopped, leaving its work to the bridge that is active now",
+                           where=state, hint="start it again: it waits as a standby")
     if as_json:
         click.echo(dumps(report))
     else:
@@ -196,14 +220,28 @@ def _until(exit_after: int | None, replaying: bool):
     return finished if (exit_after is not None or replaying) else None
 
 
-def _stop_on_signals(bridge) -> None:
-    def stop(signum, frame):
-        logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending work",
-                                                    signum)
-        bridge.stop()
+class _Stopper:
+    """SIGTERM/SIGINT: a standby stops waiting; an active bridge stops after pending work."""
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
+    def __init__(self):
+        import threading
+
+        self.event = threading.Event()
+        self.bridge = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self.stop)
+
+    def stop(self, signum, frame) -> None:
+        self.event.set()
+        if self.bridge is not None:
+            self.bridge.stop()
+        try:
+            logging.getLogger("swfflow.bridge").warning("signal %d: stopping after pending "
+                                                        "work", signum)
+        except Exception:  # noqa: BLE001 - the signal came mid-import (rich's, at start):
+            pass  # an error raised here would break that import; stopping matters, not this
 
 
 def _logging(quiet: bool) -> None:

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from swfflow.stream.tables import (  # noqa: F401 (the phases and tables: re-exported)
     DEAD, FILES, HOLD_PAUSED, HOLD_RUNNING, HOLDS, MAX_DEAD_BODY, MESSAGES, METADATA, OPEN_PHASES,
     PHASE_ANNOUNCED, PHASE_CLOSED, PHASE_DONE, PHASE_ENDING, PHASE_FAILED, PHASE_PREPARED,
-    RUN_PHASES, RUNS, add_missing_columns)
+    RUN_PHASES, RUNS, migrate)
 
 
 MAX_DEAD_REASON = 4096
@@ -70,7 +70,7 @@ class BridgeStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         METADATA.create_all(engine)
-        add_missing_columns(engine)
+        migrate(engine)
 
     # --- messages -------------------------------------------------------------------------
     def processed(self, msg_id: str) -> bool:

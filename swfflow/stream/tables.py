@@ -4,7 +4,8 @@ earlier swfflow."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, Integer, MetaData, String, Table,
+                        Text)
 from sqlalchemy.engine import Engine
 
 # the bridge's view of a run, in order
@@ -40,8 +41,8 @@ FILES = Table(
     "br_files", METADATA,
     Column("run_id", String(64), primary_key=True),
     Column("filename", String(255), primary_key=True),
-    Column("sequence", Integer),
-    Column("size", Integer, nullable=False),
+    Column("sequence", BigInteger),
+    Column("size", BigInteger, nullable=False),  # STFs of more than 2 GiB
     Column("adler32", String(8), nullable=False),
     Column("pfn", Text),
     Column("msg_id", String(64)),
@@ -109,8 +110,27 @@ RUN_SITES = Table(  # where each run's processing goes (profile bridge.site_poli
     Column("queue", String(128), nullable=False),
     Column("chosen_at", Float, nullable=False),
 )
+LEADERS = Table(  # which bridge holds the bridge lock of a subscription (stream/bridge/leader)
+    "br_leaders", METADATA,
+    Column("name", String(255), primary_key=True),  # the lock: the durable subscription
+    Column("holder", String(255), nullable=False),  # host:pid
+    Column("pid", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+)
 HOLD_PAUSED, HOLD_RUNNING = "paused", "running"
 MAX_DEAD_BODY = 65536
+
+
+# columns made wider since: an older store's are altered (PostgreSQL's INTEGER is 32-bit;
+# SQLite's INTEGER holds 64 bits whatever the declaration, so it needs nothing)
+WIDENED = {"br_files": ("size", "sequence")}
+
+
+def migrate(engine: Engine) -> None:
+    """Bring a store written by an earlier swfflow up to these tables: the columns added
+    since (all nullable), and the columns widened since."""
+    add_missing_columns(engine)
+    widen_columns(engine)
 
 
 def add_missing_columns(engine: Engine) -> None:
@@ -124,3 +144,19 @@ def add_missing_columns(engine: Engine) -> None:
                 kind = column.type.compile(dialect=engine.dialect)
                 with engine.begin() as conn:
                     conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+def widen_columns(engine: Engine) -> None:
+    """32-bit integer columns of an older PostgreSQL store become 64-bit (an STF of more than
+    2 GiB could not be recorded). One ALTER per column, only where it is still narrow."""
+    from sqlalchemy import inspect, text
+
+    if engine.dialect.name != "postgresql":
+        return
+    for table, names in WIDENED.items():
+        narrow = [c["name"] for c in inspect(engine).get_columns(table)
+                  if c["name"] in names and isinstance(c["type"], Integer)
+                  and not isinstance(c["type"], BigInteger)]
+        for name in narrow:
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {name} TYPE BIGINT"))

@@ -93,6 +93,7 @@ class Bridge:
         self.last_error = ""  # the last unexpected error while handling a message
         self.source_done = threading.Event()
         self.stop_event = threading.Event()
+        self.fenced = False  # lost the bridge lock: another bridge may be active (leader.py)
         gate = lambda name: Backoff(name, self.config.retry_initial_s, self.config.retry_max_s)
         self.gates = {name: gate(name) for name in
                       ("prepare", "attach", "metadata", "close", "follow", "announce", "hold")}
@@ -148,7 +149,8 @@ class Bridge:
             self.work.step()
             if until is not None and until(self):
                 break
-        self.work.flush_now()  # its catalog threads are joined: no wake-up comes after it
+        if not self.fenced:  # a fenced bridge leaves the rest to the active one
+            self.work.flush_now()  # its catalog threads are joined: no wake-up after it
         with self.inbox.mutex:  # leave only deliveries behind, not wake-ups
             kept = [item for item in self.inbox.queue if item is not WAKE_UP]
             self.inbox.queue.clear()
@@ -157,6 +159,12 @@ class Bridge:
     def stop(self) -> None:
         self.stop_event.set()
         self.wake()
+
+    def fence(self) -> None:
+        """Stop at once, without finishing pending work: this bridge lost the bridge lock,
+        and another one may be active already (from any thread)."""
+        self.fenced = True
+        self.stop()
 
     def wake(self) -> None:
         """Wake the loop now (from any thread): an empty item in the inbox, which the loop

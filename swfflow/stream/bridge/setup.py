@@ -29,12 +29,41 @@ class Setup:
     options: dict[str, Any] = field(default_factory=dict)  # BridgeConfig fields
 
 
+@dataclass
+class Prepared:
+    """Everything a bridge needs but the bridge itself: what a standby holds ready while it
+    waits for the bridge lock (nothing here writes to the state store)."""
+
+    template: Plan
+    backends: Any
+    engine: Any
+    config: Any
+    publish: Any = None
+
+    def build(self, stack: ExitStack):
+        """The :class:`~swfflow.stream.bridge.core.Bridge` (it creates and migrates the
+        store's tables): only once this process is the active bridge."""
+        from swfflow.stream.bridge.core import Bridge
+
+        bridge = Bridge(self.template, self.backends, self.engine, config=self.config,
+                        publish=self.publish)
+        stack.callback(bridge.open.detach_all)  # the runs' flows stop before backends close
+        return bridge
+
+
 def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     """A ready :class:`~swfflow.stream.bridge.core.Bridge`; resources close with ``stack``."""
+    return prepare_bridge(setup, stack, publish).build(stack)
+
+
+def prepare_bridge(setup: Setup, stack: ExitStack, publish=None) -> Prepared:
+    """The plan template (:mod:`swfflow.pipeline`), the catalog and executor
+    (:mod:`swfflow.assemble`), the store's engine (:mod:`swfflow.state`) and the settings;
+    resources close with ``stack``."""
     from swfflow.assemble import Settings, assemble, names
     from swfflow.pipeline import load_template
     from swfflow.state import state_engine
-    from swfflow.stream.bridge.core import Bridge, BridgeConfig
+    from swfflow.stream.bridge.config import BridgeConfig
 
     if setup.catalog not in names("catalog") or setup.backend not in names("executor"):
         raise ConfigError(f"unknown catalog/backend {setup.catalog}/{setup.backend}",
@@ -58,9 +87,7 @@ def build_bridge(setup: Setup, stack: ExitStack, publish=None):
     config = BridgeConfig(**options)
     if config.sites:  # fail at start, not at the first copy
         backends.catalog.replica_paths(config.sites[0], [])
-    bridge = Bridge(template, backends, engine, config=config, publish=publish)
-    stack.callback(bridge.open.detach_all)  # the runs' flows stop before the backends close
-    return bridge
+    return Prepared(template, backends, engine, config, publish)
 
 
 def site_options(profile: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Work:
         # the backends as the loop holds them when a call is made (tests swap in wrappers)
         self.gates, self.executor, self.publish = gates, executor, publish
         self.last_follow = 0.0
+        self.followed = False  # the first follow opens every open run's flow (a second or more)
         self.unannounced = True  # check the store for attached-but-unannounced STFs
         self.unpausable: set[str] = set()  # tasks whose pause the backend refused: not again
         # attach and metadata calls, in threads of their own
@@ -80,9 +81,15 @@ class Work:
             self._guarded("metadata", self.lanes.set_metadata)
         self._guarded("announce", self.announce)
         self._guarded("close", self.close_runs)
-        if time.monotonic() - self.last_follow >= self.config.tick_s:
-            self.last_follow = time.monotonic()
+        if time.monotonic() - self.last_follow >= self.config.tick_s and self._may_follow():
+            self.last_follow, self.followed = time.monotonic(), True
             self._guarded("follow", self.follow)
+
+    def _may_follow(self) -> bool:
+        """Not before the first attach is committed: after a restart or a takeover the STFs
+        the previous bridge left are attached first, processing is followed after (req 4.7:
+        archiving never waits for processing)."""
+        return self.followed or not any(f.kind == "attach" for f in self.lanes.in_flight)
 
     def flush_now(self) -> None:
         """On shutdown: attach what is pending at once (errors leave it for the next start)."""
