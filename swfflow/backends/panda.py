@@ -26,9 +26,6 @@ swfflow logs or raises.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import logging
 import os
 import re
@@ -39,16 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
 from swfflow.backends.base import CommandRefused, ExecutorBase, TaskState, TaskStatus
-from swfflow.backends.panda_client import (
-    CLIENT_LOCK,
-    check_auth_environment,
-    load_client,
-    point_client_at,
-    redact,
-)
+from swfflow.backends.panda_calls import PandaCalls
+from swfflow.backends.panda_client import check_auth_environment, redact
 from swfflow.backends.panda_sandbox import (
     CacheUploads,
     SandboxShipper,
@@ -85,10 +75,6 @@ REGISTRATION_POLL_S = 2.0
 # what a pause/resume leaves behind: repeating it there is a no-op
 PAUSED = frozenset({"paused"})
 NOT_PAUSED = frozenset(JEDI_STATUSES) - RESUME_ACCEPTED
-
-
-class _Unanswered(Exception):
-    """One exchange with the server failed (panda-client status != 0); worth retrying."""
 
 
 # --- the executor ----------------------------------------------------------------------------
@@ -129,6 +115,8 @@ class PandaExecutor(ExecutorBase):
         self._names: dict[int, str] = {}
         self._unknown_polls: dict[int, int] = {}
         self._uploads = CacheUploads(self.put_in_cache)
+        self.calls = PandaCalls(self.url, self.api_base, attempts=attempts, backoff_s=backoff_s,
+                                max_backoff_s=max_backoff_s)
         check_auth_environment()
 
     # --- Executor protocol ---------------------------------------------------------------
@@ -156,7 +144,7 @@ class PandaExecutor(ExecutorBase):
         rows: dict[int, Mapping[str, Any]] = {}
         for chunk in _chunks(ids, self.status_chunk):
             pattern = "^(?:" + "|".join(str(i) for i in chunk) + ")$"
-            found = self._call("get_tasks_detailed_info_since", self._since(chunk),
+            found = self.calls.call("get_tasks_detailed_info_since", self._since(chunk),
                                {"jediTaskID": pattern}, n_tasks=self.n_tasks) or []
             rows.update((int(r["jediTaskID"]), r) for r in found if int(r["jediTaskID"]) in chunk)
         for task_id in ids:  # truncated away or older than our bound: ask exactly
@@ -186,27 +174,27 @@ class PandaExecutor(ExecutorBase):
 
     def retry(self, task_id: str) -> None:
         tid = _task_id(task_id)
-        code, message = self._call("retryTask", tid, properErrorCode=True)
+        code, message = self.calls.call("retryTask", tid, properErrorCode=True)
         if code == 0:
             log.info("retry of task %s registered: %s", tid, message)
             return
         row = self._lookup(tid)
         if row is None:
             raise ServiceError(f"PanDA task {tid} not found on {self.url}; cannot retry it "
-                               f"(server: {redact(str(message))})", where=self._where("retryTask"))
+                               f"(server: {redact(str(message))})", where=self.calls.where("retryTask"))
         if row.get("status") not in INCEXEC_ACCEPTED:
             raise ServiceError(f"PanDA refused to retry task {tid} ({row.get('taskName')}): "
-                               f"{redact(str(message))}", where=self._where("retryTask"))
+                               f"{redact(str(message))}", where=self.calls.where("retryTask"))
         # JEDI re-executes a final task when its name is submitted again (code 3)
-        params = self._call("getTaskParamsMap", tid)
+        params = self.calls.call("getTaskParamsMap", tid)
         if not isinstance(params, dict):
             raise ServiceError(f"PanDA returned no task parameters for task {tid}",
-                               where=self._where("getTaskParamsMap"))
+                               where=self.calls.where("getTaskParamsMap"))
         code, message = self._submit_params(params)
         if code != SUBMIT_INCEXEC:
             raise ServiceError(f"PanDA refused to re-execute task {tid} ({row.get('taskName')}):"
                                f" {redact(str(message))} (code {code})",
-                               where=self._where("insertTaskParams"))
+                               where=self.calls.where("insertTaskParams"))
         log.info("task %s re-executed incrementally: %s", tid, message)
 
     # --- the job sandbox (backends/panda_sandbox.py) ---------------------------------------
@@ -222,14 +210,14 @@ class PandaExecutor(ExecutorBase):
 
     def put_in_cache(self, path: Path) -> str:
         """Upload ``path`` to the server's cache as prun does; the name it has there."""
-        answer = str(self._call_with_retries("putFile", upload_in_child, path, self.url))
-        return name_in_cache(redact(answer), path.name, where=self._where("putFile"))
+        answer = str(self.calls.with_retries("putFile", upload_in_child, path, self.url))
+        return name_in_cache(redact(answer), path.name, where=self.calls.where("putFile"))
 
     # --- extras --------------------------------------------------------------------------
     def is_alive(self) -> bool:
         """True when the server answers ``system/is_alive``; one attempt, no retry."""
         try:
-            self._call("hello", attempts=1)
+            self.calls.call("hello", attempts=1)
         except ServiceError:
             return False
         return True
@@ -239,12 +227,12 @@ class PandaExecutor(ExecutorBase):
 
     # --- submission helpers --------------------------------------------------------------
     def _submit_params(self, params: dict[str, Any]) -> tuple[int, str]:
-        answer = self._call("insertTaskParams", params, properErrorCode=True)
+        answer = self.calls.call("insertTaskParams", params, properErrorCode=True)
         try:
             code, message = answer
         except (TypeError, ValueError):
             raise ServiceError(f"PanDA answered insertTaskParams with {redact(repr(answer))}",
-                               where=self._where("insertTaskParams")) from None
+                               where=self.calls.where("insertTaskParams")) from None
         code, message = int(code), str(message)
         if code == SUBMIT_ACCEPTED and REEXECUTION_MESSAGE.search(message):
             code = SUBMIT_INCEXEC
@@ -265,9 +253,9 @@ class PandaExecutor(ExecutorBase):
                 return int(row["jediTaskID"])
             raise ServiceError(f"PanDA accepted task {task.name} but its id could not be found "
                                f"(message: {redact(message)})",
-                               where=self._where("insertTaskParams"))
+                               where=self.calls.where("insertTaskParams"))
         raise ServiceError(f"PanDA rejected task {task.name}: {redact(message)} (code {code})",
-                           where=task.step or self._where("insertTaskParams"),
+                           where=task.step or self.calls.where("insertTaskParams"),
                            hint="fix the task parameters (profile or workflow) and submit again")
 
     def _find_by_name(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -275,14 +263,14 @@ class PandaExecutor(ExecutorBase):
         filters.update({k: str(params[k]) for k in ("vo", "prodSourceLabel") if params.get(k)})
         filters = {k: (f"^{re.escape(v)}$" if REGEX_META & set(v) else v)
                    for k, v in filters.items()}
-        rows = self._call("get_tasks_detailed_info_since", None, filters,
+        rows = self.calls.call("get_tasks_detailed_info_since", None, filters,
                           n_tasks=self.n_tasks) or []
         matches = [r for r in rows if r.get("taskName") == name]
         return max(matches, key=lambda r: int(r["jediTaskID"])) if matches else None
 
     # --- status helpers ------------------------------------------------------------------
     def _lookup(self, task_id: int) -> dict[str, Any] | None:
-        rows = self._call("get_tasks_detailed_info_since", None, {"jediTaskID": str(task_id)},
+        rows = self.calls.call("get_tasks_detailed_info_since", None, {"jediTaskID": str(task_id)},
                           n_tasks=1) or []
         return next((r for r in rows if int(r["jediTaskID"]) == task_id), None)
 
@@ -323,86 +311,28 @@ class PandaExecutor(ExecutorBase):
 
     # --- commands ------------------------------------------------------------------------
     def _command(self, call: str, task_id: int, *, already: frozenset[str]) -> None:
-        accepted, detail = self._call(call, task_id)
+        accepted, detail = self.calls.call(call, task_id)
         deadline = time.monotonic() + self.registration_wait_s
         # a task this executor submitted that JEDI has not registered yet is "not found" (the
         # real server's race): the command is given again once JEDI has it, within a bound
         while (not accepted and task_id in self._names and time.monotonic() < deadline
                and self._lookup(task_id) is None):
             time.sleep(REGISTRATION_POLL_S)
-            accepted, detail = self._call(call, task_id)
+            accepted, detail = self.calls.call(call, task_id)
         if accepted:
             log.info("%s of task %s registered", call, task_id)
             return
         row = self._lookup(task_id)
         if row is None:
             raise ServiceError(f"PanDA task {task_id} not found on {self.url} "
-                               f"(server: {redact(str(detail))})", where=self._where(call))
+                               f"(server: {redact(str(detail))})", where=self.calls.where(call))
         status = str(row.get("status"))
         if status in already or to_state(status).terminal:
             log.info("%s of task %s: nothing to do, it is %s", call, task_id, status)
             return
         raise CommandRefused(f"PanDA refused {call} for task {task_id} "
                              f"({row.get('taskName')}): {redact(str(detail))}",
-                             where=self._where(call))
-
-    # --- the one place that talks to panda-client ----------------------------------------
-    def _where(self, call: str) -> str:
-        return f"PanDA server {self.url} ({call})"
-
-    def _call(self, call: str, *args: Any, attempts: int | None = None, **kwargs: Any) -> Any:
-        """Run one panda-client function; exchange failures are retried with backoff."""
-        return self._call_with_retries(call, functools.partial(self._exchange, call), args,
-                                       kwargs, attempts=attempts)
-
-    def _call_with_retries(self, call: str, exchange: Callable[..., Any], *args: Any,
-                           attempts: int | None = None) -> Any:
-        """``exchange(*args)``, panda-client's (status, answer), retried with backoff while
-        the status is not 0; the answer."""
-        attempts = attempts or self.attempts
-        retrying = Retrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
-            retry=retry_if_exception_type(_Unanswered), reraise=True,
-            before_sleep=lambda rs: log.warning("PanDA %s %s failed (attempt %d/%d), retrying",
-                                                self.api_base, call, rs.attempt_number, attempts))
-        try:
-            for attempt in retrying:
-                with attempt:
-                    status, payload = exchange(*args)
-                    if status != 0:
-                        raise _Unanswered(redact(str(payload)) if payload else "")
-                    return payload
-        except _Unanswered as exc:
-            detail = f": {exc}" if str(exc) else ""
-            raise ServiceError(
-                f"PanDA server {self.url} did not answer {call} after {attempts} attempt(s)"
-                f"{detail}", where=self._where(call),
-                hint="check that the server is up and PANDA_URL_SSL points at it "
-                     "(and that your token or proxy is valid)") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _exchange(self, call: str, args: tuple, kwargs: dict) -> Any:
-        chatter = io.StringIO()
-        with CLIENT_LOCK:
-            client = load_client()
-            point_client_at(client, self.url, self.api_base)
-            function: Callable[..., tuple[int, Any]] = getattr(client, call)
-            try:
-                # panda-client prints warnings and tracebacks to stdout: keep them off the
-                # user's terminal (and out of --json output), log them redacted instead
-                with contextlib.redirect_stdout(chatter):
-                    status, payload = function(*args, **kwargs)
-            except SystemExit:
-                raise ServiceError(f"panda-client gave up during {call} (authentication setup)",
-                                   where=self._where(call),
-                                   hint="check PANDA_AUTH, PANDA_AUTH_VO and the token/proxy "
-                                        "variables") from None
-            finally:
-                text = chatter.getvalue().strip()
-                if text:
-                    log.debug("panda-client %s: %s", call, redact(text))
-        return status, payload
+                             where=self.calls.where(call))
 
 
 def _task_id(task_id: str | int) -> int:
