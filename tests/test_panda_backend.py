@@ -79,7 +79,7 @@ def wait_state(executor, task_id: str, wanted: set[TaskState], timeout: float = 
 def test_is_an_executor_and_import_is_lazy():
     assert isinstance(PandaExecutor("http://127.0.0.1:1/server/panda"), Executor)
     # importing swfflow's backend must not import panda-client (its import does DNS lookups)
-    code = ("import sys, swfflow.backends.panda as p\n"
+    code = ("import sys, swfflow.backends.panda, swfflow.backends.panda_client as p\n"
             "print('pandaclient.Client' in sys.modules)\n"
             "p.load_client()\n"
             "import os; print(os.environ.get('PANDA_BEHIND_REAL_LB'))")
