@@ -23,6 +23,7 @@ import pytest
 
 from swfflow.backends.base import FileRecord
 from swfflow.checksum import adler32_file
+from tests.bridge_support import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CALIB = ROOT / "examples" / "calib.cwl"
@@ -43,16 +44,6 @@ def _swfflow(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Compl
 def _env(server, rucio_env: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PANDA_", "SWFFLOW_STATE"))}
     return {**env, **server.env(), **rucio_env}
-
-
-def _wait(condition, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _server_tasks(server, plan) -> dict[str, object]:
@@ -126,15 +117,15 @@ def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, r
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # the DAQ: STF files arrive in the open run dataset while the workflow runs
-        _wait(lambda: "reconstruct" in _server_tasks(server, plan), 60, "reconstruct submitted")
+        wait_for(lambda: "reconstruct" in _server_tasks(server, plan), 60, "reconstruct submitted", every=0.2)
         assert rucio_catalog.is_open(stream)
         data = tmp_path / "daq"
         data.mkdir()
         files = [Path(shutil.copy(stf, data / _unique(stf, run))) for stf in STFS]
         rucio_catalog.add_files(stream, [_stf_record(f, run, i) for i, f in enumerate(files[:2])])
         reco = _server_tasks(server, plan)["reconstruct"]
-        _wait(lambda: reco.nFilesFinished >= 2 or reco.status in ("failed", "broken"), 90,
-              "the first two STFs reconstructed")
+        wait_for(lambda: reco.nFilesFinished >= 2 or reco.status in ("failed", "broken"), 90,
+                 "the first two STFs reconstructed", every=0.2)
         assert reco.nFilesFinished >= 2, (reco.status, reco.errorDialog)
         assert reco.status == "running"  # runUntilClosed: the open dataset keeps it running
         assert "merge" not in _server_tasks(server, plan)  # not while the run is open
@@ -244,7 +235,7 @@ def test_kill_then_retry_a_whole_instance(slow_panda, rucio_env, profile, tmp_pa
         "blocked"}
     tasks = _server_tasks(slow_panda, plan)
     assert sorted(tasks) == ["fast_qa", "reconstruct"]  # nothing else was ever submitted
-    _wait(lambda: all(t.status == "aborted" for t in tasks.values()), 10, "tasks aborted")
+    wait_for(lambda: all(t.status == "aborted" for t in tasks.values()), 10, "tasks aborted", every=0.2)
 
     retried = _swfflow(["retry", f"calib:{run}", "--state", state, "--json"], env)
     assert retried.returncode == 0, retried.stderr
