@@ -117,7 +117,8 @@ def test_calib_submitted_streamed_closed_and_registered(real_panda, rucio_env, r
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # the DAQ: STF files arrive in the open run dataset while the workflow runs
-        wait_for(lambda: "reconstruct" in _server_tasks(server, plan), 60, "reconstruct submitted", every=0.2)
+        wait_for(lambda: "reconstruct" in _server_tasks(server, plan), 60,
+                 "reconstruct submitted", every=0.2)
         assert rucio_catalog.is_open(stream)
         data = tmp_path / "daq"
         data.mkdir()
@@ -235,7 +236,8 @@ def test_kill_then_retry_a_whole_instance(slow_panda, rucio_env, profile, tmp_pa
         "blocked"}
     tasks = _server_tasks(slow_panda, plan)
     assert sorted(tasks) == ["fast_qa", "reconstruct"]  # nothing else was ever submitted
-    wait_for(lambda: all(t.status == "aborted" for t in tasks.values()), 10, "tasks aborted", every=0.2)
+    wait_for(lambda: all(t.status == "aborted" for t in tasks.values()), 10, "tasks aborted",
+             every=0.2)
 
     retried = _swfflow(["retry", f"calib:{run}", "--state", state, "--json"], env)
     assert retried.returncode == 0, retried.stderr
